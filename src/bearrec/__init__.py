@@ -1,0 +1,2 @@
+"""bearrec: beam-search-aware LLM recommendation."""
+__version__ = "0.1.0"
