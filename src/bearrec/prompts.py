@@ -1,0 +1,140 @@
+"""Prompt templates and the one tokenization of prompts and responses shared by training and decoding.
+
+The response to a prompt is the quoted target title followed by EOS. Its tokens are computed by
+tokenizing `response_header + response` and dropping the header's tokens, so that the tokens the
+model is trained on, the tokens in the item trie and the tokens decoding produces are the same
+sequence (no BPE merge across the prompt/response boundary, no stray leading-space token).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from .errors import ConfigError, DataError
+
+# Per-domain wording of the paper's Alpaca-style prompt: (plural noun, singular noun, verb).
+DOMAINS: dict[str, tuple[str, str, str]] = {
+    "office": ("office products", "office product", "used"),
+    "clothing": ("clothing products", "clothing product", "bought"),
+    "toy": ("toys", "toy", "played with"),
+    "book": ("books", "book", "read"),
+    "movie": ("movies", "movie", "watched"),
+    "item": ("items", "item", "interacted with"),
+}
+
+_ALPACA = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\nGiven a list of {plural} the user has {verb} before, please recommend a new {singular} "
+    "that the user likes to the user.\n\n"
+    "### Input:\nThe user has {verb} the following {plural} before: {history}\n\n"
+    "### Response:\n"
+)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A prompt with a `{history}` slot; `text` ends with `response_header`, after which the title follows."""
+
+    text: str
+    response_header: str
+    item_format: str = '"{title}"'
+    separator: str = ", "
+    max_history: int = 10
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if "{history}" not in self.text:
+            raise ConfigError(f"prompt template {self.name!r} has no {{history}} slot. "
+                              "Fix: put {history} where the user's past items should appear.")
+        if not self.text.endswith(self.response_header) or not self.response_header:
+            raise ConfigError(f"prompt template {self.name!r} must end with its non-empty response header "
+                              f"{self.response_header!r}. Fix: end the text with the line after which the "
+                              "recommended title is written.")
+        if "{title}" not in self.item_format:
+            raise ConfigError("item_format needs a {title} slot.")
+        if self.max_history < 1:
+            raise ConfigError(f"max_history must be at least 1, got {self.max_history}.")
+
+    def render(self, history_titles: Sequence[str]) -> str:
+        """The prompt text for a history (oldest first), keeping the most recent `max_history` items."""
+        recent = list(history_titles)[-self.max_history:]
+        history = self.separator.join(self.item_format.format(title=t) for t in recent)
+        return self.text.replace("{history}", history)
+
+    def response(self, title: str) -> str:
+        """The text the model writes for an item: its formatted title (EOS is added as a token)."""
+        return self.item_format.format(title=title)
+
+
+def alpaca_template(domain: str = "item", max_history: int = 10) -> PromptTemplate:
+    """The paper's Alpaca-style prompt with wording for `domain` (one of DOMAINS)."""
+    if domain not in DOMAINS:
+        raise ConfigError(f"unknown prompt domain {domain!r}. Fix: use one of {', '.join(DOMAINS)}.")
+    plural, singular, verb = DOMAINS[domain]
+    text = _ALPACA.format(plural=plural, singular=singular, verb=verb, history="{history}")
+    return PromptTemplate(text=text, response_header="### Response:\n", max_history=max_history,
+                          name=f"alpaca-{domain}")
+
+
+def compact_template(max_history: int = 10) -> PromptTemplate:
+    """A short prompt for small models: the history titles one per line, then the answer line."""
+    return PromptTemplate(text="{history}\nNext:\n", response_header="\nNext:\n", separator="\n",
+                          max_history=max_history, name="compact")
+
+
+def get_template(spec: str | dict[str, Any] | PromptTemplate = "alpaca", *, domain: str = "item",
+                 max_history: int = 10) -> PromptTemplate:
+    """Resolve a template by name ('alpaca', 'compact') or from a dict of PromptTemplate fields."""
+    if isinstance(spec, PromptTemplate):
+        return replace(spec, max_history=max_history)
+    if isinstance(spec, dict):
+        fields = {"max_history": max_history, **spec}
+        if "text" not in fields:
+            raise ConfigError("a custom prompt template needs `text` (with {history}) and `response_header`.")
+        fields.setdefault("response_header", fields["text"].rsplit("\n", 1)[-1] or "\n")
+        return PromptTemplate(**fields)
+    if spec == "alpaca":
+        return alpaca_template(domain, max_history)
+    if spec == "compact":
+        return compact_template(max_history)
+    raise ConfigError(f"unknown prompt template {spec!r}. Fix: use 'alpaca', 'compact' or a dict with text.")
+
+
+def encode_prompt(tokenizer: Any, template: PromptTemplate, history_titles: Sequence[str]) -> list[int]:
+    """Token ids of the prompt (with the tokenizer's usual special tokens, e.g. BOS)."""
+    if not history_titles:
+        raise DataError("a history is empty: a prompt needs at least one past item.",
+                        fix="drop rows without history when preparing the dataset")
+    return list(tokenizer(template.render(history_titles), add_special_tokens=True)["input_ids"])
+
+
+def encode_responses(tokenizer: Any, template: PromptTemplate, titles: Sequence[str]) -> list[list[int]]:
+    """Token ids of each title's response exactly as they follow the prompt, ending with EOS."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ConfigError("the tokenizer has no EOS token. Fix: set tokenizer.eos_token before training.")
+    header = template.response_header
+    header_ids = list(tokenizer(header, add_special_tokens=False)["input_ids"])
+    texts = [header + template.response(t) for t in titles]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    out: list[list[int]] = []
+    n = len(header_ids)
+    for title, ids in zip(titles, encoded):
+        ids = list(ids)
+        if not title.strip():
+            raise DataError(f"the title {title!r} is empty.", fix="give every catalog item a non-empty title")
+        if ids[:n] != header_ids:
+            raise ConfigError(f"the response header {header!r} merges with the title {title!r} into other "
+                              "tokens, so training and decoding would disagree. Fix: end the header with a "
+                              "newline (trailing spaces merge with the next word in BPE tokenizers).")
+        ids_resp = ids[n:]
+        if not ids_resp:
+            raise DataError(f"the title {title!r} tokenizes to nothing.", fix="check the catalog's titles")
+        out.append(ids_resp + [eos])
+    return out
+
+
+def encode_response(tokenizer: Any, template: PromptTemplate, title: str) -> list[int]:
+    """Token ids of one title's response (see encode_responses)."""
+    return encode_responses(tokenizer, template, [title])[0]
