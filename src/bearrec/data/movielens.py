@@ -173,6 +173,6 @@ def prepare_movielens_100k(source: str | Path = "-", *, untitled: str = "keep", 
         notes.append(f"item(s) {', '.join(sorted(unknown))} have no real title in the source and were kept "
                      "under the title 'unknown' (untitled='drop' removes them)")
     else:
-        titles = {i: ("" if i in unknown else t) for i, t in titles.items()}
+        titles = {i: t for i, t in titles.items() if i not in unknown}  # counted as items_without_title
     return prepare_interactions(table, titles, source=folder, format="movielens-100k", k_core=k_core,
                                 fallback_titles=unknown if untitled == "keep" else None, notes=notes, **options)
