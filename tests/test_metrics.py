@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from bearrec.errors import DataError
+from bearrec.errors import ConfigError, DataError
 from bearrec.metrics import evaluate_predictions, per_row_metrics, popularity_ranks
 
 
@@ -100,6 +100,8 @@ def test_errors():
         evaluate_predictions([{"target": "a"}])
     with pytest.raises(DataError, match="item_ids"):
         evaluate_predictions([row("a", {"title": "x"})])
+    with pytest.raises(ConfigError, match=">= 1"):
+        evaluate_predictions(HAND, ks=(0, 1))
 
 
 def test_per_row_matches_aggregate():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bearrec.errors import DataError
+from bearrec.errors import ConfigError, DataError
 from bearrec.io import write_json, write_jsonl
 from bearrec.metrics import evaluate_predictions
 from bearrec.report import discover_runs, load_run, write_report
@@ -203,6 +203,11 @@ def test_missing_required_file_names_it(tmp_path):
     write_json(run / "config.json", {"seed": 0})
     with pytest.raises(DataError, match=r"config\.json.*'objective'"):
         load_run(run)
+
+
+def test_bad_bootstrap_metric(tmp_path):
+    with pytest.raises(ConfigError, match="ndcg@10"):
+        write_report([make_run(tmp_path, "sft", 0)], tmp_path / "out", bootstrap_metric="ndcg")
 
 
 def test_discover_runs(tmp_path):

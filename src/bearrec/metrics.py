@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
 RANK_METRICS = ("hr", "ndcg", "mrr")
@@ -57,7 +57,7 @@ def reported_ks(ks: Sequence[int], list_length: int) -> list[int]:
     """The cut-offs that can be reported for lists of length `list_length` (sorted, deduplicated)."""
     bad = [k for k in ks if int(k) < 1]
     if bad:
-        raise ValueError(f"cut-offs must be >= 1, got {bad}")
+        raise ConfigError(f"cut-offs K must be >= 1, got {bad}.")
     return sorted({int(k) for k in ks if int(k) <= list_length})
 
 

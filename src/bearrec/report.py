@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import BearrecError, DataError
+from .errors import BearrecError, ConfigError, DataError
 from .io import atomic_open, read_jsonl, write_json
 from .metrics import per_row_metrics
 from .stats import paired_bootstrap, summarize_seeds
@@ -502,6 +502,8 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
     Also writes summary.json (per-method mean/std/n of every metric, diagnosis and bootstrap
     result) beside them, for scripts. Returns (html_path, md_path).
     """
+    if not re.fullmatch(r"(hr|ndcg|mrr)@[1-9]\d*", bootstrap_metric):
+        raise ConfigError(f"bootstrap_metric must look like 'ndcg@10', got {bootstrap_metric!r}.")
     loaded = [r if isinstance(r, RunResult) else load_run(r) for r in runs]
     if not loaded:
         raise BearrecError("no runs to report on. Fix: pass at least one run directory.")
