@@ -164,6 +164,7 @@ def test_diagnosis_and_bootstrap_sections(full_report):
     low, high = map(float, re.findall(r"[+-]\d\.\d+", boot[1][4]))
     assert 0 < low < float(boot[1][3]) < high      # bear hits twice as often by construction
     diag = next(t for t in tables if "pruning_rate@10" in t[0])
+    assert diag[1][diag[0].index("n_in_exact_top_b")] == "40"    # counts shown as integers
     col = diag[0].index("pruning_rate@10")
     assert {r[0]: r[col] for r in diag[1:]} == {"sft": f"{0.885:.4f} ± {np.std([0.88, 0.89], ddof=1):.4f}",
                                                 "bear": f"{0.525:.4f} ± {np.std([0.52, 0.53], ddof=1):.4f}"}

@@ -142,9 +142,9 @@ def _fmt(stat: dict | None, key: str = "") -> str:
     if stat is None:
         return "–"
     mean, std = stat["mean"], stat["std"]
-    digits = 4
-    if key.startswith("n_") or abs(mean) >= 100:
-        digits = 0 if key.startswith("n_") and float(mean).is_integer() and not std else 1
+    if key.startswith("n_") and float(mean).is_integer() and (math.isnan(std) or std == 0):
+        return str(int(mean))
+    digits = 1 if key.startswith("n_") or abs(mean) >= 100 else 4
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
