@@ -204,6 +204,9 @@ def test_missing_required_file_names_it(tmp_path):
     write_json(run / "config.json", {"seed": 0})
     with pytest.raises(DataError, match=r"config\.json.*'objective'"):
         load_run(run)
+    write_json(run / "config.json", {"objective": "sft", "seed": "zero"})
+    with pytest.raises(DataError, match="'seed' must be an integer"):
+        load_run(run)
 
 
 def test_bad_bootstrap_metric(tmp_path):

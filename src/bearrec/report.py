@@ -97,6 +97,8 @@ def load_run(run_dir: str | Path) -> RunResult:
         if key not in config:
             raise DataError(f"lacks {key!r}.", path=run_dir / "config.json",
                             fix='config.json needs {"objective": str, "seed": int, ...}')
+    if not isinstance(config["seed"], int) or isinstance(config["seed"], bool):
+        raise DataError(f"'seed' must be an integer, got {config['seed']!r}.", path=run_dir / "config.json")
     metrics = _read_json(run_dir / "metrics.json", dict,
                          "write the dict returned by bearrec.metrics.evaluate_predictions")
     history = _read_json(run_dir / "log_history.json", list,
@@ -461,6 +463,13 @@ def _bootstrap_section(groups, metric: str, n_resamples: int) -> tuple[list[tupl
         return blocks + [("note", f"Needs {REFERENCE_METHOD} runs and at least one other method.")], []
     ref = {r.seed: r for r in groups[REFERENCE_METHOD] if r.predictions_path is not None}
     rows, results = [], []
+    cache: dict[Path, tuple[list, np.ndarray]] = {}
+
+    def vectors(run: RunResult) -> tuple[list, np.ndarray]:
+        if run.predictions_path not in cache:
+            cache[run.predictions_path] = _row_vectors(run, metric)
+        return cache[run.predictions_path]
+
     for method, runs in groups.items():
         if method == REFERENCE_METHOD:
             continue
@@ -470,7 +479,7 @@ def _bootstrap_section(groups, metric: str, n_resamples: int) -> tuple[list[tupl
             blocks.append(("note", f"{method}: no seed with predictions.jsonl in both methods; comparison left out."))
             continue
         try:
-            pairs = [(_row_vectors(other[s], metric), _row_vectors(ref[s], metric)) for s in seeds]
+            pairs = [(vectors(other[s]), vectors(ref[s])) for s in seeds]
         except DataError as e:
             blocks.append(("note", f"{method}: comparison left out: {e}"))
             continue
