@@ -67,9 +67,8 @@ def read_rows(path: Path, catalog: dict[str, str], unknown_items: str,
     """Read one CSV split, checking every row; DataError names the file and the editor line of a bad row."""
     if not path.is_file():
         raise DataError(f"{path.name} is missing.", path=path,
-                        fix=f"this dataset folder lacks its {path.name}; the publishers' Toy folder, for "
-                            "instance, has no train split. Use a folder with both splits or name another "
-                            "file with the train_file/test_file options")
+                        fix=f"use a folder that has both splits (the published Toy folder, for one, ships only "
+                            "its test split), or name the files with the train_file/test_file options")
     rows: list[Interaction] = []
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
@@ -166,6 +165,8 @@ def prepare_bear_csv(source: str | Path, *, train_file: str = "train.csv", test_
                           format="bear-csv", source=str(folder),
                           options={"train_file": train_file, "test_file": test_file, "valid_size": n_valid,
                                    "train_sample": train_sample, "seed": seed, "unknown_items": unknown_items},
+                          catalog_items_in_no_row=len(set(items) - {i for r in (*train, *valid, *test)
+                                                                   for i in (*r.history, r.target)}),
                           valid_rule=f"the latest {n_valid} rows of {train_file} by timestamp (ties in file order)",
                           notes=notes)
     return Dataset(items=items, splits={"train": train, "valid": valid, "test": test}, stats=stats)

@@ -7,7 +7,7 @@ from typing import Callable
 from ..errors import ConfigError
 from .bear_csv import prepare_bear_csv
 from .dataset import Dataset, save_dataset
-from .movielens import prepare_movielens_100k
+from .movielens import fetch_movielens_100k, prepare_movielens_100k
 from .raw_logs import prepare_amazon, prepare_recbole
 
 FORMATS: dict[str, Callable[..., Dataset]] = {
@@ -16,6 +16,15 @@ FORMATS: dict[str, Callable[..., Dataset]] = {
     "recbole": prepare_recbole,
     "amazon": prepare_amazon,
 }
+
+FETCHERS: dict[str, Callable[..., Path]] = {"movielens-100k": fetch_movielens_100k}
+
+
+def fetch(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Download a public dataset into the cache (no-op when cached) and return its folder, for `bearrec data fetch`."""
+    if name not in FETCHERS:
+        raise ConfigError(f"no downloader for {name!r}; available: {', '.join(FETCHERS)}.")
+    return FETCHERS[name](cache_dir)
 
 
 def prepare(format: str, source: str | Path, output_dir: str | Path | None = None, **options) -> Dataset:
