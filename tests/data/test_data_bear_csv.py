@@ -5,7 +5,6 @@ import json
 import time
 
 import pytest
-from conftest import write_bear
 
 from bearrec.data import load_dataset, prepare
 from bearrec.errors import ConfigError, DataError
@@ -40,14 +39,14 @@ def test_valid_defaults_to_test_size_and_sample_is_seeded(bear_folder):
         prepare("bear-csv", bear_folder, None, train_sample=100)
 
 
-def test_extra_columns_are_ignored(tmp_path):
+def test_extra_columns_are_ignored(tmp_path, write_bear):
     folder = write_bear(tmp_path, {"1": "a", "2": "b"}, ['u,"[1, 2]","x",5', 'u,"[2, 1]","y",6'],
                         ['u,"[1, 2]","z",7'], header="user_id,item_ids,mask,timestamp")
     ds = prepare("bear-csv", folder, None, valid_size=1)
     assert ds.test[0].timestamp == 7 and len(ds.train) == 1
 
 
-def test_unknown_items_can_be_dropped_and_counted(tmp_path):
+def test_unknown_items_can_be_dropped_and_counted(tmp_path, write_bear):
     folder = write_bear(tmp_path, {"1": "a", "2": "b"}, ['u,"[1, 2]",5', 'u,"[1, 99]",6', 'u,"[2, 1]",7'],
                         ['u,"[1, 2]",8'])
     ds = prepare("bear-csv", folder, None, unknown_items="drop")
@@ -65,7 +64,7 @@ def test_unknown_items_can_be_dropped_and_counted(tmp_path):
     (['u,[1, 2],5'], "expected 3 fields", 2),
     (['u,"[1, 2]",5', 'u,"[1,\n2]",6', 'u,"[1, 2, 7]",7'], "not in id2name4Rec.json", 5),
 ])
-def test_bad_rows_name_file_and_line(tmp_path, train, message, line):
+def test_bad_rows_name_file_and_line(tmp_path, train, message, line, write_bear):
     folder = write_bear(tmp_path, {"1": "a", "2": "b"}, train, ['u,"[1, 2]",8'])
     with pytest.raises(DataError, match=message) as err:
         prepare("bear-csv", folder, None, valid_size=1)
@@ -73,7 +72,7 @@ def test_bad_rows_name_file_and_line(tmp_path, train, message, line):
     assert f"train.csv, line {line}:" in str(err.value) and "Fix:" in str(err.value)
 
 
-def test_missing_column_names_header_line(tmp_path):
+def test_missing_column_names_header_line(tmp_path, write_bear):
     folder = write_bear(tmp_path, {"1": "a"}, ['u,"[1, 1]"'], ['u,"[1, 1]"'], header="user_id,item_ids")
     with pytest.raises(DataError, match="missing column.*timestamp") as err:
         prepare("bear-csv", folder, None)
@@ -86,7 +85,7 @@ def test_missing_column_names_header_line(tmp_path):
     ('["a"]', "expected a JSON object"),
     ('{"1": "  "}', "has no title"),
 ])
-def test_bad_catalogs(tmp_path, catalog, message):
+def test_bad_catalogs(tmp_path, catalog, message, write_bear):
     folder = write_bear(tmp_path, catalog, ['u,"[1, 1]",1'], ['u,"[1, 1]",2'])
     with pytest.raises(DataError, match=message) as err:
         prepare("bear-csv", folder, None)
@@ -95,7 +94,7 @@ def test_bad_catalogs(tmp_path, catalog, message):
         assert err.value.line == 2
 
 
-def test_missing_train_csv_and_empty_split(tmp_path):
+def test_missing_train_csv_and_empty_split(tmp_path, write_bear):
     folder = write_bear(tmp_path / "a", {"1": "a"}, None, ['u,"[1, 1]",2'])
     with pytest.raises(DataError, match="train.csv is missing"):
         prepare("bear-csv", folder, None)

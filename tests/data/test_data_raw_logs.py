@@ -5,7 +5,6 @@ import gzip
 import json
 
 import pytest
-from conftest import write_lines
 
 from bearrec.data import load_dataset, prepare
 from bearrec.errors import DataError
@@ -19,7 +18,7 @@ def _events():
             for u in range(N_USERS) for k in range(PER_USER)]
 
 
-def test_recbole_atomic_files(tmp_path):
+def test_recbole_atomic_files(tmp_path, write_lines):
     inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
     inter += [f"{u}\t{i}\t4\t{t}.0" for u, i, t in _events()]
     write_lines(tmp_path / "toy.inter", inter)
@@ -38,7 +37,7 @@ def test_recbole_atomic_files(tmp_path):
     (["user_id:token\titem_id:token\ttimestamp:float", "1\t2\t3", "1\t2\tnoon"], "'noon' is not a number", 3),
     (["user_id:token\titem_id:token\ttimestamp:float", "1\t2"], "expected 3 tab-separated fields", 2),
 ])
-def test_recbole_bad_inter(tmp_path, lines, message, line):
+def test_recbole_bad_inter(tmp_path, lines, message, line, write_lines):
     write_lines(tmp_path / "x.inter", lines)
     write_lines(tmp_path / "x.item", ["item_id:token\ttitle:token_seq", "2\tTwo"])
     with pytest.raises(DataError, match=message) as err:
@@ -46,7 +45,7 @@ def test_recbole_bad_inter(tmp_path, lines, message, line):
     assert err.value.line == line and f"x.inter, line {line}:" in str(err.value)
 
 
-def test_recbole_missing_item_file_or_title_column(tmp_path):
+def test_recbole_missing_item_file_or_title_column(tmp_path, write_lines):
     write_lines(tmp_path / "x.inter", ["user_id:token\titem_id:token\ttimestamp:float", "1\t2\t3"])
     with pytest.raises(DataError, match="x.item is missing"):
         prepare("recbole", tmp_path, None)
@@ -76,7 +75,7 @@ def test_amazon_2014(tmp_path, compress):
     assert "2014/2018" in ds.stats["notes"][0]
 
 
-def test_amazon_2018_drops_html_titles_and_counts_them(tmp_path):
+def test_amazon_2018_drops_html_titles_and_counts_them(tmp_path, write_lines):
     reviews = write_lines(tmp_path / "Office_Products_5.json", [json.dumps(
         {"reviewerID": u, "asin": i, "unixReviewTime": t, "reviewText": "ok"}) for u, i, t in _events()])
     meta = [json.dumps({"asin": f"B{k:03d}", "title": f"Stapler {k}"}) for k in range(6)]
@@ -88,7 +87,7 @@ def test_amazon_2018_drops_html_titles_and_counts_them(tmp_path):
     assert d["interactions_of_items_without_usable_title"] == N_USERS
 
 
-def test_amazon_2023_parent_asin_and_milliseconds(tmp_path):
+def test_amazon_2023_parent_asin_and_milliseconds(tmp_path, write_lines):
     reviews = write_lines(tmp_path / "Office_Products.jsonl", [json.dumps(
         {"user_id": u, "asin": "child", "parent_asin": i, "timestamp": t * 1000 + 123, "rating": 5})
         for u, i, t in _events()])
@@ -106,7 +105,7 @@ def test_amazon_2023_parent_asin_and_milliseconds(tmp_path):
     ('{"user": "u"}', "no reviewer field"),
     ('[1, 2]', "expected an object"),
 ])
-def test_amazon_bad_review_lines(tmp_path, line_text, message):
+def test_amazon_bad_review_lines(tmp_path, line_text, message, write_lines):
     good = json.dumps({"reviewerID": "u", "asin": "a", "unixReviewTime": 1})
     reviews = write_lines(tmp_path / "r.json", [good, good, line_text])
     write_lines(tmp_path / "meta_x.json", [json.dumps({"asin": "a", "title": "A"})])
@@ -115,7 +114,7 @@ def test_amazon_bad_review_lines(tmp_path, line_text, message):
     assert err.value.line == 3 and "r.json, line 3:" in str(err.value)
 
 
-def test_amazon_meta_must_be_findable(tmp_path):
+def test_amazon_meta_must_be_findable(tmp_path, write_lines):
     reviews = write_lines(tmp_path / "r.json", [json.dumps({"reviewerID": "u", "asin": "a", "unixReviewTime": 1})])
     with pytest.raises(DataError, match="which metadata file") as err:
         prepare("amazon", reviews, None)
