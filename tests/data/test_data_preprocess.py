@@ -34,6 +34,13 @@ def test_split_is_chronological_and_8_1_1():
     assert ds.stats["n_users"] == 10 and ds.stats["history_length"]["min"] == 1
 
 
+def test_train_sample_is_seeded_and_counted():
+    a = prepare_interactions(_table(_chain()), TITLES, source="m", format="t", k_core=0, train_sample=10, seed=3)
+    b = prepare_interactions(_table(_chain()), TITLES, source="m", format="t", k_core=0, train_sample=10, seed=3)
+    assert a.train == b.train and len(a.train) == 10 and a.stats["dropped"]["train_rows_not_sampled"] == 30
+    assert len(a.items) == 8 and len(a.test) == 5  # catalog and evaluation splits do not depend on the sample
+
+
 def test_history_is_up_to_max_history_preceding_items():
     rows = [("u", str(i), i) for i in range(1, 31)]
     ds = prepare_interactions(_table(rows), {str(i): f"t{i}" for i in range(1, 31)}, source="m", format="t",

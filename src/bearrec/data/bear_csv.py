@@ -10,12 +10,12 @@ from __future__ import annotations
 import ast
 import csv
 import json
-import random
 from collections import Counter
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .dataset import Dataset, Interaction
+from .preprocess import sample_rows
 from .stats import compute_stats
 from .titles import unescape_title
 
@@ -150,13 +150,7 @@ def prepare_bear_csv(source: str | Path, *, train_file: str = "train.csv", test_
                           f"{train_file} minus one.")
     train = sorted(train, key=lambda row: row.timestamp)  # stable: ties keep file order
     train, valid = train[:-n_valid], train[-n_valid:]
-    if train_sample is not None:
-        if not 0 < int(train_sample) <= len(train):
-            raise ConfigError(f"train_sample={train_sample} must be between 1 and {len(train)}, the training rows "
-                              f"left after carving {n_valid} validation rows.")
-        keep = sorted(random.Random(seed).sample(range(len(train)), int(train_sample)))
-        dropped["train_rows_not_sampled"] = len(train) - len(keep)
-        train = [train[k] for k in keep]
+    train = sample_rows(train, train_sample, seed, dropped)
     notes = []
     if test and max(r.timestamp for r in train + valid) > min(r.timestamp for r in test):
         notes.append("some training rows are later than the earliest test row: the source split is not "

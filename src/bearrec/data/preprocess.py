@@ -12,13 +12,16 @@ Steps, each counted in stats["dropped"] when it removes something:
     up to `max_history` interactions before it. A user's first interaction is therefore only ever
     history; rows with fewer than `min_history` (default 1, as BIGRec) history items are dropped;
  6. rows are ordered globally by (target timestamp, user id, position) and cut by `split_ratio`
-    (default 8:1:1) into train (earliest), valid and test (latest).
+    (default 8:1:1) into train (earliest), valid and test (latest);
+ 7. optionally `train_sample` training rows are drawn (seeded by `seed`), kept in chronological order.
 """
 from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Mapping
+
+import random
 
 import numpy as np
 import pandas as pd
@@ -38,7 +41,7 @@ DROP_REASONS = ("items_without_title", "items_with_empty_title", "items_with_htm
                 "items_with_too_long_title", "interactions_of_items_without_usable_title",
                 "interactions_outside_time_window", "duplicate_interactions", "users_below_k_core",
                 "items_below_k_core", "interactions_below_k_core", "users_with_one_interaction",
-                "rows_with_short_history", "items_without_rows")
+                "rows_with_short_history", "items_without_rows", "train_rows_not_sampled")
 
 
 def parse_time(value: object, option: str) -> int | None:
@@ -147,11 +150,23 @@ def chronological_split(rows: list[tuple[tuple, Interaction]], ratio: tuple[int,
     return splits
 
 
+def sample_rows(rows: list[Interaction], n: int | None, seed: int, dropped: Counter) -> list[Interaction]:
+    """Keep a seeded random `n` of the training rows (the paper trains on 10,000), in their original order."""
+    if n is None:
+        return rows
+    if not 0 < int(n) <= len(rows):
+        raise ConfigError(f"train_sample={n} must be between 1 and {len(rows)}, the number of training rows.")
+    keep = sorted(random.Random(seed).sample(range(len(rows)), int(n)))
+    dropped["train_rows_not_sampled"] += len(rows) - len(keep)
+    return [rows[k] for k in keep]
+
+
 def prepare_interactions(table: pd.DataFrame, raw_titles: Mapping[str, object], *, source: object,
                          format: str, k_core: int | None = DEFAULT_K_CORE, max_history: int = DEFAULT_MAX_HISTORY,
                          min_history: int = 1, start: object = None, end: object = None,
                          max_title_length: int | None = DEFAULT_MAX_TITLE_LENGTH,
                          split_ratio: tuple[int, int, int] = DEFAULT_SPLIT_RATIO,
+                         train_sample: int | None = None, seed: int = 0,
                          fallback_titles: Mapping[str, str] | None = None,
                          notes: list[str] | None = None) -> Dataset:
     """Apply the documented preprocessing to an interaction table and a raw title map; return the Dataset."""
@@ -182,8 +197,11 @@ def prepare_interactions(table: pd.DataFrame, raw_titles: Mapping[str, object], 
     used = {i for name in SPLITS for row in splits[name] for i in (*row.history, row.target)}
     dropped["items_without_rows"] += len(set(table["item_id"].unique()) - used)
     items = {i: titles[i] for i in sorted(used, key=id_sort_key)}
+    # Sampled after the catalog is fixed, so the item universe does not depend on the sample.
+    splits["train"] = sample_rows(splits["train"], train_sample, seed, dropped)
     options = {"k_core": k_core, "max_history": max_history, "min_history": min_history, "start": start_s,
-               "end": end_s, "max_title_length": max_title_length, "split_ratio": list(split_ratio)}
+               "end": end_s, "max_title_length": max_title_length, "split_ratio": list(split_ratio),
+               "train_sample": train_sample, "seed": seed}
     stats = compute_stats(items, splits, dropped=dict(dropped), format=format, source=str(source),
                           n_input_interactions=n_input, n_interactions=len(table), options=options,
                           tie_break=TIE_BREAK_RULE, notes=list(notes or []))
