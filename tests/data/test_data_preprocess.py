@@ -95,14 +95,14 @@ logs = st.lists(st.tuples(st.sampled_from([f"u{i}" for i in range(6)]), st.sampl
 
 
 @settings(max_examples=60, deadline=None)
-@given(logs)
-def test_preparing_never_loses_or_invents_an_interaction(rows):
+@given(logs, st.sampled_from([0, 1]))
+def test_preparing_never_loses_or_invents_an_interaction(rows, k):
     """Targets = input (deduplicated) minus each user's first interaction; histories are the preceding ones."""
     unique = sorted(set(rows))
     titles = {i: f"title {i}" for i in ("1", "2", "10", "x", "y")}
     try:
         ds = prepare_interactions(_table(rows) if rows else interaction_table([], [], []), titles, source="m",
-                                  format="t", k_core=0)
+                                  format="t", k_core=k)
     except DataError as e:
         n_rows = len(unique) - len({u for u, _, _ in unique})
         assert "empty" in str(e) or "no interactions" in str(e)
