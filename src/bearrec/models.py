@@ -207,11 +207,19 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
             model, use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gradient_checkpointing:
-        # Non-reentrant checkpointing propagates gradients to LoRA weights even though inputs need none.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
     if lora is not None:
         model = _add_lora(model, lora)
     return model
+
+
+def _enable_checkpointing(model: "PreTrainedModel") -> None:
+    """Recompute activations in the backward pass (non-reentrant, so LoRA weights get gradients)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _add_lora(model: "PreTrainedModel", lora: LoraSettings) -> "PreTrainedModel":
