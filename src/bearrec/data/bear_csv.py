@@ -67,7 +67,7 @@ def read_rows(path: Path, catalog: dict[str, str], unknown_items: str,
     """Read one CSV split, checking every row; DataError names the file and the editor line of a bad row."""
     if not path.is_file():
         raise DataError(f"{path.name} is missing.", path=path,
-                        fix=f"use a folder that has both splits (the published Toy folder, for one, ships only "
+                        fix="use a folder that has both splits (the published Toy folder, for one, ships only "
                             "its test split), or name the files with the train_file/test_file options")
     rows: list[Interaction] = []
     with open(path, encoding="utf-8", newline="") as handle:
