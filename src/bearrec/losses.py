@@ -1,0 +1,140 @@
+"""Per-token training objectives: SFT, MSL, BEAR (and its reference weighted form) and the direct one.
+
+Every function takes one row of logits per label token, `logits (N, K)`, the target column
+`targets (N,)` and an optional boolean `allowed (N, K)`, and returns the loss of each token (N,).
+K is the whole vocabulary in the reference (dense) use, or the padded trie children of each token's
+prefix in the training path (`gather_children`): the masked softmax and the top-B only ever look at
+allowed columns, so both give the same numbers without a (tokens x vocabulary) mask.
+
+Notation (method.md): p_t = P(y_t | y_<t, x), beta_t = the B-th largest probability of the step,
+Delta_t = log beta_t - log p_t (> 0: pruned).
+  SFT   -log p_t over the full vocabulary.
+  MSL   -log p_t, softmax over the valid trie children only, at temperature tau.
+  BEAR  base_t + lam * log sigmoid(Delta_t / xi), beta_t detached; minimising it pushes p_t above beta_t.
+  BEAR weighted (reference implementation): w_t * CE_t with w_t = 1 + lam * sigmoid(-Delta_t / xi)
+        detached. Since d/dtheta [xi * log sigmoid(Delta/xi)] = sigmoid(-Delta/xi) * dCE/dtheta (beta
+        detached, dDelta = dCE), its gradient is that of CE_t + lam * xi * log sigmoid(Delta_t / xi):
+        weighted(lam) has the gradient of bear(lam * xi), up to the 1 / sum(w) normalisation.
+  direct  relaxed objective (3.1): -log sigmoid((log P(y_<=t|x) - log P(b^B_<=t|x)) / xi) per step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+
+def _log_probs(logits: torch.Tensor, allowed: torch.Tensor | None, tau: float = 1.0) -> torch.Tensor:
+    """Log-softmax in float32 over the allowed columns (the others get -inf) at temperature tau."""
+    logits = logits.float()
+    if allowed is None:
+        return F.log_softmax(logits, dim=-1)
+    return F.log_softmax((logits / tau).masked_fill(~allowed, float("-inf")), dim=-1)
+
+
+def _target_log_prob(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p of each row's target; a target outside the allowed columns is an error, not a silent inf."""
+    picked = log_probs.gather(1, targets.long().unsqueeze(1)).squeeze(1)
+    if picked.numel() and torch.isneginf(picked).any():
+        raise ConfigError("a target token is not among the allowed tokens of its step, so MSL/BEAR are infinite. "
+                          "Fix: build the trie with the same tokenizer and template as the training rows.")
+    return picked
+
+
+def _log_threshold(log_probs: torch.Tensor, allowed: torch.Tensor | None, beam_size: int) -> torch.Tensor:
+    """log beta: the beam_size-th largest allowed log-probability, or the smallest allowed one if fewer exist."""
+    if beam_size < 1:
+        raise ConfigError(f"beam_size must be at least 1, got {beam_size}.")
+    k = min(beam_size, log_probs.shape[-1])
+    kth = log_probs.topk(k, dim=-1).values[:, -1]
+    count = torch.full_like(kth, log_probs.shape[-1]) if allowed is None else allowed.sum(-1)
+    if allowed is None:
+        smallest = log_probs.min(-1).values
+    else:
+        smallest = log_probs.masked_fill(~allowed, float("inf")).min(-1).values
+    return torch.where(count >= beam_size, kth, smallest)
+
+
+def sft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each token over the full vocabulary: -log softmax(logits)[target]."""
+    return -_target_log_prob(_log_probs(logits, None), targets)
+
+
+def msl_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None,
+             tau: float = 1.0) -> torch.Tensor:
+    """Masked softmax loss: cross-entropy over the allowed (trie-valid) tokens only, at temperature tau."""
+    if allowed is None:
+        allowed = torch.ones_like(logits, dtype=torch.bool)
+    return -_target_log_prob(_log_probs(logits, allowed, tau), targets)
+
+
+def pruning_margin(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
+                   beam_size: int = 10, tau: float = 1.0, detach_threshold: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base CE_t, Delta_t = log beta_t - log p_t) under the base distribution (MSL if allowed else SFT)."""
+    log_probs = _log_probs(logits, allowed, tau)
+    log_p = _target_log_prob(log_probs, targets)
+    log_beta = _log_threshold(log_probs, allowed, beam_size)
+    if detach_threshold:
+        log_beta = log_beta.detach()
+    return -log_p, log_beta - log_p
+
+
+def bear_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
+              beam_size: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0,
+              detach_threshold: bool = True) -> torch.Tensor:
+    """BEAR per token: base_t + lam * log sigmoid((log beta_t - log p_t) / xi) (method.md, L_SFT + lam L_reg)."""
+    ce, delta = pruning_margin(logits, targets, allowed, beam_size=beam_size, tau=tau,
+                               detach_threshold=detach_threshold)
+    return ce + lam * F.logsigmoid(delta / xi)
+
+
+def bear_weights(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
+                 beam_size: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CE_t, detached w_t = 1 + lam * sigmoid((log p_t - log beta_t) / xi)) of the reference weighted form."""
+    ce, delta = pruning_margin(logits, targets, allowed, beam_size=beam_size, tau=tau)
+    return ce, (1.0 + lam * torch.sigmoid(-delta / xi)).detach()
+
+
+def bear_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
+                       beam_size: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0
+                       ) -> torch.Tensor:
+    """The reference implementation's form, per token: w_t * CE_t with w normalised to sum to one over the
+    tokens with more than one valid child (the others contribute zero; summing gives the batch loss)."""
+    ce, w = bear_weights(logits, targets, allowed, beam_size=beam_size, lam=lam, xi=xi, tau=tau)
+    counts = (torch.full_like(ce, logits.shape[-1]) if allowed is None else allowed.sum(-1))
+    w = torch.where(counts > 1, w, torch.zeros_like(w))
+    return w / w.sum().clamp(min=1e-12) * ce
+
+
+def direct_loss(step_log_probs: torch.Tensor, step_mask: torch.Tensor, log_thresholds: torch.Tensor, *,
+                xi: float = 2.75) -> torch.Tensor:
+    """Relaxed objective (3.1) per response step: -log sigmoid((log P(y_<=t|x) - log P(b^B_<=t|x)) / xi).
+
+    `step_log_probs (R, T)`: log p of each response token (row = one response, left-aligned), `step_mask`
+    marks real tokens, `log_thresholds (R, T)`: the cumulative log-prob of the B-th best prefix kept by beam
+    search at each step (no gradient; -inf where fewer than B prefixes exist: the term is then 0).
+    The product over steps of the relaxed indicators becomes a sum of log-sigmoids; returns (R, T), 0 off-mask.
+    """
+    cumulative = (step_log_probs * step_mask).cumsum(dim=1)
+    margin = (cumulative - log_thresholds.detach().to(cumulative.dtype)) / xi
+    return torch.where(step_mask, -F.logsigmoid(margin), torch.zeros_like(margin))
+
+
+# ------------------------------------------------------------------------------------- training path
+def gather_children(logits: torch.Tensor, targets: torch.Tensor, child_tokens: torch.Tensor,
+                    child_valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of each token's trie children (N, F), target column (N,)) from full logits (N, V).
+
+    `child_tokens`/`child_valid` come from `ItemTrie.padded_children(nodes)` of each token's prefix node.
+    Pass `child_valid` as `allowed` to the functions above: padded columns are masked out of the softmax
+    and the top-B. A target that is not a child of its prefix is an error (trie/tokenizer mismatch).
+    """
+    gathered = logits.gather(1, child_tokens.to(logits.device))
+    hit = (child_tokens.to(targets.device) == targets.unsqueeze(1)) & child_valid.to(targets.device)
+    if hit.numel() and not bool(hit.any(1).all()):
+        raise ConfigError("a label token is not a trie child of its prefix. Fix: build the trie with the same "
+                          "tokenizer and template as the training rows (both use prompts.encode_responses).")
+    return gathered, hit.float().argmax(1)
