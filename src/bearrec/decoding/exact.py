@@ -1,0 +1,224 @@
+"""Exact top-K over the whole catalog by best-first search on the trie, and teacher-forced sequence scoring.
+
+A prefix's log-probability bounds every completion below it (token log-probs are <= 0), so popping
+trie nodes best first from a priority queue emits complete items in exact order of probability: when
+a complete node is at the top of the queue, nothing unexpanded can beat it. Nodes of many prompts are
+expanded together in one forward. An expansion re-runs the node's few prefix tokens (right-padded to
+the batch's deepest node) on top of a copy of its prompt's cached KV: titles are short, so this costs
+about as much as one cached token step on CPU and GPU while keeping no per-node caches in memory.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import ConfigError, DataError
+from ..trie import ItemTrie
+from .common import (Hypothesis, TriePaths, check_score_mode, child_log_probs, extend, item_counts,
+                     positions_from_mask, prefill, prepare_inputs)
+
+
+@dataclass
+class ExactResult:
+    """The k most probable catalog entries of one prompt, best first; certified if provably exact."""
+
+    items: list[Hypothesis]
+    certified: bool
+    expansions: int
+
+
+def _select_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
+    """A fresh DynamicCache holding the given batch rows of `cache` (which stays untouched)."""
+    from transformers import DynamicCache
+
+    data = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
+    return DynamicCache(data, config=model.config)
+
+
+class _Frontier:
+    """One prompt's best-first queue, its emitted results and the k best complete scores seen (for pruning)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.heap: list[tuple[float, int]] = []  # (-score, node)
+        self.results: list[tuple[float, int]] = []
+        self.best_complete: list[float] = []  # min-heap of the k best complete scores discovered
+        self.expansions = 0
+
+    def floor(self) -> float:
+        """No completion scoring below this can enter the top k any more."""
+        return self.best_complete[0] if len(self.best_complete) >= self.k else float("-inf")
+
+    def push(self, score: float, node: int, complete: bool) -> None:
+        if score < self.floor():
+            return
+        if complete:
+            heapq.heappush(self.best_complete, score)
+            if len(self.best_complete) > self.k:
+                heapq.heappop(self.best_complete)
+        heapq.heappush(self.heap, (-score, node))
+
+
+@torch.no_grad()
+def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
+                k: int, *, score: str = "full", max_expansions: int = 2000,
+                nodes_per_step: int = 8) -> list[ExactResult]:
+    """For each left-padded prompt, the k catalog entries of highest P(y|x), best first (see module doc).
+
+    `max_expansions` bounds the model evaluations per prompt; when it is hit, the best entries found
+    so far are returned with certified=False. `nodes_per_step` nodes per prompt are expanded per
+    forward (more batches better, at the cost of a few speculative expansions).
+    """
+    check_score_mode(score)
+    if k < 1:
+        raise ConfigError(f"k must be at least 1, got {k}.")
+    input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
+    dev = input_ids.device
+    P = input_ids.shape[0]
+    if P == 0:
+        return []
+    paths = TriePaths(trie)
+    has_items = (item_counts(trie, torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
+    has_kids = (trie.num_children(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
+    prompt_len = attention_mask.long().sum(1)
+    logits, cache = prefill(model, input_ids, attention_mask)
+    fronts = [_Frontier(k) for _ in range(P)]
+    rows_p = torch.arange(P, device=dev)
+    nodes = torch.zeros(P, dtype=torch.long, device=dev)
+    base = torch.zeros(P, device=dev)
+    while True:
+        # push the children of the expanded nodes
+        tokens, valid = trie.padded_children(nodes)
+        cand = base[:, None] + child_log_probs(logits, tokens, valid, score)
+        child = trie.step(nodes[:, None].expand_as(tokens), tokens)
+        r, c = valid.nonzero(as_tuple=True)
+        for p, s, n in zip(rows_p[r].tolist(), cand[r, c].tolist(), child[r, c].tolist()):
+            if s > float("-inf"):
+                fronts[p].push(s, n, has_items[n])
+        for p, n in enumerate(torch.bincount(rows_p, minlength=P).tolist()):
+            fronts[p].expansions += n
+        # emit complete nodes at the top of each queue, then pick the next nodes to expand
+        batch_p: list[int] = []
+        batch_n: list[int] = []
+        batch_s: list[float] = []
+        for p, f in enumerate(fronts):
+            picked = 0
+            budget = min(nodes_per_step, max_expansions - f.expansions)
+            while f.heap and len(f.results) < k:
+                n = f.heap[0][1]
+                if has_kids[n] and picked >= budget:
+                    break
+                neg, n = heapq.heappop(f.heap)
+                if has_items[n]:
+                    f.results.append((-neg, n))
+                if has_kids[n]:
+                    batch_p.append(p), batch_n.append(n), batch_s.append(-neg)
+                    picked += 1
+        if not batch_p:
+            break
+        rows_p = torch.tensor(batch_p, device=dev)
+        nodes = torch.tensor(batch_n, device=dev)
+        base = torch.tensor(batch_s, device=dev)
+        logits = _expand(model, cache, paths, rows_p, nodes, attention_mask, prompt_len)
+    out = []
+    for f in fronts:
+        certified = len(f.results) >= k or not f.heap
+        found = list(f.results)
+        if not certified:  # fill with the best complete entries discovered but not yet proven
+            found += sorted(((-neg, n) for neg, n in f.heap if has_items[n]), reverse=True)
+        found = found[:k]
+        items = paths.hypotheses(torch.tensor([n for _, n in found], dtype=torch.long, device=dev),
+                                 torch.tensor([s for s, _ in found], device=dev)) if found else []
+        out.append(ExactResult(items=items, certified=certified, expansions=f.expansions))
+    return out
+
+
+def _expand(model: Any, cache: Any, paths: TriePaths, rows_p: torch.Tensor, nodes: torch.Tensor,
+            attention_mask: torch.Tensor, prompt_len: torch.Tensor) -> torch.Tensor:
+    """Next-token logits after each node's prefix: its tokens re-run on a copy of its prompt's cache."""
+    seqs = paths.sequences(nodes)
+    depth = torch.tensor([len(s) for s in seqs], device=nodes.device)
+    width = int(depth.max())
+    toks = torch.zeros(len(seqs), width, dtype=torch.long, device=nodes.device)
+    for i, s in enumerate(seqs):
+        toks[i, : len(s)] = torch.tensor(s, device=nodes.device)
+    rows_cache = _select_cache(model, cache, rows_p)
+    logits, _ = extend(model, toks, rows_cache, attention_mask[rows_p], prompt_len[rows_p], offset=0)
+    return logits[torch.arange(len(seqs), device=nodes.device), depth - 1]
+
+
+@dataclass
+class SequenceScores:
+    """Teacher-forced scores of one sequence per prompt (lists of 1-D tensors, one entry per token).
+
+    `log_probs`: each token's log-prob under the step distribution ('full' or 'masked');
+    `ranks`: 1-based rank of the token among the valid trie children at its step (what beam search
+    competes on; the same in both modes); `vocab_ranks`: its rank in the whole vocabulary;
+    `num_valid`: how many children were valid at that step.
+    """
+
+    log_probs: list[torch.Tensor]
+    ranks: list[torch.Tensor]
+    vocab_ranks: list[torch.Tensor]
+    num_valid: list[torch.Tensor]
+
+    def totals(self) -> list[float]:
+        """log P(y|x) of each sequence."""
+        return [float(lp.sum()) for lp in self.log_probs]
+
+
+@torch.no_grad()
+def sequence_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                       sequences: Sequence[Sequence[int]], *, trie: ItemTrie, score: str = "full") -> SequenceScores:
+    """Score `sequences[i]` (a path of `trie`) after prompt i in one forward; ranks for pruning diagnostics."""
+    check_score_mode(score)
+    input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
+    dev = input_ids.device
+    N = input_ids.shape[0]
+    if len(sequences) != N:
+        raise ValueError(f"{N} prompts but {len(sequences)} sequences")
+    if N == 0:
+        return SequenceScores([], [], [], [])
+    lens = torch.tensor([len(s) for s in sequences], device=dev)
+    if int(lens.min()) < 1:
+        raise DataError("an empty sequence cannot be scored.")
+    d = int(lens.max())
+    seq = torch.zeros(N, d, dtype=torch.long, device=dev)
+    for i, s in enumerate(sequences):
+        seq[i, : len(s)] = torch.tensor(list(s), device=dev)
+    seq_mask = (torch.arange(d, device=dev)[None, :] < lens[:, None]).to(attention_mask.dtype)
+    full_ids = torch.cat([input_ids, seq], 1)
+    full_mask = torch.cat([attention_mask, seq_mask], 1)
+    logits = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions_from_mask(full_mask),
+                   use_cache=False).logits
+    width = input_ids.shape[1]
+    node = torch.zeros(N, dtype=torch.long, device=dev)
+    cols: dict[str, list[torch.Tensor]] = {"lp": [], "rank": [], "vrank": [], "nvalid": []}
+    for j in range(d):
+        live = j < lens
+        step_logits = logits[:, width - 1 + j].float()
+        tok = seq[:, j]
+        children, valid = trie.padded_children(node.clamp(min=0))
+        nxt = trie.step(node, tok)
+        bad = live & (nxt < 0)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise DataError(f"sequence {i} ({list(sequences[i])}) is not a path of the item trie at token {j}.",
+                            fix="score token sequences of catalog items built with the same tokenizer")
+        lp_children = child_log_probs(step_logits, children, valid, score)
+        pos = (children == tok[:, None]) & valid
+        target_lp = torch.where(pos, lp_children, torch.zeros_like(lp_children)).sum(1)
+        target_logit = step_logits.gather(1, tok[:, None])
+        child_logits = torch.where(valid, step_logits.gather(1, children), torch.full_like(lp_children, float("-inf")))
+        cols["lp"].append(target_lp)
+        cols["rank"].append(1 + (child_logits > target_logit).sum(1))
+        cols["vrank"].append(1 + (step_logits > target_logit).sum(1))
+        cols["nvalid"].append(valid.sum(1))
+        node = torch.where(live, nxt, node)
+    stacked = {key: torch.stack(v, 1).cpu() for key, v in cols.items()}
+    cut = [int(n) for n in lens.tolist()]
+    return SequenceScores(*[[stacked[key][i, :n] for i, n in enumerate(cut)]
+                            for key in ("lp", "rank", "vrank", "nvalid")])
