@@ -109,8 +109,8 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             budget = min(nodes_per_step, max_expansions - f.expansions)
             while f.heap and len(f.results) < k:
                 n = f.heap[0][1]
-                if has_kids[n] and picked >= budget:
-                    break
+                if (has_kids[n] and picked >= budget) or (has_items[n] and picked > 0):
+                    break  # out of budget, or a pending expansion's children may still outrank n
                 neg, n = heapq.heappop(f.heap)
                 if has_items[n]:
                     f.results.append((-neg, n))

@@ -1,0 +1,90 @@
+"""Exact top-K by best-first search and teacher-forced scoring, against brute force over every item."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bearrec.decoding import exact_top_k, sequence_log_probs
+from bearrec.decoding.testing import random_prompts, random_sequences, tiny_llama
+from bearrec.errors import DataError
+from bearrec.trie import ItemTrie
+
+V, EOS = 64, 2
+
+
+def make_trie(seqs):
+    return ItemTrie.from_sequences(seqs, [f"i{i}" for i in range(len(seqs))])
+
+
+@torch.no_grad()
+def slow_scores(model, prompt, seq, score):
+    """Per-token log-probs of `seq` after `prompt`, one unpadded forward, with the allowed sets from a set scan."""
+    logits = model(torch.tensor([prompt + seq])).logits[0].float()
+    out = []
+    for j, tok in enumerate(seq):
+        step = logits[len(prompt) - 1 + j]
+        allowed = sorted({s[j] for s in SEQS if s[:j] == seq[:j] and len(s) > j})
+        lp = torch.log_softmax(step, -1)[tok] if score == "full" else \
+            torch.log_softmax(step[allowed], -1)[allowed.index(tok)]
+        rank = 1 + sum(float(step[a]) > float(step[tok]) for a in allowed)
+        out.append((float(lp), rank))
+    return out
+
+
+SEQS = random_sequences(40, V, seed=7)
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_sequence_log_probs_match_slow_reference(score):
+    model = tiny_llama(V, seed=7)
+    trie = make_trie(SEQS)
+    ids, mask = random_prompts(5, V, seed=7)
+    seqs = [SEQS[i] for i in (0, 3, 9, 17, 30)]
+    got = sequence_log_probs(model, ids, mask, seqs, trie=trie, score=score)
+    for p in range(5):
+        ref = slow_scores(model, ids[p, mask[p].bool()].tolist(), seqs[p], score)
+        assert got.log_probs[p].tolist() == pytest.approx([lp for lp, _ in ref], abs=1e-4)
+        assert got.ranks[p].tolist() == [r for _, r in ref]
+        assert (got.vocab_ranks[p] >= got.ranks[p]).all()
+    with pytest.raises(DataError, match="not a path"):
+        sequence_log_probs(model, ids[:1], mask[:1], [[1, EOS]], trie=trie)
+
+
+def brute_force(model, ids, mask, seqs, score):
+    trie = make_trie(seqs)
+    distinct = sorted({tuple(s) for s in seqs})
+    out = []
+    for p in range(ids.shape[0]):
+        rows = torch.tensor([p] * len(distinct))
+        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score=score).totals()
+        out.append(sorted(zip(tot, distinct), reverse=True))
+    return out
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_top_k_matches_brute_force(score, seed):
+    model = tiny_llama(V, seed=seed)
+    seqs = random_sequences(60, V, seed=seed)
+    ids, mask = random_prompts(4, V, seed=seed)
+    k = 7
+    got = exact_top_k(model, ids, mask, make_trie(seqs), k, score=score, nodes_per_step=3)
+    for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
+        assert res.certified
+        assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:k]]
+        assert [h.score for h in res.items] == pytest.approx([s for s, _ in ref[:k]], abs=1e-4)
+        assert res.expansions < len({tuple(s[:j]) for s in seqs for j in range(len(s))})
+
+
+def test_small_catalog_and_budget():
+    model = tiny_llama(V, seed=2)
+    seqs = [[5, EOS], [5, 6, EOS], [8, 9, 10, EOS], [5, 6, EOS]]
+    ids, mask = random_prompts(2, V, seed=2)
+    whole = exact_top_k(model, ids, mask, make_trie(seqs), 10)
+    assert all(r.certified and len(r.items) == 3 for r in whole)
+    assert sorted(whole[0].items[0].item_ids + whole[0].items[1].item_ids + whole[0].items[2].item_ids) == \
+        ["i0", "i1", "i2", "i3"]
+    cut = exact_top_k(model, ids, mask, make_trie(random_sequences(60, V, seed=3)), 5, max_expansions=2)
+    assert all(not r.certified and r.expansions <= 2 for r in cut)
+    for r in cut:
+        assert [h.score for h in r.items] == sorted((h.score for h in r.items), reverse=True)
