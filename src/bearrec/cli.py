@@ -2,15 +2,161 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .errors import BearrecError
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from .data import format_stats, prepare
+
+    names = ("train_file", "test_file", "valid_size", "train_sample", "seed", "k_core", "start", "end",
+             "max_history", "min_history", "max_title_length", "meta", "unknown_items", "untitled")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    dataset = prepare(args.format, args.source, args.output_dir, **options)
+    print(f"prepared {args.format} dataset in {args.output_dir}")
+    print(format_stats(dataset.stats))
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .data import fetch
+
+    path = fetch(args.name)
+    print(f"{args.name} is in {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import load_config, train
+
+    config = load_config(args.config, args.overrides)
+    run_dir = train(config, resume=args.resume)
+    print(f"trained run is in {run_dir}")
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from .recommend import Recommender
+
+    rec = Recommender.from_run(args.run_dir, device=args.device)
+    output = args.output or Path(args.run_dir) / f"predictions-{args.split}.jsonl"
+    if args.histories:
+        n = rec.recommend_file(args.histories, output, k=args.beams)
+    else:
+        n = rec.recommend_split(args.split, output, k=args.beams, limit=args.limit)
+    print(f"wrote {n} recommendation lists to {output}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    metrics = evaluate(args.source, split=args.split, beams=args.beams, output=args.output, limit=args.limit)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import diagnose_run
+
+    result = diagnose_run(args.run_dir, split=args.split, beams=args.beams, limit=args.limit,
+                          max_expansions=args.max_expansions)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    html, md = write_report(args.run_dirs, args.output)
+    print(f"report: {html}\n        {md}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.output, quick=args.quick)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bearrec", description=__doc__)
+    parser = argparse.ArgumentParser(prog="bearrec", description="Beam-search-aware LLM recommendation.")
     parser.add_argument("--version", action="version", version=f"bearrec {_version()}")
-    parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare", help="turn raw data into a prepared dataset directory")
+    p.add_argument("format", help="bear-csv, movielens-100k, recbole or amazon")
+    p.add_argument("source", help="the source folder or file ('-' for the fetched MovieLens-100K)")
+    p.add_argument("output_dir")
+    p.add_argument("--train-file", help="bear-csv: train file name (default train.csv)")
+    p.add_argument("--test-file", help="bear-csv: test file name (default test.csv)")
+    p.add_argument("--valid-size", type=int, help="bear-csv: validation rows carved from the latest train rows "
+                   "(default: as many as the test file has)")
+    p.add_argument("--unknown-items", choices=["error", "drop"], help="bear-csv: rows naming items missing "
+                   "from the catalog (default error)")
+    p.add_argument("--train-sample", type=int, help="keep this many training rows (seeded sample, e.g. 10000)")
+    p.add_argument("--seed", type=int, help="seed of the training-row sample (default 0)")
+    p.add_argument("--k-core", type=int, help="raw logs: iterative k-core filter (default 5; MovieLens: none)")
+    p.add_argument("--start", help="raw logs: first interaction time kept (unix seconds or ISO date)")
+    p.add_argument("--end", help="raw logs: last interaction time kept (unix seconds or ISO date)")
+    p.add_argument("--max-history", type=int, help="raw logs: history items per row (default 10)")
+    p.add_argument("--min-history", type=int, help="raw logs: fewest history items per row (default 1)")
+    p.add_argument("--max-title-length", type=int, help="raw logs: longer titles are unusable (default 200)")
+    p.add_argument("--meta", help="raw Amazon logs: the metadata file with titles")
+    p.add_argument("--untitled", choices=["keep", "drop"], help="MovieLens: the item titled 'unknown'")
+    p.set_defaults(func=_prepare)
+
+    p = sub.add_parser("data", help="fetch public datasets into the user's cache")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    f = dsub.add_parser("fetch", help="download a public dataset")
+    f.add_argument("name", choices=["movielens-100k"])
+    f.set_defaults(func=_fetch)
+
+    p = sub.add_parser("train", help="fine-tune a causal LM with sft, msl, bear or direct")
+    p.add_argument("config", help="YAML config (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. objective.name=bear training.seed=1")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("recommend", help="top-K items for each row of a split or for given histories")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--histories", help="a JSON Lines file of {\"history\": [item ids]} to recommend for")
+    p.add_argument("--beams", type=int, default=10)
+    p.add_argument("--output")
+    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--device")
+    p.set_defaults(func=_recommend)
+
+    p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
+    p.add_argument("source", help="a predictions .jsonl file or a run directory")
+    p.add_argument("--split", default="test")
+    p.add_argument("--beams", type=int, default=10)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--output", help="metrics.json path (default beside the source)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("diagnose", help="PruningRate@B and where beam search loses the positive item")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--beams", type=int, default=10)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--max-expansions", type=int, default=2000)
+    p.set_defaults(func=_diagnose)
+
+    p = sub.add_parser("report", help="an HTML page and a Markdown twin comparing runs")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("demo", help="MovieLens-100K, tiny model, SFT vs MSL vs BEAR, end to end")
+    p.add_argument("--output", default="demo-output")
+    p.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
+    p.set_defaults(func=_demo)
     return parser
 
 
@@ -28,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     except BearrecError as e:
         print(f"bearrec: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bearrec: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
