@@ -1,0 +1,234 @@
+"""BearTrainer (transformers.Trainer with the SFT / MSL / BEAR / direct objectives) and `train(config)`.
+
+Everything but the loss -- logging, checkpoints, resume, gradient accumulation, mixed precision,
+accelerate / DeepSpeed / FSDP, report_to -- is the stock Trainer, driven by `config.training`.
+
+Reduction: every objective is a sum over label tokens (prompt tokens carry no label) divided by the
+number of label tokens, as HF does for SFT. In training that count is the Trainer's
+`num_items_in_batch` (all gradient-accumulation micro-batches of all ranks), so one optimizer step
+equals one step on the whole global batch. MSL/BEAR tokens whose prefix has a single valid child
+have loss 0 (p = 1; BEAR adds the constant lam*log(1/2), no gradient) and still count. The weighted
+BEAR form is normalised as in the reference: sum_t w_t CE_t / sum_t w_t over the micro-batch's
+tokens with more than one child; micro-batches are then combined in proportion to their label tokens.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .. import losses
+from ..errors import BearrecError, ConfigError, DataError
+from ..io import write_json
+from ..trie import ItemTrie
+from .config import ObjectiveConfig, TrainConfig
+from .data import IGNORE, TrainCollator, encode_rows
+
+ThresholdFn = Callable[..., torch.Tensor]
+
+
+def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tensor | None, trie: ItemTrie | None,
+                   objective: ObjectiveConfig, log_thresholds: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, int]:
+    """(summed loss, number of label tokens) of a batch: logits (B, L, V), labels/nodes (B, L) unshifted."""
+    logits, labels = logits[:, :-1], labels[:, 1:]  # position i predicts token i + 1
+    is_label = labels != IGNORE
+    h, y = logits[is_label], labels[is_label]
+    count = int(y.numel())
+    if objective.name == "sft":
+        return losses.sft_loss(h, y).sum(), count
+    if nodes is None or trie is None:
+        raise ConfigError(f"the {objective.name} objective needs trie nodes in the batch (use TrainCollator).")
+    children, valid = trie.padded_children(nodes[:, 1:][is_label])
+    h, col = losses.gather_children(h, y, children, valid)
+    o = objective
+    if o.name == "msl":
+        return losses.msl_loss(h, col, valid, o.tau).sum(), count
+    if o.name == "bear" and o.weighted:
+        weighted = losses.bear_weighted_loss(h, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau)
+        return weighted.sum() * count, count
+    if o.name == "bear":
+        return losses.bear_loss(h, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau,
+                                detach_threshold=o.detach_threshold).sum(), count
+    # direct: MSL plus lam * the relaxed (3.1) term of every response step
+    ce = losses.msl_loss(h, col, valid, o.tau)
+    if log_thresholds is None:
+        raise ConfigError("the direct objective needs beam-search thresholds for the batch.")
+    step = is_label.cumsum(1) - 1
+    rows, cols = is_label.nonzero(as_tuple=True)
+    width = log_thresholds.shape[1]
+    step_logp = ce.new_zeros(labels.shape[0], width)
+    step_logp = step_logp.index_put((rows, step[rows, cols]), -ce)
+    mask = torch.zeros_like(step_logp, dtype=torch.bool).index_put((rows, step[rows, cols]),
+                                                                    torch.ones_like(ce, dtype=torch.bool))
+    direct = losses.direct_loss(step_logp, mask, log_thresholds.to(ce.device), xi=o.xi)
+    return ce.sum() + o.lam * direct.sum(), count
+
+
+class BearTrainer(Trainer):
+    """transformers.Trainer whose loss is the configured objective (sft, msl, bear, direct) over the item trie."""
+
+    def __init__(self, *args: Any, objective: ObjectiveConfig, trie: ItemTrie | None = None,
+                 thresholds_fn: ThresholdFn | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if objective.name != "sft" and trie is None:
+            raise ConfigError(f"the {objective.name} objective needs the item trie.")
+        self.objective = objective
+        self.trie = trie.to(self.args.device) if trie is not None else None
+        self.thresholds_fn = thresholds_fn
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | int | None = None) -> Any:
+        """The objective's loss; the extra batch keys (trie nodes, prompts) are popped before the forward."""
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        nodes = inputs.pop("trie_nodes", None)
+        prompt_ids, prompt_mask = inputs.pop("prompt_ids", None), inputs.pop("prompt_mask", None)
+        thresholds = None
+        if self.objective.name == "direct":
+            steps = int((labels[:, 1:] != IGNORE).sum(1).max())
+            thresholds = self.beam_thresholds(model, prompt_ids, prompt_mask, steps)
+        outputs = model(**inputs)
+        total, count = objective_loss(outputs.logits, labels, nodes, self.trie, self.objective, thresholds)
+        if num_items_in_batch is not None and model.training:
+            # normalised over the whole accumulated (and, with average_tokens_across_devices, global) batch;
+            # DDP averages gradients over ranks, so undo that average as Trainer.compute_loss does
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.args.world_size
+            self.loss_is_scaled_for_ga = True
+        else:
+            loss = total / max(count, 1)
+            self.loss_is_scaled_for_ga = False
+        if not torch.isfinite(loss.detach()).all():
+            raise BearrecError(
+                f"the {self.objective.name} loss is {loss.item()} at step {self.state.global_step + 1}. Fix: lower "
+                "training.learning_rate, use bf16 instead of fp16, or raise objective.tau; then --resume from the "
+                "last checkpoint (saved before the fault).")
+        return (loss, outputs) if return_outputs else loss
+
+    @torch.no_grad()
+    def beam_thresholds(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                        steps: int) -> torch.Tensor:
+        """Per step, the cumulative log-prob of the B-th best prefix a masked beam search keeps (no gradient)."""
+        if prompt_ids is None:
+            raise ConfigError("the direct objective needs prompt_ids in the batch (TrainCollator(with_prompts=True)).")
+        fn = self.thresholds_fn
+        if fn is None:
+            from ..decoding import beam_thresholds as fn  # the shared constrained beam search
+        was_training = model.training
+        model.eval()  # the search runs without dropout, like decoding at test time
+        try:
+            net = self.accelerator.unwrap_model(model)
+            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.beam_size, score="masked",
+                      max_steps=steps).float()
+        finally:
+            model.train(was_training)
+
+
+class EpochTimer(TrainerCallback):
+    """Wall-clock seconds of each epoch, for train_summary.json."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _model_and_tokenizer(config: TrainConfig, dataset: Any, template: Any, run_dir: Path,
+                         args: TrainingArguments) -> tuple[Any, Any, str]:
+    """Load (or for 'tiny', build once into RUN_DIR/base_model) the model to train and its tokenizer."""
+    from transformers import set_seed
+
+    from .. import models
+
+    source = config.model
+    if config.model == "tiny":
+        source = str(run_dir / "base_model")
+        with args.main_process_first(local=False, desc="building the tiny model"):
+            if not (Path(source) / "config.json").exists():
+                models.build_tiny_model(models.tiny_model_texts(dataset, template), source,
+                                        **asdict(config.tiny), seed=config.seed)
+    tokenizer = models.load_tokenizer(source)
+    lora = models.LoraSettings(**asdict(config.lora)) if config.lora is not None else None
+    set_seed(config.seed)  # LoRA adapters are initialised at load time
+    model = models.load_model(source, dtype=config.dtype, lora=lora, load_in_8bit=config.load_in_8bit,
+                              load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing)
+    return model, tokenizer, source
+
+
+def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
+    """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective name, score mode)."""
+    record = config.to_json()
+    record.update(objective=config.objective.name, objective_config=asdict(config.objective),
+                  score_mode=config.objective.score_mode, beam_size=config.objective.beam_size,
+                  model_source=model_source, training=config.training_arguments())
+    return record
+
+
+def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
+          thresholds_fn: ThresholdFn | None = None) -> Path:
+    """Train per `config` into RUN_DIR = config.output_dir and return it (see the module docstring for the files)."""
+    from ..data.dataset import load_dataset
+    from ..models import save_trained
+    from ..prompts import get_template
+
+    run_dir = Path(config.output_dir)
+    checkpoints = run_dir / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is not None and not resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints. Fix: pass --resume to continue that run, "
+                          "or choose another output_dir.")
+    args = TrainingArguments(output_dir=str(checkpoints), **config.training_arguments())
+    dataset = load_dataset(config.dataset)
+    template = get_template(config.template, domain=config.domain, max_history=config.max_history)
+    model, tokenizer, source = _model_and_tokenizer(config, dataset, template, run_dir, args)
+    trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
+    max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    train_rows = encode_rows(dataset.train[:config.max_train_rows], dataset.items, tokenizer, template, max_length)
+    valid_rows = encode_rows(dataset.valid[:config.max_valid_rows], dataset.items, tokenizer, template, max_length)
+    if not train_rows or not valid_rows:
+        raise DataError("the train or valid split is empty; checkpoints are selected on valid.",
+                        path=config.dataset, fix="prepare the dataset with non-empty train and valid splits")
+    timer = EpochTimer()
+    trainer = BearTrainer(
+        model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
+        data_collator=TrainCollator(tokenizer.pad_token_id, trie, with_prompts=config.objective.name == "direct"),
+        callbacks=[timer, *(callbacks or [])], objective=config.objective, trie=trie, thresholds_fn=thresholds_fn)
+    if trainer.is_world_process_zero():
+        write_json(run_dir / "config.json", run_record(config, source))
+        trie.save(run_dir / "trie.pt")
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last if resume else None)
+    elapsed = time.perf_counter() - start
+    if trainer.is_world_process_zero():
+        save_trained(trainer.model, tokenizer, run_dir / "model")
+        write_json(run_dir / "log_history.json", trainer.state.log_history)
+        best = trainer.state.best_metric
+        write_json(run_dir / "train_summary.json", {
+            "train_seconds": elapsed, "train_runtime": result.metrics.get("train_runtime"),
+            "epoch_seconds": timer.seconds, "global_step": trainer.state.global_step,
+            "epochs": trainer.state.epoch, "resumed_from": last if resume else None,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "selection_metric": config.selection_metric,
+            "best_metric": best if best is None or math.isfinite(best) else None,
+            "train_loss": result.training_loss})
+    trainer.accelerator.wait_for_everyone()
+    return run_dir
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """RUN_DIR/train_summary.json as a dict."""
+    return json.loads((Path(run_dir) / "train_summary.json").read_text(encoding="utf-8"))

@@ -1,0 +1,329 @@
+"""The trainer: config parsing, the collator's trie walk, objective losses on a real (tiny) model against the
+dense reference functions, the run-directory contract, gradient accumulation, faults and resume after SIGKILL."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bearrec import losses
+from bearrec.data.dataset import Dataset, Interaction, save_dataset
+from bearrec.errors import BearrecError, ConfigError, DataError
+from bearrec.prompts import get_template
+from bearrec.train import BearTrainer, ObjectiveConfig, TrainCollator, encode_rows, load_config, objective_loss, train
+from bearrec.train.data import IGNORE
+from bearrec.trie import ItemTrie
+
+WORDS = "red blue green pen paper clip stapler desk lamp chair note book ink tape folder".split()
+
+
+def make_dataset(path: Path, n_train: int = 16, seed: int = 0) -> Path:
+    """A small catalog whose titles share prefixes (so trie steps have several children) and three splits."""
+    rng = random.Random(seed)
+    items = {str(i): " ".join(rng.sample(WORDS, rng.randint(1, 3))).title() for i in range(30)}
+    ids = list(items)
+
+    def rows(n, start):
+        return [Interaction(f"u{start + k}", tuple(rng.sample(ids, 3)), rng.choice(ids), start + k) for k in range(n)]
+
+    save_dataset(Dataset(items, {"train": rows(n_train, 0), "valid": rows(4, 100), "test": rows(4, 200)}), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """(dataset dir, tiny model dir, tokenizer, template) shared by the tests of this module."""
+    from bearrec import models
+    from bearrec.data.dataset import load_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    ds_dir = make_dataset(root / "ds")
+    template = get_template("compact", max_history=10)
+    ds = load_dataset(ds_dir)
+    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, template), root / "tiny", vocab_size=300,
+                                        hidden_size=32, intermediate_size=64, num_heads=4)
+    return ds_dir, model_dir, models.load_tokenizer(model_dir), template, ds
+
+
+def quick_config(env, out, *extra):
+    ds_dir, model_dir, *_ = env
+    return load_config(None, [f"dataset={ds_dir}", f"output_dir={out}", f"model={model_dir}", "template=compact",
+                              "training.per_device_train_batch_size=4", "training.logging_steps=1",
+                              "training.learning_rate=1e-3", "training.disable_tqdm=true", *extra])
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_load_config_yaml_overrides_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\nobjective: {name: msl, beam_size: 5}\ntraining: {learning_rate: 1e-4}\n"
+                    "lora: {r: 4}\n")
+    cfg = load_config(path, ["objective.name=bear", "training.learning_rate=2e-3", "lora.alpha=8", "seed=3"])
+    assert cfg.objective == ObjectiveConfig(name="bear", beam_size=5)
+    assert cfg.training["learning_rate"] == 2e-3 and cfg.lora.r == 4 and cfg.lora.alpha == 8
+    args = cfg.training_arguments()
+    assert args["seed"] == 3 and args["remove_unused_columns"] is False and args["metric_for_best_model"] == "eval_loss"
+    assert load_config(path, ["lora=null"]).lora is None
+    assert cfg.objective.score_mode == "masked" and ObjectiveConfig().score_mode == "full"
+    with pytest.raises(ConfigError, match=r"unknown key objective\.beam\b.*beam_size"):
+        load_config(path, ["objective.beam=3"])
+    with pytest.raises(ConfigError, match="unknown key epochs. Valid keys: dataset"):
+        load_config(path, ["epochs=3"])
+    with pytest.raises(ConfigError, match="beam_size must be an integer >= 1"):
+        load_config(path, ["objective.beam_size=0"])
+    with pytest.raises(ConfigError, match="objective.name='beam' is unknown"):
+        load_config(path, ["objective.name=beam"])
+    with pytest.raises(ConfigError, match="training.learnin_rate is not a transformers.TrainingArguments field"):
+        load_config(path, ["training.learnin_rate=1"])
+    with pytest.raises(ConfigError, match="training.output_dir is set by bearrec"):
+        load_config(path, ["training.output_dir=x"])
+    with pytest.raises(ConfigError, match="dataset is not set"):
+        load_config(None, [])
+
+
+def test_example_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = sorted(p.name for p in root.glob("*.yaml") if not p.name.startswith(("accelerate", "deepspeed")))
+    assert {"tiny-cpu.yaml", "lora-1b-gpu.yaml", "multi-gpu-deepspeed.yaml"} <= set(names)
+    for name in names:
+        cfg = load_config(root / name, [])
+        assert cfg.objective.name in ("sft", "msl", "bear", "direct")
+    gpu = load_config(root / "lora-1b-gpu.yaml", [])
+    t = gpu.training
+    assert gpu.lora.r == 8 and gpu.lora.alpha == 16 and t["bf16"] is True and t["learning_rate"] == 1e-4
+    assert t["per_device_train_batch_size"] * t["gradient_accumulation_steps"] == 128
+
+
+# ------------------------------------------------------------------------------------------ data and losses
+def test_collator_walks_the_trie_along_each_response(env):
+    ds_dir, model_dir, tok, template, ds = env
+    trie = ItemTrie.from_catalog(ds.items, tok, template)
+    rows = encode_rows(ds.train[:6], ds.items, tok, template)
+    batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(rows)
+    for i, row in enumerate(rows):
+        response = [t for t in row["labels"] if t != IGNORE]
+        assert response == trie_sequence(ds, tok, template, ds.train[i].target)
+        label_cols = (batch["labels"][i] != IGNORE).nonzero().flatten().tolist()
+        for k, col in enumerate(label_cols):
+            assert int(batch["trie_nodes"][i, col]) == trie.node_of(response[:k])
+        assert (batch["trie_nodes"][i][batch["labels"][i] == IGNORE] == -1).all()
+        prompt = row["input_ids"][:len(row["input_ids"]) - len(response)]
+        assert batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist() == prompt
+
+
+def trie_sequence(ds, tok, template, item):
+    from bearrec.prompts import encode_response
+
+    return encode_response(tok, template, ds.items[item])
+
+
+@pytest.mark.parametrize("objective", ["sft", "msl", "bear", "bear-weighted"])
+def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
+    from transformers import AutoModelForCausalLM
+
+    ds_dir, model_dir, tok, template, ds = env
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    trie = ItemTrie.from_catalog(ds.items, tok, template)
+    batch = TrainCollator(tok.pad_token_id, trie)(encode_rows(ds.train[:5], ds.items, tok, template))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    name = objective.split("-")[0]
+    cfg = ObjectiveConfig(name=name, beam_size=3, weighted=objective.endswith("weighted"))
+    total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, cfg)
+    # reference: dense (tokens x vocabulary) masks from the token prefixes, as the reference implementation does
+    h = logits[:, :-1][batch["labels"][:, 1:] != IGNORE]
+    y = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE]
+    nodes = []
+    for row in batch["labels"]:
+        response = row[row != IGNORE].tolist()
+        nodes += [trie.node_of(response[:k]) for k in range(len(response))]
+    allowed = trie.allowed_mask(torch.tensor(nodes), h.shape[-1])
+    ref = {"sft": lambda: losses.sft_loss(h, y).mean(),
+           "msl": lambda: losses.msl_loss(h, y, allowed).mean(),
+           "bear": lambda: losses.bear_loss(h, y, allowed, beam_size=3).mean(),
+           "bear-weighted": lambda: losses.bear_weighted_loss(h, y, allowed, beam_size=3).sum()}[objective]()
+    assert count == y.numel() and torch.allclose(total / count, ref, atol=1e-5)
+    if name == "msl":  # single-child steps exist and contribute exactly zero
+        single = allowed.sum(1) == 1
+        assert single.any() and torch.allclose(losses.msl_loss(h, y, allowed)[single], torch.zeros(int(single.sum())))
+    if name == "sft":  # our reduction equals HF's own causal-LM loss
+        hf = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+        assert torch.allclose(total / count, hf, atol=1e-5)
+
+
+@torch.no_grad()
+def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, score, max_steps):
+    """A slow, obvious constrained beam search (full recomputation, masked scores) for the direct objective."""
+    out = torch.full((len(prompt_ids), max_steps), float("-inf"))
+    for r in range(len(prompt_ids)):
+        prompt = prompt_ids[r][prompt_mask[r].bool()].tolist()
+        beams = [([], 0.0)]
+        for t in range(max_steps):
+            cands = []
+            for seq, lp in beams:
+                allowed = trie.allowed(seq)
+                if not allowed:
+                    continue
+                logits = model(input_ids=torch.tensor([prompt + seq])).logits[0, -1]
+                logp = torch.log_softmax(logits[allowed], -1)
+                cands += [(seq + [tok], lp + float(v)) for tok, v in zip(allowed, logp)]
+            beams = sorted(cands, key=lambda c: -c[1])[:num_beams]
+            if len(beams) == num_beams:
+                out[r, t] = beams[-1][1]
+    return out
+
+
+def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    ds_dir, model_dir, tok, template, ds = env
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    trie = ItemTrie.from_catalog(ds.items, tok, template)
+    batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:3], ds.items, tok, template))
+    cfg = ObjectiveConfig(name="direct", beam_size=2, lam=0.5)
+    trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
+                                                              remove_unused_columns=False),
+                          objective=cfg, trie=trie, thresholds_fn=reference_thresholds)
+    loss = trainer.compute_loss(model, dict(batch))
+    steps = int((batch["labels"] != IGNORE).sum(1).max())
+    thr = reference_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 2, score="masked",
+                               max_steps=steps)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    base, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, ObjectiveConfig(name="msl"))
+    # the explicit (3.1) relaxation, row by row
+    extra = 0.0
+    for r in range(3):
+        response = batch["labels"][r][batch["labels"][r] != IGNORE].tolist()
+        cum = 0.0
+        for t, tok_id in enumerate(response):
+            step_logits = logits[r, (batch["labels"][r] != IGNORE).nonzero()[t].item() - 1]
+            allowed = trie.allowed(response[:t])
+            cum += float(torch.log_softmax(step_logits[allowed], -1)[allowed.index(tok_id)])
+            if torch.isfinite(thr[r, t]):
+                extra += -float(torch.nn.functional.logsigmoid(torch.tensor((cum - float(thr[r, t])) / 2.75)))
+    assert torch.isfinite(thr).any() and extra > 0
+    assert torch.allclose(loss, (base + 0.5 * extra) / count, atol=1e-4)
+    loss.backward()
+    assert model.model.embed_tokens.weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------------ runs
+def test_train_writes_the_run_directory_contract(env, tmp_path):
+    from bearrec.models import load_trained
+
+    cfg = quick_config(env, tmp_path / "run", "objective.name=bear", "training.num_train_epochs=2")
+    run = train(cfg)
+    for name in ("config.json", "trie.pt", "log_history.json", "train_summary.json", "model/config.json"):
+        assert (run / name).is_file(), name
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["objective"] == "bear" and conf["score_mode"] == "masked" and conf["seed"] == 42
+    assert {"dataset", "template", "domain", "max_history", "model", "objective_config"} <= set(conf)
+    history = json.loads((run / "log_history.json").read_text())
+    evals = [e for e in history if "eval_loss" in e]
+    assert [e["epoch"] for e in evals] == [1.0, 2.0]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["global_step"] == 8 and len(summary["epoch_seconds"]) == 2
+    assert summary["best_metric"] == min(e["eval_loss"] for e in evals)
+    assert Path(summary["best_checkpoint"]).parent == run / "checkpoints"
+    model, tok = load_trained(run / "model")
+    ItemTrie.load(run / "trie.pt").check_tokenizer(tok)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(cfg)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_gradient_accumulation_equals_the_full_batch(env, tmp_path):
+    """One SGD step on 4 rows equals 2 accumulated micro-batches of 2 rows (token-level normalisation)."""
+    common = ["objective.name=bear", "max_train_rows=4", "training.max_steps=1", "training.optim=sgd",
+              "training.learning_rate=1.0", "training.eval_strategy=no", "training.save_strategy=no",
+              "training.load_best_model_at_end=false"]
+    full = train(quick_config(env, tmp_path / "full", *common))
+    acc = train(quick_config(env, tmp_path / "acc", *common, "training.per_device_train_batch_size=2",
+                             "training.gradient_accumulation_steps=2"))
+    a, b = _weights(full / "model"), _weights(acc / "model")
+    base = _weights(env[1])
+    assert any(not torch.equal(a[k], base[k]) for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_bad_inputs_raise_clear_errors(env, tmp_path):
+    ds_dir, model_dir, tok, template, ds = env
+    with pytest.raises(ConfigError, match="no {history} slot"):
+        train(quick_config(env, tmp_path / "t", "template={text: 'Recommend:\n', response_header: '\n'}"))
+    with pytest.raises(DataError, match="empty"):
+        encode_rows(ds.train[:1], {**ds.items, ds.train[0].target: "   "}, tok, template)
+    with pytest.raises(DataError, match="not in the catalog"):
+        encode_rows([Interaction("u", ds.train[0].history, "missing", 0)], ds.items, tok, template)
+    with pytest.raises(ConfigError, match="beam_size"):
+        ObjectiveConfig(name="bear", beam_size=0)
+
+
+def test_nan_loss_names_the_step_and_the_fix(env, tmp_path):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    ds_dir, model_dir, tok, template, ds = env
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    trie = ItemTrie.from_catalog(ds.items, tok, template)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", remove_unused_columns=False, max_steps=2,
+                             per_device_train_batch_size=4, disable_tqdm=True)
+    trainer = BearTrainer(model=model, args=args, train_dataset=encode_rows(ds.train, ds.items, tok, template),
+                          data_collator=TrainCollator(tok.pad_token_id, trie), objective=ObjectiveConfig("msl"),
+                          trie=trie)
+    with pytest.raises(BearrecError, match=r"msl loss is nan at step 1\. Fix: lower training.learning_rate"):
+        trainer.train()
+
+
+KILLABLE = textwrap.dedent("""
+    import sys, time
+    from transformers import TrainerCallback
+    from bearrec.train import load_config, train
+
+    class Slow(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            time.sleep(0.4)
+
+    train(load_config(None, sys.argv[1:]), callbacks=[Slow()])
+""")
+
+
+def test_resume_after_sigkill_loses_no_completed_step(env, tmp_path):
+    """Kill a run (SIGKILL) after its first checkpoint; resume=True ends with the uninterrupted run's model."""
+    common = ["objective.name=msl", "training.max_steps=6", "training.save_strategy=steps", "training.save_steps=2",
+              "training.eval_strategy=steps", "training.eval_steps=2"]
+    killed = quick_config(env, tmp_path / "killed", *common)
+    script = tmp_path / "run.py"
+    script.write_text(KILLABLE)
+    overrides = [f"dataset={killed.dataset}", f"output_dir={killed.output_dir}", f"model={killed.model}",
+                 "template=compact", *[f"training.{k}={v}" for k, v in killed.training.items()],
+                 *common]
+    proc = subprocess.Popen([sys.executable, str(script), *overrides], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    first = Path(killed.output_dir) / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 60
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), proc.stderr.read().decode()[-2000:]
+    assert not (Path(killed.output_dir) / "model").exists()  # it really died before finishing
+    run = train(killed, resume=True)
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["global_step"] == 6 and summary["resumed_from"].endswith(("checkpoint-2", "checkpoint-4"))
+    steps = [e["step"] for e in json.loads((run / "log_history.json").read_text()) if "loss" in e]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    straight = train(quick_config(env, tmp_path / "straight", *common))
+    a, b = _weights(run / "checkpoints" / "checkpoint-6"), _weights(straight / "checkpoints" / "checkpoint-6")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
