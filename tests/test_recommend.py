@@ -1,0 +1,136 @@
+"""Recommender: loading a run directory, output format, bad input, and a 2-process run equal to 1 process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bearrec.data.dataset import Dataset, Interaction, save_dataset
+from bearrec.decoding import beam_search
+from bearrec.errors import ConfigError, DataError
+from bearrec.prompts import get_template
+from bearrec.recommend import Recommender, _share
+from bearrec.trie import ItemTrie
+
+WORDS = ["red", "blue", "pen", "ink", "desk", "lamp", "paper", "clip", "tape", "note", "box", "chair"]
+
+
+def make_dataset(folder: Path) -> Dataset:
+    items = {f"it{i}": f"{WORDS[i % 12]} {WORDS[(i * 5) % 12]} {i % 7}" for i in range(30)}
+    items["it30"] = items["it3"]  # a duplicate title
+    ids = list(items)
+    rows = [Interaction(f"u{u}", tuple(ids[(u + j) % 31] for j in range(1 + u % 4)), ids[(u * 3) % 31], u)
+            for u in range(13)]
+    ds = Dataset(items=items, splits={"train": rows, "valid": rows[:3], "test": rows}, stats={"ok": True})
+    save_dataset(ds, folder)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from bearrec.models import build_tiny_model, load_tokenizer, tiny_model_texts
+
+    root = tmp_path_factory.mktemp("run")
+    ds = make_dataset(root / "data")
+    template = get_template("compact", max_history=3)
+    build_tiny_model(tiny_model_texts(ds, template), root / "model", vocab_size=300, hidden_size=32,
+                     num_layers=1, num_heads=4, intermediate_size=64, max_position_embeddings=256)
+    tok = load_tokenizer(root / "model")
+    ItemTrie.from_catalog(ds.items, tok, template).save(root / "trie.pt")
+    (root / "config.json").write_text(json.dumps({"dataset": str(root / "data"), "template": "compact",
+                                                  "domain": "item", "max_history": 3, "score_mode": "masked"}))
+    return root
+
+
+def test_recommend_matches_beam_search(run_dir):
+    rec = Recommender.from_run(run_dir, device="cpu")
+    out = rec.recommend(["it1", "it2"], k=5)
+    assert len(out) == 5
+    assert [o["score"] for o in out] == sorted((o["score"] for o in out), reverse=True)
+    ids = torch.tensor([rec.encode(["it1", "it2"])])
+    hyps = beam_search(rec.model, ids, None, rec.trie, 5, score="masked")[0]
+    assert [o["item_ids"] for o in out] == [h.item_ids for h in hyps]
+    assert all(o["title"] == rec.items[o["item_ids"][0]] for o in out)
+    # more than the catalog: every distinct title once, clipped
+    everything = rec.recommend(["it1"], k=50)
+    assert len(everything) == 30 and sorted(i for o in everything for i in o["item_ids"]) == sorted(rec.items)
+
+
+def test_recommend_split_format_and_rebuilt_trie(run_dir, tmp_path):
+    rec = Recommender.from_run(run_dir, device="cpu")
+    rec.batch_size = 4
+    n = rec.recommend_split("test", tmp_path / "p.jsonl", k=3, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert n == len(lines) == 13
+    assert [r["index"] for r in lines] == list(range(13))
+    assert lines[4]["user_id"] == "u4" and lines[4]["target"] == rec.dataset.test[4].target
+    assert lines[4]["recommendations"] == rec.recommend(list(rec.dataset.test[4].history), k=3)
+    # without trie.pt the trie is rebuilt from the catalog: same output
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("config.json", "model"):
+        (copy / name).symlink_to(run_dir / name)
+    again = Recommender.from_run(copy, device="cpu")
+    again.recommend_split("test", tmp_path / "q.jsonl", k=3, progress=False)
+    for a, b in zip((tmp_path / "q.jsonl").read_text().splitlines(), lines):
+        a = json.loads(a)
+        assert [r["item_ids"] for r in a["recommendations"]] == [r["item_ids"] for r in b["recommendations"]]
+        assert [r["score"] for r in a["recommendations"]] == pytest.approx([r["score"] for r in b["recommendations"]],
+                                                                           abs=1e-5)
+
+
+def test_bad_input(run_dir):
+    rec = Recommender.from_run(run_dir, device="cpu")
+    with pytest.raises(DataError, match="empty"):
+        rec.recommend([])
+    with pytest.raises(DataError, match="'nope'"):
+        rec.recommend(["it1", "nope"])
+    rec.model.config.max_position_embeddings = 8
+    with pytest.raises(DataError, match="max_history"):
+        rec.recommend(["it1", "it2", "it3"])
+    rec.model.config.max_position_embeddings = 256
+    other = ItemTrie.from_sequences([[5, 2]], ["x"], meta={"eos_token_id": 2, "vocab_size": 999})
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        Recommender(rec.model, rec.tokenizer, other, rec.template, rec.items)
+    huge = ItemTrie.from_sequences([[5000, 2]], ["x"])
+    with pytest.raises(ConfigError, match="token id 5000"):
+        Recommender(rec.model, rec.tokenizer, huge, rec.template, rec.items)
+    with pytest.raises(ConfigError, match="config.json"):
+        Recommender.from_run(run_dir / "model")
+
+
+def test_shares_cover_rows_in_order():
+    for n in range(7):
+        for world in (1, 2, 3):
+            spans = [_share(n, r, world) for r in range(world)]
+            assert [i for lo, hi in spans for i in range(lo, hi)] == list(range(n))
+
+
+SCRIPT = """
+import sys
+from bearrec.recommend import Recommender
+rec = Recommender.from_run(sys.argv[1], device="cpu")
+rec.batch_size = 3
+rec.recommend_split("test", sys.argv[2], k=4, progress=False)
+"""
+
+
+@pytest.mark.multiproc
+def test_two_processes_write_the_single_process_output(run_dir, tmp_path):
+    """Same thread count in both runs (1 per process), so even the float digits must agree."""
+    script = tmp_path / "rec.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(run_dir), str(tmp_path / "one.jsonl")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert one.returncode == 0, one.stderr[-3000:]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           str(script), str(run_dir), str(tmp_path / "two.jsonl")]
+    two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
