@@ -176,11 +176,18 @@ def test_smollm2_tokenizer_loads_from_the_gguf():
 
 @needs_smollm2
 @pytest.mark.slow
-def test_smollm2_model_forward():
+def test_smollm2_model_forward_and_save(tmp_path):
     start = time.perf_counter()
     model = load_model("smollm2-135m")
     assert time.perf_counter() - start < 120
     assert model.dtype == torch.float32 and model.config.vocab_size == 49152
+    assert not getattr(model, "is_quantized", False)  # dequantised GGUF weights: a plain, savable model
+    ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
-        logits = model(torch.tensor([[1, 2, 3, 4]])).logits
+        logits = model(ids).logits
     assert logits.shape == (1, 4, 49152) and torch.isfinite(logits).all()
+    save_trained(model, load_tokenizer("smollm2-135m"), tmp_path / "smol")
+    again, tok = load_trained(tmp_path / "smol")
+    assert len(tok) == 49152 and tok.padding_side == "left"
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, logits, atol=1e-5, rtol=0)

@@ -198,6 +198,8 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
     except OSError as e:
         raise ConfigError(f"cannot load a model from {name_or_path!r}: {e}") from e
+    if "gguf_file" in extra:
+        model = _without_gguf_flag(model)
     model.bearrec_source = str(name_or_path)  # recorded so an adapter-only save can name its base
     model.bearrec_quantization = "8bit" if load_in_8bit else "4bit" if load_in_4bit else None
     if quantization is not None and lora is not None:
@@ -211,6 +213,18 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     if lora is not None:
         model = _add_lora(model, lora)
     return model
+
+
+def _without_gguf_flag(model: "PreTrainedModel") -> "PreTrainedModel":
+    """A plain copy of a model read from GGUF: its weights are dequantised already, but transformers marks
+    it as quantised, which forbids save_pretrained and full fine-tuning."""
+    from transformers import AutoModelForCausalLM
+
+    settings = {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"}
+    plain = AutoModelForCausalLM.from_config(type(model.config).from_dict(settings), dtype=model.dtype)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    return plain
 
 
 def _enable_checkpointing(model: "PreTrainedModel") -> None:
@@ -240,6 +254,9 @@ def _save_atomically(output_dir: Path, write: Any) -> None:
     """Run `write(tmp_dir)` in a fresh folder beside `output_dir`, then swap it in place of `output_dir`."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".tmp", dir=output_dir.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the saved model should be as readable as any folder
     old = output_dir.with_name(f".{output_dir.name}.old")
     try:
         write(tmp)
