@@ -130,7 +130,7 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
             raise ConfigError(f"reading {SMOLLM2_ALIAS} needs the gguf package. Fix: {SMOLLM2_INSTALL}")
         folder, gguf_file = smollm2_path()
         return str(folder), {"gguf_file": gguf_file}
-    if name.lower() == "tiny":
+    if name.lower() == "tiny" and not Path(name).is_dir():
         raise ConfigError("the 'tiny' model is built from a dataset, not loaded by name. Fix: call "
                           "build_tiny_model(tiny_model_texts(dataset, template), folder), then load the folder.")
     return name, {}
@@ -224,7 +224,7 @@ def _without_gguf_flag(model: "PreTrainedModel") -> "PreTrainedModel":
     plain = AutoModelForCausalLM.from_config(type(model.config).from_dict(settings), dtype=model.dtype)
     plain.load_state_dict(model.state_dict())
     plain.generation_config = model.generation_config
-    return plain
+    return plain.to(model.device)
 
 
 def _enable_checkpointing(model: "PreTrainedModel") -> None:
