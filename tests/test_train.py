@@ -211,6 +211,10 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path):
     assert torch.allclose(loss, (base + 0.5 * extra) / count, atol=1e-4)
     loss.backward()
     assert model.model.embed_tokens.weight.grad is not None
+    # by default the thresholds come from the shared constrained beam search (bearrec.decoding)
+    trainer.thresholds_fn = None
+    shared = trainer.compute_loss(model, dict(batch))
+    assert torch.isfinite(shared) and shared.item() >= base.item() / count - 1e-6
 
 
 # ------------------------------------------------------------------------------------------ runs
