@@ -6,7 +6,7 @@ masks and scores for all beams of all prompts are a handful of tensor operations
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,7 +24,6 @@ class Hypothesis:
     tokens: list[int]
     item_ids: list[str]
     score: float
-    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def check_score_mode(score: str) -> None:
