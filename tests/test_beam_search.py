@@ -1,30 +1,16 @@
 """Constrained beam search: parity with HF generate, padding invariance, edge cases, beam thresholds."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 
 from bearrec.decoding import beam_search, beam_thresholds, sequence_log_probs
-from bearrec.decoding.testing import random_prompts, random_sequences, tiny_llama
+from bearrec.decoding.testing import (brute_force, dict_trie, item_trie as make_trie, random_prompts,
+                                     random_sequences, reference_beam, tiny_llama)
 from bearrec.errors import ConfigError
-from bearrec.trie import ItemTrie
 
 V, EOS, PAD = 64, 2, 0
-
-
-def make_trie(seqs: list[list[int]]) -> ItemTrie:
-    return ItemTrie.from_sequences(seqs, [f"i{i}" for i in range(len(seqs))])
-
-
-def dict_trie(seqs: list[list[int]]) -> tuple[dict[tuple, set], set]:
-    """Plain Python trie: prefix -> allowed next tokens, and the set of complete sequences."""
-    nxt: dict[tuple, set] = {}
-    for s in seqs:
-        for j in range(len(s)):
-            nxt.setdefault(tuple(s[:j]), set()).add(s[j])
-    return nxt, {tuple(s) for s in seqs}
 
 
 def hf_generate(model, ids, mask, seqs, B, length_penalty, early_stopping):
@@ -90,18 +76,6 @@ def test_item_ids_cover_duplicate_titles():
         assert sorted(sorted(h.item_ids) for h in hyps) == [["i0", "i1"], ["i2"], ["i3"]]
 
 
-def brute_force(model, ids, mask, seqs, score):
-    """Every distinct sequence of each prompt, sorted by teacher-forced log-prob."""
-    trie = make_trie(seqs)
-    distinct = sorted({tuple(s) for s in seqs})
-    out = []
-    for p in range(ids.shape[0]):
-        rows = torch.tensor([p] * len(distinct))
-        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score=score).totals()
-        out.append(sorted(zip(tot, distinct), reverse=True))
-    return out
-
-
 @pytest.mark.parametrize("score", ["full", "masked"])
 def test_beam_wider_than_catalog_is_exhaustive(score):
     """B >= number of titles: every title is returned, in exact probability order; prefixes of others work."""
@@ -138,27 +112,6 @@ def test_bad_inputs():
         beam_search(model, ids, mask, make_trie([[5, EOS]]), 2, score="nope")
 
 
-@torch.no_grad()
-def reference_beam(model, prompt, seqs, B, score, steps):
-    """Slow reference of the same search (no cache, one forward per beam): finished list and thresholds."""
-    nxt, complete = dict_trie(seqs)
-    beams, finished, thresholds = [(0.0, ())], [], []
-    for _ in range(steps):
-        cands = []
-        for s, prefix in beams:
-            logits = model(torch.tensor([prompt + list(prefix)])).logits[0, -1].float()
-            allowed = sorted(nxt[prefix])
-            lp = torch.log_softmax(logits, -1)[allowed] if score == "full" else torch.log_softmax(logits[allowed], -1)
-            cands += [(s + float(v), prefix + (tok,)) for tok, v in zip(allowed, lp)]
-        cands = sorted(cands, key=lambda c: -c[0])[: 2 * B]
-        finished = sorted(finished + [c for c in cands[:B] if c[1] in complete], key=lambda c: -c[0])[:B]
-        beams = [c for c in cands if c[1] in nxt][:B]
-        thresholds.append(beams[B - 1][0] if len(beams) >= B else -math.inf)
-        if not beams:
-            break
-    return finished, thresholds + [-math.inf] * (steps - len(thresholds))
-
-
 @pytest.mark.parametrize("score", ["full", "masked"])
 def test_masked_search_and_thresholds_match_slow_reference(score):
     model = tiny_llama(V, seed=5)
@@ -171,7 +124,7 @@ def test_masked_search_and_thresholds_match_slow_reference(score):
     assert thr.shape == (3, steps)
     for p in range(3):
         prompt = ids[p, mask[p].bool()].tolist()
-        fin, ref_thr = reference_beam(model, prompt, seqs, B, score, steps)
+        fin, ref_thr, _ = reference_beam(model, prompt, seqs, B, score, steps)
         assert [tuple(h.tokens) for h in got[p]] == [s for _, s in fin]
         assert [h.score for h in got[p]] == pytest.approx([s for s, _ in fin], abs=1e-4)
         assert thr[p].tolist() == pytest.approx(ref_thr, abs=1e-4)

@@ -5,15 +5,10 @@ import pytest
 import torch
 
 from bearrec.decoding import exact_top_k, sequence_log_probs
-from bearrec.decoding.testing import random_prompts, random_sequences, tiny_llama
+from bearrec.decoding.testing import brute_force, item_trie as make_trie, random_prompts, random_sequences, tiny_llama
 from bearrec.errors import DataError
-from bearrec.trie import ItemTrie
 
 V, EOS = 64, 2
-
-
-def make_trie(seqs):
-    return ItemTrie.from_sequences(seqs, [f"i{i}" for i in range(len(seqs))])
 
 
 @torch.no_grad()
@@ -48,17 +43,6 @@ def test_sequence_log_probs_match_slow_reference(score):
         assert (got.vocab_ranks[p] >= got.ranks[p]).all()
     with pytest.raises(DataError, match="not a path"):
         sequence_log_probs(model, ids[:1], mask[:1], [[1, EOS]], trie=trie)
-
-
-def brute_force(model, ids, mask, seqs, score):
-    trie = make_trie(seqs)
-    distinct = sorted({tuple(s) for s in seqs})
-    out = []
-    for p in range(ids.shape[0]):
-        rows = torch.tensor([p] * len(distinct))
-        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score=score).totals()
-        out.append(sorted(zip(tot, distinct), reverse=True))
-    return out
 
 
 @pytest.mark.parametrize("score", ["full", "masked"])

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .data.dataset import Dataset, Interaction, load_dataset
-from .decoding import Hypothesis, beam_search
+from .decoding import Hypothesis, beam_search, left_pad
 from .errors import ConfigError, DataError
 from .io import atomic_open
 from .prompts import PromptTemplate, encode_prompt, get_template
@@ -43,6 +43,10 @@ class Recommender:
             raise ConfigError(f"the item trie holds token id {int(self.trie.edge_token.max())} but the model has "
                               f"{vocab} embeddings. Fix: rebuild the trie with this model's tokenizer.")
         self.trie = self.trie.to(self.device)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     @property
     def device(self) -> torch.device:
@@ -97,13 +101,7 @@ class Recommender:
     def _decode(self, prompts: list[list[int]], k: int, num_beams: int | None) -> list[list[dict]]:
         """Beam search over a batch of prompt token lists (left-padded here); k entries per prompt."""
         beams = max(k, num_beams or k)
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(prompts), width, dtype=torch.long)
-        for r, p in enumerate(prompts):
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
+        ids, mask = left_pad(prompts, self.pad_token_id)
         hyps = beam_search(self.model, ids, mask, self.trie, beams, score=self.score_mode)
         return [[self._entry(h) for h in row[:k]] for row in hyps]
 

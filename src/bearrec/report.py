@@ -61,7 +61,9 @@ class RunResult:
 
     @property
     def method(self) -> str:
-        return str(self.config["objective"])
+        objective = self.config["objective"]
+        # `bearrec train` records the whole objective config ({"name": "bear", "lam": ...}).
+        return str(objective["name"] if isinstance(objective, dict) else objective)
 
     @property
     def seed(self) -> int:

@@ -1,7 +1,7 @@
 """Decoding over the item trie: constrained beam search, exact top-K and teacher-forced scoring."""
 from .beam_search import beam_search, beam_thresholds
-from .common import Hypothesis
+from .common import Hypothesis, left_pad
 from .exact import ExactResult, SequenceScores, exact_top_k, sequence_log_probs
 
-__all__ = ["Hypothesis", "beam_search", "beam_thresholds", "ExactResult", "SequenceScores", "exact_top_k",
+__all__ = ["Hypothesis", "left_pad", "beam_search", "beam_thresholds", "ExactResult", "SequenceScores", "exact_top_k",
            "sequence_log_probs"]

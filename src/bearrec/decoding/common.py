@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -42,6 +42,17 @@ def output_cache(out: Any) -> Any:
     """The KV cache a forward returned (attribute name depends on the transformers release)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token lists padded on the left, the layout decoding expects."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(prompts), width, dtype=torch.long)
+    for r, p in enumerate(prompts):
+        ids[r, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[r, width - len(p):] = 1
+    return ids, mask
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,14 @@
-"""Tiny random models, tries and prompts for tests and benchmarks (no downloads)."""
+"""Tiny random models, tries and prompts, and slow reference searches, for tests and benchmarks (no downloads)."""
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
 import torch
 
 from ..trie import ItemTrie
+from .common import left_pad
 
 
 def tiny_llama(vocab_size: int = 64, seed: int = 0, init_range: float = 0.3, **overrides: Any) -> Any:
@@ -53,10 +55,63 @@ def random_prompts(n: int, vocab_size: int, min_len: int = 3, max_len: int = 12,
     """Left-padded random prompts (input_ids, attention_mask) of varied lengths."""
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
-    width = max(lens)
-    ids = torch.full((n, width), pad, dtype=torch.long)
-    mask = torch.zeros(n, width, dtype=torch.long)
-    for i, L in enumerate(lens):
-        ids[i, width - L:] = torch.randint(3, vocab_size, (L,), generator=g)
-        mask[i, width - L:] = 1
-    return ids, mask
+    return left_pad([torch.randint(3, vocab_size, (L,), generator=g).tolist() for L in lens], pad)
+
+
+def item_trie(seqs: list[list[int]]) -> ItemTrie:
+    """The trie of `seqs` with item ids 'i0', 'i1', ... (no tokenizer metadata)."""
+    return ItemTrie.from_sequences(seqs, [f"i{i}" for i in range(len(seqs))])
+
+
+def dict_trie(seqs: list[list[int]]) -> tuple[dict[tuple, set], set]:
+    """Plain Python trie: prefix -> allowed next tokens, and the set of complete sequences."""
+    nxt: dict[tuple, set] = {}
+    for s in seqs:
+        for j in range(len(s)):
+            nxt.setdefault(tuple(s[:j]), set()).add(s[j])
+    return nxt, {tuple(s) for s in seqs}
+
+
+@torch.no_grad()
+def reference_beam(model: Any, prompt: list[int], seqs: list[list[int]], B: int, score: str, steps: int,
+                   ) -> tuple[list[tuple[float, tuple]], list[float], list[list[tuple]]]:
+    """Slow reference beam search (no cache, one forward per beam): finished list, thresholds, kept prefixes.
+
+    Per step: rank every continuation, keep the 2B best; the complete ones among the first B join the
+    finished list (kept to B); the B best that can still be extended are the next beams.
+    """
+    nxt, complete = dict_trie(seqs)
+    beams: list[tuple[float, tuple]] = [(0.0, ())]
+    finished: list[tuple[float, tuple]] = []
+    thresholds: list[float] = []
+    kept: list[list[tuple]] = []
+    for _ in range(steps):
+        cands = []
+        for s, prefix in beams:
+            logits = model(torch.tensor([prompt + list(prefix)])).logits[0, -1].float()
+            allowed = sorted(nxt[prefix])
+            lp = torch.log_softmax(logits, -1)[allowed] if score == "full" else torch.log_softmax(logits[allowed], -1)
+            cands += [(s + float(v), prefix + (tok,)) for tok, v in zip(allowed, lp)]
+        cands = sorted(cands, key=lambda c: -c[0])[: 2 * B]
+        finished = sorted(finished + [c for c in cands[:B] if c[1] in complete], key=lambda c: -c[0])[:B]
+        beams = [c for c in cands if c[1] in nxt][:B]
+        thresholds.append(beams[B - 1][0] if len(beams) >= B else -math.inf)
+        kept.append([p for _, p in beams])
+        if not beams:
+            break
+    return finished, thresholds + [-math.inf] * (steps - len(thresholds)), kept
+
+
+def brute_force(model: Any, ids: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]], score: str,
+                ) -> list[list[tuple[float, tuple]]]:
+    """Every distinct sequence of each prompt with its teacher-forced log-prob, best first."""
+    from .exact import sequence_log_probs
+
+    trie = item_trie(seqs)
+    distinct = sorted({tuple(s) for s in seqs})
+    out = []
+    for p in range(ids.shape[0]):
+        rows = torch.tensor([p] * len(distinct))
+        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score=score).totals()
+        out.append(sorted(zip(tot, distinct), reverse=True))
+    return out

@@ -1,0 +1,118 @@
+"""Pruning diagnostics: does beam search lose positives that are among the B most probable items?
+
+PruningRate@B (the paper's definition): among rows whose positive item is in the exact top-B by
+overall probability P(y|x) (found by `exact_top_k`, which says whether each answer is certified),
+the share that beam search with B beams does not return. For each pruned row, the step at which the
+positive's prefix leaves the beam is the first step t whose cumulative log-probability
+log P(y_<=t|x) falls below the B-th kept prefix's (`beam_thresholds`); a pruning is "token-caused"
+when the positive token itself ranks below B among the valid children at that step (the paper's
+"over 70%"). Ranks of the positive's tokens at every step are collected for all rows.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .decoding import beam_search, beam_thresholds, exact_top_k, left_pad, sequence_log_probs
+from .io import write_json
+from .prompts import encode_responses
+
+
+@dataclass
+class RowDiagnosis:
+    """What happened to one row's positive item under beam search and under exact search."""
+
+    in_exact_top_b: bool
+    certified: bool
+    returned: bool
+    pruned_step: int | None  # 1-based step where the positive left the beam (pruned rows only)
+    token_outside_top_b: bool | None  # at that step, was the positive token itself outside the top B?
+    ranks: list[int]  # rank of each positive token among the valid children of its step
+    log_prob: float  # log P(y|x) of the positive under the decoding score
+
+
+def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: Any,
+                   positives: Sequence[Sequence[int]], targets: Sequence[str], num_beams: int, *,
+                   score: str = "full", max_expansions: int = 2000) -> list[RowDiagnosis]:
+    """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`."""
+    beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
+    exact = exact_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
+                        max_expansions=max_expansions)
+    seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score=score)
+    depth = max(len(p) for p in positives)
+    thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,
+                                 max_steps=depth).cpu()
+    out = []
+    for i, target in enumerate(targets):
+        returned = any(target in h.item_ids for h in beams[i])
+        in_exact = any(target in h.item_ids for h in exact[i].items)
+        cumulative = seq.log_probs[i].cumsum(0)
+        ranks = seq.ranks[i].tolist()
+        step = None
+        if in_exact and not returned:
+            n = len(positives[i])
+            below = (cumulative[: n - 1] < thresholds[i, : n - 1]).nonzero()
+            # A positive whose every prefix stayed in the beam was lost when its complete title was
+            # outranked among the finished hypotheses: that happens at its last (EOS) step.
+            step = int(below[0]) + 1 if below.numel() else n
+        out.append(RowDiagnosis(
+            in_exact_top_b=in_exact, certified=exact[i].certified, returned=returned, pruned_step=step,
+            token_outside_top_b=None if step is None else ranks[step - 1] > num_beams,
+            ranks=ranks, log_prob=float(cumulative[-1])))
+    return out
+
+
+def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
+    """The aggregate numbers of `diagnosis.json` (read by `bearrec report`)."""
+    b = num_beams
+    in_top = [r for r in rows if r.in_exact_top_b]
+    pruned = [r for r in in_top if not r.returned]
+    certified_top = [r for r in in_top if r.certified]
+    rank_hist: Counter = Counter()
+    for r in rows:
+        rank_hist.update(str(k) if k <= b else f">{b}" for k in r.ranks)
+    step_hist = Counter(str(r.pruned_step) for r in pruned)
+    return {
+        f"pruning_rate@{b}": len(pruned) / len(in_top) if in_top else float("nan"),
+        f"pruning_rate_certified@{b}": (sum(not r.returned for r in certified_top) / len(certified_top)
+                                        if certified_top else float("nan")),
+        "num_beams": b,
+        "n_rows": len(rows),
+        "n_in_exact_top_b": len(in_top),
+        "n_pruned": len(pruned),
+        "n_returned": sum(r.returned for r in rows),
+        "certified_fraction": sum(r.certified for r in rows) / len(rows) if rows else float("nan"),
+        "pruned_token_outside_top_b_share": (sum(bool(r.token_outside_top_b) for r in pruned) / len(pruned)
+                                             if pruned else float("nan")),
+        "pruned_step_histogram": dict(sorted(step_hist.items(), key=lambda kv: int(kv[0]))),
+        "positive_token_rank_histogram": {k: rank_hist[k] for k in [*map(str, range(1, b + 1)), f">{b}"]
+                                          if rank_hist[k]},
+    }
+
+
+def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, limit: int | None = None,
+                 max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
+                 progress: bool = True) -> dict:
+    """Diagnose a trained run on a split; write `diagnosis.json` (test) or `diagnosis-<split>.json`."""
+    from .recommend import Recommender
+
+    rec = Recommender.from_run(run_dir)
+    rows = rec.dataset.split(split)[:limit]
+    prompts = [rec.encode(r.history, where=f"row {i} of {split}") for i, r in enumerate(rows)]
+    positives = encode_responses(rec.tokenizer, rec.template, [rec.items[r.target] for r in rows])
+    results: list[RowDiagnosis] = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="diagnose", unit="batch", disable=not progress):
+        sl = slice(start, start + batch_size)
+        ids, mask = left_pad(prompts[sl], rec.pad_token_id)
+        results += diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
+                                  beams, score=rec.score_mode, max_expansions=max_expansions)
+    summary = summarize(results, beams)
+    summary.update(split=split, score_mode=rec.score_mode)
+    name = "diagnosis.json" if split == "test" else f"diagnosis-{split}.json"
+    write_json(output or Path(run_dir) / name, {**summary, "rows": [asdict(r) for r in results]})
+    return summary

@@ -1,0 +1,79 @@
+"""Pruning diagnostics against a slow reference beam search and brute-force exact ranking."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bearrec.decoding.testing import brute_force, item_trie, random_prompts, random_sequences, reference_beam, tiny_llama
+from bearrec.diagnose import RowDiagnosis, diagnose_batch, summarize
+
+V = 48
+
+
+def row(in_top, returned, step=None, outside=None, ranks=(1,), certified=True):
+    return RowDiagnosis(in_exact_top_b=in_top, certified=certified, returned=returned, pruned_step=step,
+                        token_outside_top_b=outside, ranks=list(ranks), log_prob=-1.0)
+
+
+def test_summary_counts():
+    rows = [row(True, True, ranks=(1, 2)), row(True, False, 2, True, ranks=(1, 12, 1)),
+            row(True, False, 3, False, ranks=(1, 1, 3), certified=False), row(False, False, ranks=(11,)),
+            row(False, True, ranks=(4,))]
+    s = summarize(rows, num_beams=10)
+    assert s["pruning_rate@10"] == pytest.approx(2 / 3)
+    assert s["pruning_rate_certified@10"] == pytest.approx(1 / 2)
+    assert s["n_in_exact_top_b"] == 3 and s["n_pruned"] == 2 and s["n_returned"] == 2
+    assert s["certified_fraction"] == pytest.approx(4 / 5)
+    assert s["pruned_token_outside_top_b_share"] == pytest.approx(1 / 2)
+    assert s["pruned_step_histogram"] == {"2": 1, "3": 1}
+    assert s["positive_token_rank_histogram"] == {"1": 5, "2": 1, "3": 1, "4": 1, ">10": 2}
+    assert math.isnan(summarize([row(False, False)], 10)["pruning_rate@10"])
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_diagnosis_matches_slow_reference(score):
+    # A flat random model spreads probability, so beam search prunes some exact top-B positives.
+    model = tiny_llama(V, seed=3, init_range=0.8)
+    seqs = random_sequences(60, V, seed=3, max_len=4, dup_rate=0.0, prefix_rate=0.0)
+    trie = item_trie(seqs)
+    ids, mask = random_prompts(6, V, seed=3)
+    B = 3
+    ranked = brute_force(model, ids, mask, seqs, score)
+    # the positive of each prompt: alternate between its exact top-B and just below it
+    positives = [list(ranked[p][p % (2 * B)][1]) for p in range(6)]
+    targets = [f"i{seqs.index(s)}" for s in positives]
+    got = diagnose_batch(model, ids, mask, trie, positives, targets, B, score=score, max_expansions=10_000)
+    for p, d in enumerate(got):
+        assert d.certified
+        exact = [s for _, s in ranked[p][:B]]
+        assert d.in_exact_top_b == (tuple(positives[p]) in exact)
+        prompt = ids[p, mask[p].bool()].tolist()
+        finished, _, kept = reference_beam(model, prompt, seqs, B, score, trie.max_depth)
+        assert d.returned == (tuple(positives[p]) in [s for _, s in finished])
+        assert d.log_prob == pytest.approx(dict((s, lp) for lp, s in ranked[p])[tuple(positives[p])], abs=1e-4)
+        if d.in_exact_top_b and not d.returned:
+            y = tuple(positives[p])
+            # the first step whose kept prefixes lack the positive's prefix (or the last step)
+            want = next((t + 1 for t in range(len(y) - 1) if y[: t + 1] not in kept[t]), len(y))
+            assert d.pruned_step == want
+            assert d.token_outside_top_b == (d.ranks[want - 1] > B)
+        else:
+            assert d.pruned_step is None
+
+
+def test_some_positive_is_pruned_in_the_reference_setting():
+    """Guard that the test above exercises the pruned branch for at least one mode."""
+    model = tiny_llama(V, seed=3, init_range=0.8)
+    seqs = random_sequences(60, V, seed=3, max_len=4, dup_rate=0.0, prefix_rate=0.0)
+    trie = item_trie(seqs)
+    ids, mask = random_prompts(6, V, seed=3)
+    pruned = 0
+    for score in ("full", "masked"):
+        ranked = brute_force(model, ids, mask, seqs, score)
+        positives = [list(ranked[p][p % 6][1]) for p in range(6)]
+        targets = [f"i{seqs.index(s)}" for s in positives]
+        rows = diagnose_batch(model, ids, mask, trie, positives, targets, 3, score=score, max_expansions=10_000)
+        pruned += sum(r.pruned_step is not None for r in rows)
+    assert pruned > 0
