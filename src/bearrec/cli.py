@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import BearrecError
+from .errors import BearrecError, ConfigError
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -39,15 +39,18 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from .evaluate import split_file
     from .recommend import Recommender
 
     rec = Recommender.from_run(args.run_dir, device=args.device)
-    output = args.output or Path(args.run_dir) / f"predictions-{args.split}.jsonl"
     if args.histories:
-        n = rec.recommend_file(args.histories, output, k=args.beams)
+        if not args.output:
+            raise ConfigError("--histories needs --output FILE for the recommendations.")
+        n = rec.recommend_file(args.histories, args.output, k=args.beams)
     else:
+        output = args.output or split_file(args.run_dir, "predictions", args.split)
         n = rec.recommend_split(args.split, output, k=args.beams, limit=args.limit)
-    print(f"wrote {n} recommendation lists to {output}")
+    print(f"wrote {n} recommendation lists to {args.output or output}")
     return 0
 
 

@@ -146,9 +146,20 @@ class Recommender:
         """
         if self.dataset is None:
             raise ConfigError("this Recommender has no dataset. Fix: load it with Recommender.from_run.")
+        return self.recommend_interactions(self.dataset.split(split)[:limit], output, k, num_beams=num_beams,
+                                           progress=progress)
+
+    def recommend_file(self, histories: str | Path, output: str | Path, k: int = 10, *,
+                       num_beams: int | None = None, progress: bool = True) -> int:
+        """Like recommend_split, for the histories of a JSON Lines file (see `read_histories`)."""
+        return self.recommend_interactions(read_histories(histories), output, k, num_beams=num_beams,
+                                           progress=progress)
+
+    def recommend_interactions(self, rows: Sequence[Interaction], output: str | Path, k: int = 10, *,
+                               num_beams: int | None = None, progress: bool = True) -> int:
+        """Decode `rows` (shared across processes when launched by several); write them as JSON Lines."""
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}.")
-        rows = self.dataset.split(split)[:limit]
         rank, world = _dist_info()
         records = self.recommend_rows(rows, k, num_beams=num_beams, progress=progress and rank == 0,
                                       rank=rank, world=world)
@@ -165,6 +176,21 @@ class Recommender:
         if world > 1:
             torch.distributed.barrier()
         return len(records)
+
+
+def read_histories(path: str | Path) -> list[Interaction]:
+    """Rows of a JSON Lines file of `{"history": [item ids], "user_id"?: str, "target"?: item id}`."""
+    from .io import read_jsonl
+
+    rows = []
+    for line, obj in enumerate(read_jsonl(path), start=1):
+        history = obj.get("history")
+        if not isinstance(history, list):
+            raise DataError("needs a \"history\" list of item ids.", path=path, line=line,
+                            fix='write one {"history": ["id1", "id2", ...]} object per line')
+        rows.append(Interaction(user_id=str(obj.get("user_id", line)), history=tuple(str(i) for i in history),
+                                target=str(obj["target"]) if obj.get("target") is not None else "", timestamp=0))
+    return rows
 
 
 def _dist_info() -> tuple[int, int]:
