@@ -69,7 +69,8 @@ def test_load_config_yaml_overrides_and_errors(tmp_path):
     assert cfg.objective == ObjectiveConfig(name="bear", beam_size=5)
     assert cfg.training["learning_rate"] == 2e-3 and cfg.lora.r == 4 and cfg.lora.alpha == 8
     args = cfg.training_arguments()
-    assert args["seed"] == 3 and args["remove_unused_columns"] is False and args["metric_for_best_model"] == "eval_loss"
+    assert args["seed"] == 3 and args["remove_unused_columns"] is False and args["metric_for_best_model"] == "eval_ndcg@5"
+    assert args["greater_is_better"] is True and args["prediction_loss_only"] is True
     assert load_config(path, ["lora=null"]).lora is None
     assert cfg.objective.score_mode == "masked" and ObjectiveConfig().score_mode == "full"
     with pytest.raises(ConfigError, match=r"unknown key objective\.beam\b.*beam_size"):
@@ -78,6 +79,9 @@ def test_load_config_yaml_overrides_and_errors(tmp_path):
         load_config(path, ["epochs=3"])
     with pytest.raises(ConfigError, match="beam_size must be an integer >= 1"):
         load_config(path, ["objective.beam_size=0"])
+    with pytest.raises(ConfigError, match="selection_metric='eval_ndcg@10' is not available"):
+        load_config(path, ["objective.beam_size=5", "selection_metric=eval_ndcg@10"])
+    assert load_config(path, ["selection_metric=eval_hr@5"]).training_arguments()["metric_for_best_model"] == "eval_hr@5"
     with pytest.raises(ConfigError, match="objective.name='beam' is unknown"):
         load_config(path, ["objective.name=beam"])
     with pytest.raises(ConfigError, match="training.learnin_rate is not a transformers.TrainingArguments field"):
@@ -221,7 +225,8 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path):
 def test_train_writes_the_run_directory_contract(env, tmp_path):
     from bearrec.models import load_trained
 
-    cfg = quick_config(env, tmp_path / "run", "objective.name=bear", "training.num_train_epochs=2")
+    cfg = quick_config(env, tmp_path / "run", "objective.name=bear", "training.num_train_epochs=2",
+                       "selection_metric=eval_ndcg@10")
     run = train(cfg)
     for name in ("config.json", "trie.pt", "log_history.json", "train_summary.json", "model/config.json"):
         assert (run / name).is_file(), name
@@ -233,7 +238,11 @@ def test_train_writes_the_run_directory_contract(env, tmp_path):
     assert [e["epoch"] for e in evals] == [1.0, 2.0]
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["global_step"] == 8 and len(summary["epoch_seconds"]) == 2
-    assert summary["best_metric"] == min(e["eval_loss"] for e in evals)
+    # checkpoints are selected on validation NDCG@10 of the constrained beam search (logged each epoch)
+    ranked = [e for e in history if "eval_ndcg@10" in e]
+    assert [e["epoch"] for e in ranked] == [1.0, 2.0] and all(0 <= e["eval_ndcg@10"] <= 1 for e in ranked)
+    assert summary["selection_metric"] == "eval_ndcg@10"
+    assert summary["best_metric"] == max(e["eval_ndcg@10"] for e in ranked)
     assert Path(summary["best_checkpoint"]).parent == run / "checkpoints"
     model, tok = load_trained(run / "model")
     ItemTrie.load(run / "trie.pt").check_tokenizer(tok)

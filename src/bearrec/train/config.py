@@ -98,7 +98,10 @@ class TrainConfig:
     max_history: int = 10
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 42
-    selection_metric: str = "eval_loss"  # the validation metric that picks the checkpoint (never test)
+    # The validation metric that picks the checkpoint (never test): eval_loss, or a ranking metric of the
+    # constrained beam search with objective.beam_size beams on the validation rows (eval_ndcg@10, eval_hr@5, ...).
+    # Default: eval_ndcg@B with B = objective.beam_size.
+    selection_metric: str | None = None
     training: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
     max_train_rows: int | None = None
     max_valid_rows: int | None = None
@@ -115,6 +118,14 @@ class TrainConfig:
         if self.max_valid_rows is not None and self.max_valid_rows < 1:
             raise ConfigError("max_valid_rows must be >= 1: checkpoints are selected on validation.")
         _check_training_keys(self.training)
+        if self.selection_metric is None:
+            self.selection_metric = f"eval_ndcg@{self.objective.beam_size}"
+        match = re.fullmatch(r"eval_(hr|ndcg|mrr)@(\d+)", self.selection_metric)
+        if self.selection_metric != "eval_loss" and (
+                match is None or int(match[2]) not in {1, 5, self.objective.beam_size} or int(match[2]) > self.objective.beam_size):
+            raise ConfigError(f"selection_metric={self.selection_metric!r} is not available. Fix: use eval_loss or "
+                              f"eval_hr@K / eval_ndcg@K / eval_mrr@K with K in 1, 5 or {self.objective.beam_size} "
+                              "(objective.beam_size beams decode the validation rows).")
 
     def training_arguments(self) -> dict[str, Any]:
         """The TrainingArguments keyword arguments: our defaults, then the user's, then the reserved ones."""
@@ -122,7 +133,8 @@ class TrainConfig:
         higher_better = not self.selection_metric.endswith("loss")
         return {**args, "seed": self.seed, "remove_unused_columns": False,
                 "metric_for_best_model": self.selection_metric, "greater_is_better": higher_better,
-                "prediction_loss_only": args.get("prediction_loss_only", self.selection_metric == "eval_loss")}
+                # ranking metrics come from our own decoding, so evaluation never needs to keep logits
+                "prediction_loss_only": args.get("prediction_loss_only", True)}
 
     def to_json(self) -> dict[str, Any]:
         """The resolved config as plain JSON (what RUN_DIR/config.json holds, plus run facts added by train)."""

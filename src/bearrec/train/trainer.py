@@ -30,6 +30,7 @@ from ..io import write_json
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
+from .ranking import RankingEvaluator
 
 ThresholdFn = Callable[..., torch.Tensor]
 
@@ -76,13 +77,26 @@ class BearTrainer(Trainer):
     """transformers.Trainer whose loss is the configured objective (sft, msl, bear, direct) over the item trie."""
 
     def __init__(self, *args: Any, objective: ObjectiveConfig, trie: ItemTrie | None = None,
-                 thresholds_fn: ThresholdFn | None = None, **kwargs: Any):
+                 thresholds_fn: ThresholdFn | None = None, ranking: RankingEvaluator | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.ranking = ranking
         if objective.name != "sft" and trie is None:
             raise ConfigError(f"the {objective.name} objective needs the item trie.")
         self.objective = objective
         self.trie = trie.to(self.args.device) if trie is not None else None
         self.thresholds_fn = thresholds_fn
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The validation loss plus, with a RankingEvaluator, the validation ranking metrics (eval_ndcg@10, ...)."""
+        metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if self.ranking is not None and eval_dataset is None:
+            model = self.accelerator.unwrap_model(self.model)
+            ranking = self.ranking(model, rank=self.args.process_index, world=self.args.world_size)
+            extra = {f"{metric_key_prefix}_{k}": v for k, v in ranking.items()}
+            self.log(extra)
+            metrics.update(extra)
+        return metrics
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | int | None = None) -> Any:
@@ -203,10 +217,15 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
         raise DataError("the train or valid split is empty; checkpoints are selected on valid.",
                         path=config.dataset, fix="prepare the dataset with non-empty train and valid splits")
     timer = EpochTimer()
+    ranking = None
+    if config.selection_metric != "eval_loss":
+        ranking = RankingEvaluator(dataset.valid[:config.max_valid_rows], tokenizer, trie, template, dataset.items,
+                                   config.objective.score_mode, num_beams=config.objective.beam_size)
     trainer = BearTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
         data_collator=TrainCollator(tokenizer.pad_token_id, trie, with_prompts=config.objective.name == "direct"),
-        callbacks=[timer, *(callbacks or [])], objective=config.objective, trie=trie, thresholds_fn=thresholds_fn)
+        callbacks=[timer, *(callbacks or [])], objective=config.objective, trie=trie, thresholds_fn=thresholds_fn,
+        ranking=ranking)
     if trainer.is_world_process_zero():
         write_json(run_dir / "config.json", run_record(config, source))
         trie.save(run_dir / "trie.pt")
