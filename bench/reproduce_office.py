@@ -1,0 +1,102 @@
+"""Reproduce the paper's comparison on Amazon Office at CPU scale: SFT, MSL, BEAR and direct, several seeds.
+
+    python bench/reproduce_office.py                       # everything (hours on 2 cores: see docs/results.md)
+    python bench/reproduce_office.py --objectives sft bear --seeds 0 --epochs 2
+    python bench/reproduce_office.py --tune                # BEAR's lam/xi grid, selected on validation NDCG@10
+
+Protocol (the paper's, scaled to a CPU): `bearrec prepare bear-csv` on ../shared/data/amazon/Office with a
+seeded 10,000-row training sample and the validation split carved from the latest training rows; the
+built-in tiny model trained from scratch with each objective; checkpoints selected on the validation
+split; the full test split decoded once with B = 10 beams; PruningRate@10 from the exact top-10 search.
+Every stage skips what an earlier (possibly interrupted) run finished, and training resumes from its last
+checkpoint, so the command can be re-run until it completes. Results: RUN_ROOT/report/ and docs/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bearrec.data import prepare
+from bearrec.diagnose import diagnose_run
+from bearrec.evaluate import evaluate
+from bearrec.report import write_report
+from bearrec.train import ObjectiveConfig, TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFICE = ROOT.parent / "shared" / "data" / "amazon" / "Office"
+
+
+def config(dataset: Path, run_dir: Path, objective: str, seed: int, args: argparse.Namespace,
+           lam: float = 0.25, xi: float = 2.75) -> TrainConfig:
+    """One run's training config: tiny Llama, compact prompt, B = 10, selection on validation."""
+    return TrainConfig(
+        dataset=str(dataset), output_dir=str(run_dir), model="tiny", template="compact", domain="office",
+        max_history=args.max_history, seed=seed, selection_metric=args.selection_metric,
+        objective=ObjectiveConfig(name=objective, beam_size=10, lam=lam, xi=xi),
+        max_valid_rows=args.valid_rows,
+        training={"num_train_epochs": args.epochs, "learning_rate": args.lr, "per_device_train_batch_size": 16,
+                  "per_device_eval_batch_size": 32, "warmup_steps": 50, "logging_steps": 50,
+                  "lr_scheduler_type": "cosine", "save_total_limit": 1},
+    )
+
+
+def run_one(cfg: TrainConfig, args: argparse.Namespace) -> Path:
+    """Train (or resume), evaluate on the full test split and diagnose; each stage only once."""
+    run_dir = Path(cfg.output_dir)
+    if not (run_dir / "model").is_dir():
+        train(cfg, resume=(run_dir / "checkpoints").is_dir())
+    if not (run_dir / "metrics.json").exists():
+        evaluate(run_dir, split="test", beams=10)
+    if not (run_dir / "diagnosis.json").exists():
+        diagnose_run(run_dir, split="test", beams=10, limit=args.diagnose_rows, max_expansions=args.max_expansions)
+    return run_dir
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "office-repro")
+    p.add_argument("--objectives", nargs="+", default=["sft", "msl", "bear", "direct"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--max-history", type=int, default=5)
+    p.add_argument("--valid-rows", type=int, default=500, help="validation rows used for selection")
+    p.add_argument("--diagnose-rows", type=int, default=500, help="test rows diagnosed (the first N)")
+    p.add_argument("--max-expansions", type=int, default=2000)
+    p.add_argument("--selection-metric", default="eval_ndcg@10")
+    p.add_argument("--lam", type=float, default=0.25)
+    p.add_argument("--xi", type=float, default=2.75)
+    p.add_argument("--tune", action="store_true", help="grid over BEAR's lam and xi on seed 0, by validation")
+    args = p.parse_args()
+
+    dataset = args.out / "data" / "office"
+    if not (dataset / "stats.json").exists():
+        prepare("bear-csv", OFFICE, dataset, train_sample=10000, seed=0)
+    started = time.time()
+    if args.tune:
+        results = {}
+        for lam in (0.1, 0.25, 1.0):
+            for xi in (1.0, 2.75):
+                cfg = config(dataset, args.out / "tune" / f"bear-lam{lam}-xi{xi}", "bear", 0, args, lam, xi)
+                run_dir = Path(cfg.output_dir)
+                if not (run_dir / "model").is_dir():
+                    train(cfg, resume=(run_dir / "checkpoints").is_dir())
+                metrics = evaluate(run_dir, split="valid", beams=10, limit=args.valid_rows)
+                results[f"lam={lam} xi={xi}"] = metrics["ndcg@10"]
+                print(f"lam={lam} xi={xi}: valid ndcg@10 = {metrics['ndcg@10']:.4f}")
+        (args.out / "tune.json").write_text(json.dumps(results, indent=2))
+        return
+    runs = []
+    for seed in args.seeds:
+        for objective in args.objectives:
+            run_dir = args.out / f"{objective}-seed{seed}"
+            runs.append(run_one(config(dataset, run_dir, objective, seed, args, args.lam, args.xi), args))
+            print(f"finished {run_dir} ({(time.time() - started) / 60:.1f} min so far)")
+    html, md = write_report(runs, args.out / "report", title="bearrec on Amazon Office (CPU scale)")
+    print(f"report: {html}\n        {md}")
+
+
+if __name__ == "__main__":
+    main()
