@@ -10,6 +10,12 @@ placeholder or invalid hypotheses: a catalog (or a trie branch) with fewer than 
 A candidate is complete when items end at its trie node (for tries built by `from_catalog` every
 sequence ends with EOS, so that is exactly "EOS was generated"); it stays extendable when the node has
 children (only possible for tries whose sequences are prefixes of others).
+
+The KV cache is never reordered: each prompt keeps one cache row holding its prompt and every token
+any of its beams generated (B new columns per step), and a 4-D attention mask lets each beam attend to
+its prompt and its own ancestors only ("tree attention"). A step thus appends B columns per prompt
+instead of copying P*B prompt-length caches; attention implementations that take no custom 4-D mask
+(flash attention) fall back to one cache row per beam, reordered each step.
 """
 from __future__ import annotations
 
@@ -20,8 +26,8 @@ import torch
 
 from ..errors import ConfigError
 from ..trie import ItemTrie
-from .common import (Hypothesis, TriePaths, check_score_mode, child_log_probs, extend, item_counts,
-                     prefill, prepare_inputs)
+from .common import (Hypothesis, TriePaths, cache_kwarg, check_score_mode, child_log_probs, extend, item_counts,
+                     output_cache, prefill, prepare_inputs)
 
 NEG_INF = float("-inf")
 
@@ -33,6 +39,45 @@ class _Result:
     fin_nodes: torch.Tensor
     fin_scores: torch.Tensor
     thresholds: torch.Tensor
+
+
+def _tree_attention(model: Any) -> bool:
+    """Whether the model's attention takes a custom 4-D mask (sdpa and eager do; flash attention does not)."""
+    return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+class _Tree:
+    """The per-prompt cache rows of tree attention: which generated columns each beam slot descends from."""
+
+    def __init__(self, model: Any, cache: Any, attention_mask: torch.Tensor, prompt_len: torch.Tensor):
+        self.model, self.cache, self.prompt_len = model, cache, prompt_len
+        self.prompt_mask = attention_mask.bool()
+        self.anc = torch.zeros(attention_mask.shape[0], 1, 0, dtype=torch.bool, device=attention_mask.device)
+        self.float_mask = model.config._attn_implementation == "eager"
+
+    def step(self, slot_p: torch.Tensor, slot_j: torch.Tensor, parent_slot: torch.Tensor, tokens: torch.Tensor,
+             offset: int) -> torch.Tensor:
+        """Feed one token per live beam (prompt slot_p, slot slot_j, child of slot parent_slot); its logits."""
+        P, dev = self.anc.shape[0], tokens.device
+        width = int(slot_j.max()) + 1
+        ids = torch.zeros(P, width, dtype=torch.long, device=dev)
+        ids[slot_p, slot_j] = tokens
+        par = torch.zeros(P, width, dtype=torch.long, device=dev)
+        par[slot_p, slot_j] = parent_slot
+        live = torch.zeros(P, width, dtype=torch.bool, device=dev)
+        live[slot_p, slot_j] = True
+        G = self.anc.shape[2]
+        inherited = self.anc.gather(1, par[:, :, None].expand(P, width, G)) & live[:, :, None]
+        own = torch.eye(width, dtype=torch.bool, device=dev).expand(P, width, width)
+        self.anc = torch.cat([inherited, own], 2)
+        mask = torch.cat([self.prompt_mask[:, None, :].expand(P, width, -1), self.anc], 2)[:, None]
+        if self.float_mask:
+            mask = torch.zeros(mask.shape, device=dev).masked_fill_(~mask, torch.finfo(torch.float32).min)
+        pos = (self.prompt_len + offset)[:, None].expand(P, width)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{cache_kwarg(self.model): self.cache})
+        self.cache = output_cache(out)
+        return out.logits[slot_p, slot_j].float()
 
 
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
@@ -51,6 +96,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         return _Result(fin_nodes, fin_scores, thresholds)
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
+    tree = _Tree(model, cache, attention_mask, prompt_len) if _tree_attention(model) else None
     row_prompt = torch.arange(P, device=dev)
     row_beam = torch.zeros(P, dtype=torch.long, device=dev)
     row_node = torch.zeros(P, dtype=torch.long, device=dev)
@@ -103,10 +149,14 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         if p_idx.numel() == 0 or t == max_steps - 1:
             break
         new_parent = parent[p_idx, j]
+        new_tokens = tokens[new_parent, (top_i % W)[p_idx, j]]
+        parent_slot = row_beam[new_parent]
         row_prompt, row_beam = p_idx, run_rank[p_idx, j]
         row_node, row_score = child[p_idx, j], top_s[p_idx, j]
+        if tree is not None:
+            logits = tree.step(row_prompt, row_beam, parent_slot, new_tokens, offset=t)
+            continue
         cache.reorder_cache(new_parent)
-        new_tokens = tokens[new_parent, (top_i % W)[p_idx, j]]
         logits, cache = extend(model, new_tokens[:, None], cache, attention_mask[row_prompt],
                                prompt_len[row_prompt], offset=t)
         logits = logits[:, -1, :]

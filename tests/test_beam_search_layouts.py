@@ -1,0 +1,45 @@
+"""Beam search gives the same results with tree attention (sdpa and eager masks) and with reordered per-beam caches."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import importlib
+from bearrec.decoding import beam_search, beam_thresholds
+from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, reference_beam, tiny_llama
+
+V = 64
+bs = importlib.import_module("bearrec.decoding.beam_search")  # the module (the package exports a function of that name)
+
+
+def _run(model, ids, mask, trie, B, score, steps):
+    """(items and scores per prompt, thresholds) of one search."""
+    hyps = beam_search(model, ids, mask, trie, B, score=score)
+    thr = beam_thresholds(model, ids, mask, trie, B, score=score, max_steps=steps)
+    return [[(tuple(h.tokens), h.score) for h in row] for row in hyps], thr
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("score", ["full", "masked"])
+@pytest.mark.parametrize("B", [1, 3, 8])
+def test_tree_attention_matches_per_beam_caches_and_reference(monkeypatch, seed, score, B):
+    model = tiny_llama(V, seed=seed)
+    seqs = random_sequences(70, V, seed=seed + 20, prefix_rate=0.3)
+    trie = make_trie(seqs)
+    ids, mask = random_prompts(4, V, min_len=2, max_len=14, seed=seed + 20)
+    steps = trie.max_depth + 1
+    assert bs._tree_attention(model)
+    tree = _run(model, ids, mask, trie, B, score, steps)
+    model.set_attn_implementation("eager")
+    eager = _run(model, ids, mask, trie, B, score, steps)
+    monkeypatch.setattr(bs, "_tree_attention", lambda m: False)
+    flat = _run(model, ids, mask, trie, B, score, steps)
+    for got in (eager, flat):
+        for mine, ref in zip(tree[0], got[0]):
+            assert [t for t, _ in mine] == [t for t, _ in ref]
+            assert [s for _, s in mine] == pytest.approx([s for _, s in ref], abs=1e-4)
+        torch.testing.assert_close(tree[1], got[1], atol=1e-4, rtol=0)
+    for p in range(ids.shape[0]):
+        fin, ref_thr, _ = reference_beam(model, ids[p, mask[p].bool()].tolist(), seqs, B, score, steps)
+        assert [t for t, _ in tree[0][p]] == [s for _, s in fin]
+        torch.testing.assert_close(tree[1][p], torch.tensor(ref_thr, dtype=tree[1].dtype), atol=1e-4, rtol=0)
