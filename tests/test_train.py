@@ -209,7 +209,7 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path):
             step_logits = logits[r, (batch["labels"][r] != IGNORE).nonzero()[t].item() - 1]
             allowed = trie.allowed(response[:t])
             cum += float(torch.log_softmax(step_logits[allowed], -1)[allowed.index(tok_id)])
-            if torch.isfinite(thr[r, t]):
+            if torch.isfinite(thr[r, t]) and t < len(response) - 1:  # the EOS step has no direct term
                 extra += -float(torch.nn.functional.logsigmoid(torch.tensor((cum - float(thr[r, t])) / 2.75)))
     assert torch.isfinite(thr).any() and extra > 0
     assert torch.allclose(loss, (base + 0.5 * extra) / count, atol=1e-4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .errors import BearrecError, ConfigError
 
@@ -48,7 +47,7 @@ def _recommend(args: argparse.Namespace) -> int:
             raise ConfigError("--histories needs --output FILE for the recommendations.")
         n = rec.recommend_file(args.histories, args.output, k=args.beams)
     else:
-        output = args.output or split_file(args.run_dir, "predictions", args.split)
+        output = args.output or split_file(args.run_dir, "predictions", args.split, args.limit)
         n = rec.recommend_split(args.split, output, k=args.beams, limit=args.limit)
     print(f"wrote {n} recommendation lists to {args.output or output}")
     return 0

@@ -98,7 +98,8 @@ def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
 def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, limit: int | None = None,
                  max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
                  progress: bool = True) -> dict:
-    """Diagnose a trained run on a split; write `diagnosis.json` (test) or `diagnosis-<split>.json`."""
+    """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json."""
+    from .evaluate import split_file
     from .recommend import Recommender
 
     rec = Recommender.from_run(run_dir)
@@ -113,6 +114,6 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
                                   beams, score=rec.score_mode, max_expansions=max_expansions)
     summary = summarize(results, beams)
     summary.update(split=split, score_mode=rec.score_mode)
-    name = "diagnosis.json" if split == "test" else f"diagnosis-{split}.json"
-    write_json(output or Path(run_dir) / name, {**summary, "rows": [asdict(r) for r in results]})
+    summary.update(limit=limit)
+    write_json(output or split_file(run_dir, "diagnosis", split, limit), {**summary, "rows": [asdict(r) for r in results]})
     return summary

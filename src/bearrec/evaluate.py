@@ -2,7 +2,9 @@
 
 File names in a run directory: the test split's predictions and metrics are `predictions.jsonl`
 and `metrics.json` (what `bearrec report` reads); other splits add the split's name
-(`predictions-valid.jsonl`, `metrics-valid.json`).
+(`predictions-valid.jsonl`, `metrics-valid.json`), and a run on the first N rows only (`--limit N`)
+adds `-firstN`, so a partial evaluation never stands in for the full one. Existing predictions are
+reused only when they hold every requested row, decoded with the requested number of beams.
 """
 from __future__ import annotations
 
@@ -20,11 +22,19 @@ from .metrics import evaluate_predictions
 KS = (1, 5, 10, 20)
 
 
-def split_file(run_dir: str | Path, kind: str, split: str) -> Path:
-    """`predictions.jsonl` / `metrics.json` for test, `<kind>-<split>.<ext>` for other splits."""
-    ext = "jsonl" if kind == "predictions" else "json"
-    name = f"{kind}.{ext}" if split == "test" else f"{kind}-{split}.{ext}"
-    return Path(run_dir) / name
+def split_file(run_dir: str | Path, kind: str, split: str, limit: int | None = None) -> Path:
+    """`<kind>[-<split>][-first<N>].<ext>`: the split's name is left out for test, the limit when None."""
+    ext = "jsonl" if kind in ("predictions",) else "json"
+    parts = [kind] + ([split] if split != "test" else []) + ([f"first{limit}"] if limit is not None else [])
+    return Path(run_dir) / f"{'-'.join(parts)}.{ext}"
+
+
+def predictions_are_current(path: Path, n_rows: int, beams: int) -> bool:
+    """True when `path` holds exactly `n_rows` rows decoded with `beams` beams."""
+    if not path.exists():
+        return False
+    rows = list(read_jsonl(path))
+    return len(rows) == n_rows and all(r.get("beams") == beams for r in rows)
 
 
 def popularity(dataset: Dataset) -> Counter:
@@ -58,12 +68,14 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
     if source.is_dir():
         run_dir = source
         config = read_config(run_dir)
-        predictions_path = split_file(run_dir, "predictions", split)
-        if not predictions_path.exists() or limit is not None:
+        predictions_path = split_file(run_dir, "predictions", split, limit)
+        if dataset is None:
+            dataset = load_dataset(config["dataset"])
+        if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams):
             from .recommend import Recommender
 
             Recommender.from_run(run_dir).recommend_split(split, predictions_path, k=beams, limit=limit)
-        output = output or split_file(run_dir, "metrics", split)
+        output = output or split_file(run_dir, "metrics", split, limit)
     elif source.exists():
         predictions_path = source
         if (source.parent / "config.json").exists():
@@ -76,7 +88,7 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
     predictions = list(read_jsonl(predictions_path))
     metrics = evaluate_predictions(predictions, KS, catalog=dataset.items if dataset else None,
                                    popularity=popularity(dataset) if dataset else None)
-    metrics.update(split=split, predictions=str(predictions_path), bearrec_version=code_version(),
+    metrics.update(split=split, limit=limit, predictions=str(predictions_path), bearrec_version=code_version(),
                    config=config)
     write_json(output, metrics)
     return metrics

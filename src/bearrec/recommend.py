@@ -133,7 +133,7 @@ class Recommender:
             for chunk in mine:
                 for i, out in zip(chunk, self._decode([prompts[i] for i in chunk], k, num_beams)):
                     records.append({"index": i, "user_id": rows[i].user_id, "target": rows[i].target,
-                                    "recommendations": out})
+                                    "beams": max(k, num_beams or k), "recommendations": out})
                 bar.update(len(chunk))
         return sorted(records, key=lambda r: r["index"])
 

@@ -58,7 +58,9 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     if o.name == "bear":
         return losses.bear_loss(h, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau,
                                 detach_threshold=o.detach_threshold).sum(), count
-    # direct: MSL plus lam * the relaxed (3.1) term of every response step
+    # direct: MSL plus lam * the relaxed (3.1) term of every title step. (3.1) compares prefixes y_<t up to
+    # the whole title; the EOS step completes y and is ranked among finished hypotheses, not against the
+    # extendable prefixes `beam_thresholds` reports, so it carries no direct term.
     ce = losses.msl_loss(h, col, valid, o.tau)
     if log_thresholds is None:
         raise ConfigError("the direct objective needs beam-search thresholds for the batch.")
@@ -69,6 +71,9 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     step_logp = step_logp.index_put((rows, step[rows, cols]), -ce)
     mask = torch.zeros_like(step_logp, dtype=torch.bool).index_put((rows, step[rows, cols]),
                                                                     torch.ones_like(ce, dtype=torch.bool))
+    last = is_label.sum(1) - 1
+    has = last >= 0
+    mask[has.nonzero(as_tuple=True)[0], last[has]] = False
     direct = losses.direct_loss(step_logp, mask, log_thresholds.to(ce.device), xi=o.xi)
     return ce.sum() + o.lam * direct.sum(), count
 
@@ -183,6 +188,18 @@ def _model_and_tokenizer(config: TrainConfig, dataset: Any, template: Any, run_d
     return model, tokenizer, source
 
 
+def subsample(rows: list, n: int | None) -> list:
+    """At most n rows drawn at random over the whole split (seed 0, the same for every run), in their order.
+
+    Taking the first n would keep the oldest rows of a chronological split, the furthest from test.
+    """
+    from collections import Counter
+
+    from ..data.preprocess import sample_rows
+
+    return rows if n is None or n >= len(rows) else sample_rows(rows, n, seed=0, dropped=Counter())
+
+
 def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective name, score mode)."""
     record = config.to_json()
@@ -211,15 +228,16 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     model, tokenizer, source = _model_and_tokenizer(config, dataset, template, run_dir, args)
     trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
     max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    train_rows = encode_rows(dataset.train[:config.max_train_rows], dataset.items, tokenizer, template, max_length)
-    valid_rows = encode_rows(dataset.valid[:config.max_valid_rows], dataset.items, tokenizer, template, max_length)
+    train_split, valid_split = subsample(dataset.train, config.max_train_rows), subsample(dataset.valid, config.max_valid_rows)
+    train_rows = encode_rows(train_split, dataset.items, tokenizer, template, max_length)
+    valid_rows = encode_rows(valid_split, dataset.items, tokenizer, template, max_length)
     if not train_rows or not valid_rows:
         raise DataError("the train or valid split is empty; checkpoints are selected on valid.",
                         path=config.dataset, fix="prepare the dataset with non-empty train and valid splits")
     timer = EpochTimer()
     ranking = None
     if config.selection_metric != "eval_loss":
-        ranking = RankingEvaluator(dataset.valid[:config.max_valid_rows], tokenizer, trie, template, dataset.items,
+        ranking = RankingEvaluator(valid_split, tokenizer, trie, template, dataset.items,
                                    config.objective.score_mode, num_beams=config.objective.beam_size)
     trainer = BearTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
