@@ -1,11 +1,11 @@
-"""Beam search gives the same results with tree attention (sdpa and eager masks) and with reordered per-beam caches."""
+"""Decoding gives the same results with tree attention (sdpa and eager masks) as with per-beam / per-node cache copies."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 import importlib
-from bearrec.decoding import beam_search, beam_thresholds
+from bearrec.decoding import beam_search, beam_thresholds, exact_top_k
 from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, reference_beam, tiny_llama
 
 V = 64
@@ -28,11 +28,11 @@ def test_tree_attention_matches_per_beam_caches_and_reference(monkeypatch, seed,
     trie = make_trie(seqs)
     ids, mask = random_prompts(4, V, min_len=2, max_len=14, seed=seed + 20)
     steps = trie.max_depth + 1
-    assert bs._tree_attention(model)
+    assert bs.tree_attention(model)
     tree = _run(model, ids, mask, trie, B, score, steps)
     model.set_attn_implementation("eager")
     eager = _run(model, ids, mask, trie, B, score, steps)
-    monkeypatch.setattr(bs, "_tree_attention", lambda m: False)
+    monkeypatch.setattr(bs, "tree_attention", lambda m: False)
     flat = _run(model, ids, mask, trie, B, score, steps)
     for got in (eager, flat):
         for mine, ref in zip(tree[0], got[0]):
@@ -43,3 +43,27 @@ def test_tree_attention_matches_per_beam_caches_and_reference(monkeypatch, seed,
         fin, ref_thr, _ = reference_beam(model, ids[p, mask[p].bool()].tolist(), seqs, B, score, steps)
         assert [t for t, _ in tree[0][p]] == [s for _, s in fin]
         torch.testing.assert_close(tree[1][p], torch.tensor(ref_thr, dtype=tree[1].dtype), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_exact_top_k_same_with_node_columns_and_copied_caches(monkeypatch, score):
+    """Exact top-K: one cache column per expanded node (sdpa, eager) = prefixes re-run on copied caches."""
+    ex = importlib.import_module("bearrec.decoding.exact")
+    model = tiny_llama(V, seed=7)
+    trie = make_trie(random_sequences(80, V, seed=7, prefix_rate=0.3))
+    ids, mask = random_prompts(3, V, min_len=2, max_len=14, seed=7)
+
+    def run() -> list[tuple]:
+        res = exact_top_k(model, ids, mask, trie, 6, score=score, nodes_per_step=4)
+        return [(r.certified, r.expansions, [tuple(h.tokens) for h in r.items], [h.score for h in r.items])
+                for r in res]
+
+    tree = run()
+    model.set_attn_implementation("eager")
+    eager = run()
+    monkeypatch.setattr(ex, "tree_attention", lambda m: False)
+    copied = run()
+    for got in (eager, copied):
+        for a, b in zip(tree, got):
+            assert a[:3] == b[:3]
+            assert a[3] == pytest.approx(b[3], abs=1e-4)

@@ -26,8 +26,8 @@ import torch
 
 from ..errors import ConfigError
 from ..trie import ItemTrie
-from .common import (Hypothesis, TriePaths, cache_kwarg, check_score_mode, child_log_probs, extend, item_counts,
-                     output_cache, prefill, prepare_inputs)
+from .common import (Hypothesis, TriePaths, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
+                     item_counts, output_cache, prefill, prepare_inputs, tree_attention)
 
 NEG_INF = float("-inf")
 
@@ -41,11 +41,6 @@ class _Result:
     thresholds: torch.Tensor
 
 
-def _tree_attention(model: Any) -> bool:
-    """Whether the model's attention takes a custom 4-D mask (sdpa and eager do; flash attention does not)."""
-    return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
-
-
 class _Tree:
     """The per-prompt cache rows of tree attention: which generated columns each beam slot descends from."""
 
@@ -53,7 +48,6 @@ class _Tree:
         self.model, self.cache, self.prompt_len = model, cache, prompt_len
         self.prompt_mask = attention_mask.bool()
         self.anc = torch.zeros(attention_mask.shape[0], 1, 0, dtype=torch.bool, device=attention_mask.device)
-        self.float_mask = model.config._attn_implementation == "eager"
 
     def step(self, slot_p: torch.Tensor, slot_j: torch.Tensor, parent_slot: torch.Tensor, tokens: torch.Tensor,
              offset: int) -> torch.Tensor:
@@ -70,9 +64,7 @@ class _Tree:
         inherited = self.anc.gather(1, par[:, :, None].expand(P, width, G)) & live[:, :, None]
         own = torch.eye(width, dtype=torch.bool, device=dev).expand(P, width, width)
         self.anc = torch.cat([inherited, own], 2)
-        mask = torch.cat([self.prompt_mask[:, None, :].expand(P, width, -1), self.anc], 2)[:, None]
-        if self.float_mask:
-            mask = torch.zeros(mask.shape, device=dev).masked_fill_(~mask, torch.finfo(torch.float32).min)
+        mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, width, -1), self.anc], 2))
         pos = (self.prompt_len + offset)[:, None].expand(P, width)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                          **{cache_kwarg(self.model): self.cache})
@@ -96,7 +88,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         return _Result(fin_nodes, fin_scores, thresholds)
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
-    tree = _Tree(model, cache, attention_mask, prompt_len) if _tree_attention(model) else None
+    tree = _Tree(model, cache, attention_mask, prompt_len) if tree_attention(model) else None
     row_prompt = torch.arange(P, device=dev)
     row_beam = torch.zeros(P, dtype=torch.long, device=dev)
     row_node = torch.zeros(P, dtype=torch.long, device=dev)

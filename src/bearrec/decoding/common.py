@@ -44,6 +44,19 @@ def output_cache(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
+def tree_attention(model: Any) -> bool:
+    """Whether the model's attention takes a custom 4-D mask (sdpa and eager do; flash attention does not)."""
+    return getattr(model.config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def custom_mask(model: Any, allowed: torch.Tensor) -> torch.Tensor:
+    """A (batch, queries, keys) boolean "may attend" tensor as the 4-D mask the model's attention takes."""
+    mask = allowed[:, None]
+    if getattr(model.config, "_attn_implementation", None) == "eager":  # eager adds the mask to the scores
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    return mask
+
+
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of token lists padded on the left, the layout decoding expects."""
     width = max(len(p) for p in prompts)

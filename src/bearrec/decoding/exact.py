@@ -3,9 +3,12 @@
 A prefix's log-probability bounds every completion below it (token log-probs are <= 0), so popping
 trie nodes best first from a priority queue emits complete items in exact order of probability: when
 a complete node is at the top of the queue, nothing unexpanded can beat it. Nodes of many prompts are
-expanded together in one forward. An expansion re-runs the node's few prefix tokens (right-padded to
-the batch's deepest node) on top of a copy of its prompt's cached KV: titles are short, so this costs
-about as much as one cached token step on CPU and GPU while keeping no per-node caches in memory.
+expanded together in one forward.
+
+A node is expanded only after its parent, so with attention that takes a custom 4-D mask (sdpa, eager)
+each prompt keeps one cache row: expanding a node feeds its last token only, as a new column of its
+prompt's row that attends to the prompt and to the columns of the node's ancestors. Otherwise (flash
+attention) an expansion re-runs the node's prefix tokens on a copy of its prompt's cached KV.
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..trie import ItemTrie
-from .common import (Hypothesis, TriePaths, check_score_mode, child_log_probs, extend, item_counts,
-                     positions_from_mask, prefill, prepare_inputs)
+from .common import (Hypothesis, TriePaths, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
+                     item_counts, output_cache, positions_from_mask, prefill, prepare_inputs, tree_attention)
 
 
 @dataclass
@@ -36,6 +39,48 @@ def _select_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
 
     data = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
     return DynamicCache(data, config=model.config)
+
+
+class _NodeColumns:
+    """Tree-attention expansions: each prompt's cache row holds one column per expanded node (see module doc)."""
+
+    def __init__(self, model: Any, cache: Any, paths: TriePaths, attention_mask: torch.Tensor,
+                 prompt_len: torch.Tensor):
+        self.model, self.cache, self.paths, self.prompt_len = model, cache, paths, prompt_len
+        self.prompt_mask = attention_mask.bool()
+        self.cols: list[dict[int, list[int]]] = [{0: []} for _ in range(attention_mask.shape[0])]
+        self.width = 0  # generated columns in every row so far
+
+    def expand(self, batch_p: list[int], batch_n: list[int]) -> torch.Tensor:
+        """Next-token logits after each (prompt, node): one new column per node in its prompt's row."""
+        P, W, dev = self.prompt_mask.shape[0], self.prompt_mask.shape[1], self.prompt_mask.device
+        slot = [0] * P
+        qi, mp, mq, mc = [], [], [], []
+        for p, n in zip(batch_p, batch_n):
+            i = slot[p]
+            slot[p] += 1
+            anc = self.cols[p][int(self.paths.parent[n])] + [self.width + i]
+            self.cols[p][n] = anc
+            qi.append(i)
+            mp += [p] * len(anc)
+            mq += [i] * len(anc)
+            mc += anc
+        Q = max(slot)
+        qp = torch.tensor(batch_p, device=dev)
+        qi_t = torch.tensor(qi, device=dev)
+        nodes = torch.tensor(batch_n, device=dev)
+        ids = torch.zeros(P, Q, dtype=torch.long, device=dev)
+        ids[qp, qi_t] = self.paths.token[nodes]
+        pos = self.prompt_len[:, None].expand(P, Q).clone()
+        pos[qp, qi_t] += self.paths.trie.depth[nodes] - 1
+        gen = torch.zeros(P, Q, self.width + Q, dtype=torch.bool, device=dev)
+        gen[torch.tensor(mp, device=dev), torch.tensor(mq, device=dev), torch.tensor(mc, device=dev)] = True
+        mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, Q, W), gen], 2))
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         **{cache_kwarg(self.model): self.cache})
+        self.cache = output_cache(out)
+        self.width += Q
+        return out.logits[qp, qi_t].float()
 
 
 class _Frontier:
@@ -85,6 +130,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     has_kids = (trie.num_children(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
+    columns = _NodeColumns(model, cache, paths, attention_mask, prompt_len) if tree_attention(model) else None
     fronts = [_Frontier(k) for _ in range(P)]
     rows_p = torch.arange(P, device=dev)
     nodes = torch.zeros(P, dtype=torch.long, device=dev)
@@ -122,7 +168,10 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         rows_p = torch.tensor(batch_p, device=dev)
         nodes = torch.tensor(batch_n, device=dev)
         base = torch.tensor(batch_s, device=dev)
-        logits = _expand(model, cache, paths, rows_p, nodes, attention_mask, prompt_len)
+        if columns is not None:
+            logits = columns.expand(batch_p, batch_n)
+        else:
+            logits = _expand(model, cache, paths, rows_p, nodes, attention_mask, prompt_len)
     out = []
     for f in fronts:
         certified = len(f.results) >= k or not f.heap
