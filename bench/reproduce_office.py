@@ -49,8 +49,9 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace) -> Path:
         train(cfg, resume=(run_dir / "checkpoints").is_dir())
     if not (run_dir / "metrics.json").exists():
         evaluate(run_dir, split="test", beams=10)
-    if not (run_dir / "diagnosis.json").exists():
-        diagnose_run(run_dir, split="test", beams=10, limit=args.diagnose_rows, max_expansions=args.max_expansions)
+    if not (run_dir / "diagnosis.json").exists():  # the report reads this name; its `limit` says how many rows
+        diagnose_run(run_dir, split="test", beams=10, limit=args.diagnose_rows, max_expansions=args.max_expansions,
+                     output=run_dir / "diagnosis.json")
     return run_dir
 
 

@@ -27,7 +27,7 @@ class DemoSize:
     epochs: int
 
 
-FULL = DemoSize(train_rows=6000, valid_rows=300, test_rows=1000, diagnose_rows=200, epochs=2)
+FULL = DemoSize(train_rows=6000, valid_rows=300, test_rows=1000, diagnose_rows=100, epochs=2)
 QUICK = DemoSize(train_rows=200, valid_rows=40, test_rows=40, diagnose_rows=20, epochs=1)
 
 
@@ -87,7 +87,7 @@ def run_demo(output: str | Path = "demo-output", *, quick: bool = False, seed: i
         if not (run_dir / "metrics.json").exists():
             evaluate(run_dir, split="test", beams=10)
         if not (run_dir / "diagnosis.json").exists():
-            diagnose_run(run_dir, split="test", beams=10, limit=size.diagnose_rows,
+            diagnose_run(run_dir, split="test", beams=10, limit=size.diagnose_rows, max_expansions=1000,
                          output=run_dir / "diagnosis.json")
         runs.append(run_dir)
     print("[3/4] comparison")
