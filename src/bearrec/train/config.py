@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..models import LoraSettings
 
 OBJECTIVES = ("sft", "msl", "bear", "direct")
 
@@ -56,16 +57,6 @@ class TinyModel:
     intermediate_size: int = 256
 
 
-@dataclass
-class Lora:
-    """LoRA settings (bearrec.models.LoraSettings fields); the paper's r=8, alpha=16, dropout .05 on q/v."""
-
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-
-
 # Our defaults for transformers.TrainingArguments; anything in `training:` overrides them.
 DEFAULT_TRAINING: dict[str, Any] = {
     "num_train_epochs": 1, "learning_rate": 1e-4, "per_device_train_batch_size": 8,
@@ -88,7 +79,7 @@ class TrainConfig:
     output_dir: str = "runs/run"
     model: str = "tiny"  # a folder, a hub name, "smollm2-135m" or "tiny" (built on the dataset)
     tiny: TinyModel = field(default_factory=TinyModel)
-    lora: Lora | None = None
+    lora: LoraSettings | None = None
     dtype: str = "auto"
     load_in_8bit: bool = False
     load_in_4bit: bool = False
@@ -175,7 +166,7 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-_SECTIONS: dict[str, type] = {"objective": ObjectiveConfig, "tiny": TinyModel, "lora": Lora}
+_SECTIONS: dict[str, type] = {"objective": ObjectiveConfig, "tiny": TinyModel, "lora": LoraSettings}
 
 
 def _set_dotted(raw: dict[str, Any], override: str) -> None:

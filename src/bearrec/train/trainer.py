@@ -181,9 +181,8 @@ def _model_and_tokenizer(config: TrainConfig, dataset: Any, template: Any, run_d
                 models.build_tiny_model(models.tiny_model_texts(dataset, template), source,
                                         **asdict(config.tiny), seed=config.seed)
     tokenizer = models.load_tokenizer(source)
-    lora = models.LoraSettings(**asdict(config.lora)) if config.lora is not None else None
     set_seed(config.seed)  # LoRA adapters are initialised at load time
-    model = models.load_model(source, dtype=config.dtype, lora=lora, load_in_8bit=config.load_in_8bit,
+    model = models.load_model(source, dtype=config.dtype, lora=config.lora, load_in_8bit=config.load_in_8bit,
                               load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing)
     return model, tokenizer, source
 
