@@ -163,12 +163,7 @@ class Recommender:
         rank, world = _dist_info()
         records = self.recommend_rows(rows, k, num_beams=num_beams, progress=progress and rank == 0,
                                       rank=rank, world=world)
-        if world > 1:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, records)
-            records = sorted((rec for part in gathered for rec in part), key=lambda r: r["index"])
+        records = gather_records(records, world)
         if rank == 0:
             with atomic_open(output, "w", encoding="utf-8") as f:
                 for rec in records:
@@ -176,6 +171,17 @@ class Recommender:
         if world > 1:
             torch.distributed.barrier()
         return len(records)
+
+
+def gather_records(records: list[dict], world: int) -> list[dict]:
+    """Every process's share of output records, on every process, in the original row order."""
+    if world <= 1:
+        return records
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, records)
+    return sorted((rec for part in gathered for rec in part), key=lambda r: r["index"])
 
 
 def read_histories(path: str | Path) -> list[Interaction]:

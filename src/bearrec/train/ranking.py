@@ -32,7 +32,7 @@ class RankingEvaluator:
     @torch.no_grad()
     def __call__(self, model: Any, rank: int = 0, world: int = 1) -> dict[str, float]:
         """Metrics over all rows; under several processes each decodes a share and all gather the records."""
-        from ..recommend import Recommender
+        from ..recommend import Recommender, gather_records
 
         was_training = model.training
         model.eval()
@@ -42,11 +42,6 @@ class RankingEvaluator:
             records = rec.recommend_rows(self.rows, self.num_beams, progress=False, rank=rank, world=world)
         finally:
             model.train(was_training)
-        if world > 1:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * world
-            dist.all_gather_object(gathered, records)
-            records = [r for part in gathered for r in part]
+        records = gather_records(records, world)
         metrics = evaluate_predictions(records, ks=(1, 5, self.num_beams))
         return {k: float(v) for k, v in metrics.items() if k.split("@")[0] in ("hr", "ndcg", "mrr")}
