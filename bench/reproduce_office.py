@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bearrec.data import prepare
-from bearrec.diagnose import diagnose_run
+from bearrec.demo import complete_run
 from bearrec.evaluate import evaluate
 from bearrec.report import write_report
 from bearrec.train import ObjectiveConfig, TrainConfig, train
@@ -40,19 +40,6 @@ def config(dataset: Path, run_dir: Path, objective: str, seed: int, args: argpar
                   "per_device_eval_batch_size": 32, "warmup_steps": 50, "logging_steps": 50,
                   "lr_scheduler_type": "cosine", "save_total_limit": 1, "train_sampling_strategy": "group_by_length"},
     )
-
-
-def run_one(cfg: TrainConfig, args: argparse.Namespace) -> Path:
-    """Train (or resume), evaluate on the full test split and diagnose; each stage only once."""
-    run_dir = Path(cfg.output_dir)
-    if not (run_dir / "model").is_dir():
-        train(cfg, resume=(run_dir / "checkpoints").is_dir())
-    if not (run_dir / "metrics.json").exists():
-        evaluate(run_dir, split="test", beams=10)
-    if not (run_dir / "diagnosis.json").exists():  # the report reads this name; its `limit` says how many rows
-        diagnose_run(run_dir, split="test", beams=10, limit=args.diagnose_rows, max_expansions=args.max_expansions,
-                     output=run_dir / "diagnosis.json")
-    return run_dir
 
 
 COLUMNS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
@@ -126,7 +113,8 @@ def main() -> None:
     for seed in args.seeds:
         for objective in args.objectives:
             run_dir = args.out / f"{objective}-seed{seed}"
-            runs.append(run_one(config(dataset, run_dir, objective, seed, args, args.lam, args.xi), args))
+            runs.append(complete_run(config(dataset, run_dir, objective, seed, args, args.lam, args.xi), beams=10,
+                                     diagnose_rows=args.diagnose_rows, max_expansions=args.max_expansions))
             print(f"finished {run_dir} ({(time.time() - started) / 60:.1f} min so far)")
     html, md = write_report(runs, args.out / "report", title="bearrec on Amazon Office (CPU scale)")
     print(f"report: {html}\n        {md}")

@@ -45,6 +45,26 @@ def demo_config(dataset: Path, run_dir: Path, objective: str, size: DemoSize, se
     )
 
 
+def complete_run(config, *, beams: int, diagnose_rows: int | None, max_expansions: int) -> Path:
+    """Train (or resume), evaluate on the test split and diagnose its first rows; each stage only once.
+
+    The diagnosis is written as diagnosis.json, the name the report reads; its `limit` says how many rows.
+    """
+    from .diagnose import diagnose_run
+    from .evaluate import evaluate
+    from .train import train
+
+    run_dir = Path(config.output_dir)
+    if not (run_dir / "model").is_dir():
+        train(config, resume=(run_dir / "checkpoints").is_dir())
+    if not (run_dir / "metrics.json").exists():
+        evaluate(run_dir, split="test", beams=beams)
+    if not (run_dir / "diagnosis.json").exists():
+        diagnose_run(run_dir, split="test", beams=beams, limit=diagnose_rows, max_expansions=max_expansions,
+                     output=run_dir / "diagnosis.json")
+    return run_dir
+
+
 def demo_dataset(directory: Path, size: DemoSize) -> None:
     """MovieLens-100K prepared as usual, with seeded samples of the training and test rows (counted in stats)."""
     from collections import Counter
@@ -65,10 +85,7 @@ def demo_dataset(directory: Path, size: DemoSize) -> None:
 
 def run_demo(output: str | Path = "demo-output", *, quick: bool = False, seed: int = 0) -> dict:
     """Fetch and prepare MovieLens-100K, train, evaluate and diagnose each objective, print and report."""
-    from .diagnose import diagnose_run
-    from .evaluate import evaluate
     from .report import write_report
-    from .train import train
 
     size = QUICK if quick else FULL
     out = Path(output)
@@ -81,15 +98,8 @@ def run_demo(output: str | Path = "demo-output", *, quick: bool = False, seed: i
     for step, objective in enumerate(OBJECTIVES, start=1):
         run_dir = out / "runs" / f"{objective}-seed{seed}"
         print(f"[2/4] objective {step}/{len(OBJECTIVES)}: {objective} -> {run_dir}")
-        if not (run_dir / "model").is_dir():
-            train(demo_config(dataset, run_dir, objective, size, seed),
-                  resume=(run_dir / "checkpoints").is_dir())
-        if not (run_dir / "metrics.json").exists():
-            evaluate(run_dir, split="test", beams=10)
-        if not (run_dir / "diagnosis.json").exists():
-            diagnose_run(run_dir, split="test", beams=10, limit=size.diagnose_rows, max_expansions=1000,
-                         output=run_dir / "diagnosis.json")
-        runs.append(run_dir)
+        runs.append(complete_run(demo_config(dataset, run_dir, objective, size, seed), beams=10,
+                                 diagnose_rows=size.diagnose_rows, max_expansions=1000))
     print("[3/4] comparison")
     table = comparison_table(runs)
     print(table)
