@@ -37,3 +37,11 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
     # a second run reuses everything that is finished
     demo.run_demo(tmp_path / "out", quick=True)
     assert "objective 3/3" in capsys.readouterr().out
+    # a diagnosis of another number of rows is redone; another config in the same directory is refused
+    run = tmp_path / "out" / "runs" / "sft-seed0"
+    dataset = tmp_path / "out" / "data" / "ml100k"
+    demo.complete_run(demo.demo_config(dataset, run, "sft", demo.QUICK), beams=10, diagnose_rows=2, max_expansions=100)
+    assert json.loads((run / "diagnosis.json").read_text())["n_rows"] == 2
+    with pytest.raises(BearrecError, match="different config"):
+        demo.complete_run(demo.demo_config(dataset, run, "bear", demo.QUICK), beams=10, diagnose_rows=2,
+                          max_expansions=100)

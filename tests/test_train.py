@@ -18,7 +18,8 @@ from bearrec import losses
 from bearrec.data.dataset import Dataset, Interaction, save_dataset
 from bearrec.errors import BearrecError, ConfigError, DataError
 from bearrec.prompts import get_template
-from bearrec.train import BearTrainer, ObjectiveConfig, TrainCollator, encode_rows, load_config, objective_loss, train
+from bearrec.train import (BearTrainer, ObjectiveConfig, TrainCollator, check_run_config, encode_rows, load_config,
+                           objective_loss, train)
 from bearrec.train.data import IGNORE
 from bearrec.trie import ItemTrie
 
@@ -248,6 +249,13 @@ def test_train_writes_the_run_directory_contract(env, tmp_path):
     ItemTrie.load(run / "trie.pt").check_tokenizer(tok)
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(cfg)
+    # resuming (or reusing) the run with another config would mix two runs in one directory
+    check_run_config(run, cfg)
+    other = quick_config(env, tmp_path / "run", "objective.name=bear", "objective.lam=1.0",
+                         "training.num_train_epochs=2", "selection_metric=eval_ndcg@10")
+    with pytest.raises(ConfigError, match=r"config.json was written by a run with a different config \(fields: "
+                                          r"objective_config\)"):
+        train(other, resume=True)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

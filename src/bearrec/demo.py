@@ -48,18 +48,21 @@ def demo_config(dataset: Path, run_dir: Path, objective: str, size: DemoSize, se
 def complete_run(config, *, beams: int, diagnose_rows: int | None, max_expansions: int) -> Path:
     """Train (or resume), evaluate on the test split and diagnose its first rows; each stage only once.
 
-    The diagnosis is written as diagnosis.json, the name the report reads; its `limit` says how many rows.
+    The diagnosis is written as diagnosis.json, the name the report reads; its `limit` says how many rows
+    (a diagnosis of another number of rows is redone). A run directory made with another config is an error.
     """
     from .diagnose import diagnose_run
     from .evaluate import evaluate
-    from .train import train
+    from .train import check_run_config, train
 
     run_dir = Path(config.output_dir)
+    check_run_config(run_dir, config)
     if not (run_dir / "model").is_dir():
         train(config, resume=(run_dir / "checkpoints").is_dir())
     if not (run_dir / "metrics.json").exists():
         evaluate(run_dir, split="test", beams=beams)
-    if not (run_dir / "diagnosis.json").exists():
+    diagnosis = run_dir / "diagnosis.json"
+    if not diagnosis.exists() or json.loads(diagnosis.read_text()).get("limit") != diagnose_rows:
         diagnose_run(run_dir, split="test", beams=beams, limit=diagnose_rows, max_expansions=max_expansions,
                      output=run_dir / "diagnosis.json")
     return run_dir

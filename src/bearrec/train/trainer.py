@@ -208,6 +208,19 @@ def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     return record
 
 
+def check_run_config(run_dir: str | Path, config: TrainConfig) -> None:
+    """ConfigError when RUN_DIR already holds a run made with another config (resuming it would mix the two)."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        return
+    stored = json.loads(path.read_text())
+    wanted = json.loads(json.dumps(run_record(config, stored.get("model_source", "")), default=str))
+    differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    if differ:
+        raise ConfigError(f"{path} was written by a run with a different config (fields: {', '.join(differ)}). "
+                          "Fix: choose another output_dir, or delete that directory to start over.")
+
+
 def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
           thresholds_fn: ThresholdFn | None = None) -> Path:
     """Train per `config` into RUN_DIR = config.output_dir and return it (see the module docstring for the files)."""
@@ -221,6 +234,8 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     if last is not None and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoints. Fix: pass --resume to continue that run, "
                           "or choose another output_dir.")
+    if resume:
+        check_run_config(run_dir, config)
     args = TrainingArguments(output_dir=str(checkpoints), **config.training_arguments())
     dataset = load_dataset(config.dataset)
     template = get_template(config.template, domain=config.domain, max_history=config.max_history)
