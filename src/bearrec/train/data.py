@@ -6,6 +6,7 @@ token, the trie node of its prefix: the loss then gathers that node's children f
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -13,7 +14,7 @@ import torch
 
 from ..data.dataset import Interaction
 from ..errors import DataError
-from ..prompts import PromptTemplate, encode_prompt, encode_responses
+from ..prompts import PromptTemplate, boundary_merges, encode_prompt, encode_responses
 from ..trie import ItemTrie
 
 IGNORE = -100
@@ -21,7 +22,10 @@ IGNORE = -100
 
 def encode_rows(rows: Sequence[Interaction], items: Mapping[str, str], tokenizer: Any,
                 template: PromptTemplate, max_length: int | None = None) -> list[dict[str, list[int]]]:
-    """{input_ids, labels} per row: prompt ids then the target's response ids (the trie's tokenization)."""
+    """{input_ids, labels} per row: prompt ids then the target's response ids (the trie's tokenization).
+
+    Warns (with the count) when some rows' whole text tokenizes otherwise: see `prompts.boundary_merges`.
+    """
     targets = sorted({row.target for row in rows})
     missing = [t for t in targets if t not in items]
     if missing:
@@ -39,6 +43,14 @@ def encode_rows(rows: Sequence[Interaction], items: Mapping[str, str], tokenizer
             raise DataError(f"the row of user {row.user_id!r} is {len(prompt) + len(response)} tokens, more than "
                             f"the model's {max_length}.", fix="lower max_history or use a model with longer context")
         out.append({"input_ids": prompt + response, "labels": [IGNORE] * len(prompt) + response})
+    merged = boundary_merges(tokenizer, template, [[items[i] for i in r.history] for r in rows],
+                             [items[r.target] for r in rows])
+    if merged:
+        warnings.warn(f"{len(merged)} of {len(rows)} rows (first: user {rows[merged[0]].user_id!r}) tokenize "
+                      "otherwise as one text than as prompt + response: the tokenizer merges across their boundary. "
+                      "Training and decoding both use the split tokenization, so they agree, but a pretrained "
+                      "model never saw it. Fix: end the template's response header with a character the "
+                      "tokenizer always splits on (a newline for most).", stacklevel=2)
     return out
 
 
