@@ -72,6 +72,7 @@ def test_pipeline_prepare_train_recommend_evaluate_diagnose_report(tmp_path, cap
 
     assert run("report", run_dir, "--output", tmp_path / "report") == 0
     assert (tmp_path / "report" / "report.html").stat().st_size > 1000
+    assert run("report", run_dir, "--output", tmp_path / "r2", "--bootstrap-metric", "auc") == 2  # reaches write_report
 
 
 def test_bad_input_exits_non_zero_with_the_file_named(tmp_path, capsys):

@@ -73,7 +73,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    html, md = write_report(args.run_dirs, args.output)
+    html, md = write_report(args.run_dirs, args.output, bootstrap_metric=args.bootstrap_metric)
     print(f"report: {html}\n        {md}")
     return 0
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="an HTML page and a Markdown twin comparing runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--output", required=True)
+    p.add_argument("--bootstrap-metric", default="ndcg@10", help="per-row metric of the paired bootstrap")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("demo", help="MovieLens-100K, tiny model, SFT vs MSL vs BEAR, end to end")
