@@ -27,7 +27,7 @@ class DemoSize:
     epochs: int
 
 
-FULL = DemoSize(train_rows=6000, valid_rows=300, test_rows=1000, diagnose_rows=100, epochs=2)
+FULL = DemoSize(train_rows=12000, valid_rows=300, test_rows=1000, diagnose_rows=1000, epochs=2)
 QUICK = DemoSize(train_rows=200, valid_rows=40, test_rows=40, diagnose_rows=20, epochs=1)
 
 
