@@ -117,6 +117,10 @@ from bearrec.recommend import Recommender
 rec = Recommender.from_run(sys.argv[1], device="cpu")
 rec.batch_size = 3
 rec.recommend_split("test", sys.argv[2], k=4, progress=False)
+import torch.distributed as dist
+if dist.is_initialized():  # as the bearrec CLI does; a gloo group left to teardown can abort a rank
+    dist.barrier()
+    dist.destroy_process_group()
 """
 
 

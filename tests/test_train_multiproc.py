@@ -21,6 +21,8 @@ SCRIPT = textwrap.dedent("""
                        f"{sys.argv[1]}/rank{args.process_index}.pt")
 
     train(load_config(None, sys.argv[2:]), callbacks=[SaveRank()])
+    torch.distributed.barrier()  # as `bearrec train` does: no rank exits while rank 0 still writes,
+    torch.distributed.destroy_process_group()  # and no gloo group is left to interpreter teardown (SIGABRT)
 """)
 
 # one SGD step on the whole 4-row training set; SGD (not Adam) so that a wrong loss scale would show

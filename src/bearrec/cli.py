@@ -169,11 +169,24 @@ def _version() -> str:
     return __version__
 
 
+def _close_process_group() -> None:
+    """Under torchrun, leave the process group before exit: a gloo group left to interpreter teardown can
+    abort the process (SIGABRT), and torchrun then kills the other ranks. Only after success, so a failing
+    rank does not wait in a collective."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _close_process_group()
+        return code
     except BearrecError as e:
         print(f"bearrec: error: {e}", file=sys.stderr)
         return 2

@@ -223,7 +223,11 @@ def check_run_config(run_dir: str | Path, config: TrainConfig) -> None:
 
 def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
           thresholds_fn: ThresholdFn | None = None) -> Path:
-    """Train per `config` into RUN_DIR = config.output_dir and return it (see the module docstring for the files)."""
+    """Train per `config` into RUN_DIR = config.output_dir and return it (see the module docstring for the files).
+
+    Under torchrun, a script calling this should end with a barrier and `torch.distributed.destroy_process_group()`
+    (the `bearrec` CLI does): a gloo group left to interpreter teardown can abort a rank.
+    """
     from ..data.dataset import load_dataset
     from ..models import save_trained
     from ..prompts import get_template
