@@ -144,7 +144,9 @@ def test_boundary_merge_after_the_history_is_counted_and_warned():
     tokenizer, template = sentencepiece_style(texts), TEMPLATES["compact"]
     responses = encode_responses(tokenizer, template, list(ITEMS.values()))  # no error: header is clean
     titles = list(ITEMS.values())
-    merged = boundary_merges(tokenizer, template, [history()] * len(titles), titles)
+    texts = [template.render(history()) + template.response(title) for title in titles]
+    prompt_ids = encode_prompt(tokenizer, template, history())
+    merged = boundary_merges(tokenizer, texts, [prompt_ids + r[:-1] for r in responses])
     assert merged, "the constructed tokenizer should merge across the boundary for some title"
     for i, title in enumerate(titles):
         whole = tokenizer(template.render(history()) + template.response(title))["input_ids"]

@@ -135,18 +135,15 @@ def encode_responses(tokenizer: Any, template: PromptTemplate, titles: Sequence[
     return out
 
 
-def boundary_merges(tokenizer: Any, template: PromptTemplate, prompts: Sequence[Sequence[str]],
-                    titles: Sequence[str]) -> list[int]:
-    """Indices of the (history, title) pairs whose whole text tokenizes otherwise than prompt ids + response ids.
+def boundary_merges(tokenizer: Any, texts: Sequence[str], split_ids: Sequence[Sequence[int]]) -> list[int]:
+    """Indices of the prompt + response `texts` that tokenize as one text otherwise than their `split_ids`
+    (prompt ids + response ids without EOS, as `encode_prompt` and `encode_responses` give them).
 
     Training and decoding both use the split tokenization, so they agree; but a pretrained model saw the
     whole-text one, so a merge across the prompt/response boundary feeds it unusual token sequences.
     """
-    texts = [template.render(h) + template.response(t) for h, t in zip(prompts, titles)]
-    whole = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
-    split = [encode_prompt(tokenizer, template, h) + r[:-1]
-             for h, r in zip(prompts, encode_responses(tokenizer, template, titles))]
-    return [i for i, (w, s) in enumerate(zip(whole, split)) if list(w) != s]
+    whole = tokenizer(list(texts), add_special_tokens=True)["input_ids"] if texts else []
+    return [i for i, (w, s) in enumerate(zip(whole, split_ids)) if list(w) != list(s)]
 
 
 def encode_response(tokenizer: Any, template: PromptTemplate, title: str) -> list[int]:

@@ -32,19 +32,20 @@ def encode_rows(rows: Sequence[Interaction], items: Mapping[str, str], tokenizer
         raise DataError(f"target item {missing[0]!r} is not in the catalog ({len(missing)} such targets).",
                         fix="re-run `bearrec prepare` so splits and catalog agree")
     responses = dict(zip(targets, encode_responses(tokenizer, template, [items[t] for t in targets])))
-    out = []
+    out, texts = [], []
     for row in rows:
         for item in row.history:
             if item not in items:
                 raise DataError(f"history item {item!r} of user {row.user_id!r} is not in the catalog.")
-        prompt = encode_prompt(tokenizer, template, [items[i] for i in row.history])
+        history = [items[i] for i in row.history]
+        texts.append(template.render(history) + template.response(items[row.target]))
+        prompt = encode_prompt(tokenizer, template, history)
         response = responses[row.target]
         if max_length is not None and len(prompt) + len(response) > max_length:
             raise DataError(f"the row of user {row.user_id!r} is {len(prompt) + len(response)} tokens, more than "
                             f"the model's {max_length}.", fix="lower max_history or use a model with longer context")
         out.append({"input_ids": prompt + response, "labels": [IGNORE] * len(prompt) + response})
-    merged = boundary_merges(tokenizer, template, [[items[i] for i in r.history] for r in rows],
-                             [items[r.target] for r in rows])
+    merged = boundary_merges(tokenizer, texts, [r["input_ids"][:-1] for r in out])  # split ids without EOS
     if merged:
         warnings.warn(f"{len(merged)} of {len(rows)} rows (first: user {rows[merged[0]].user_id!r}) tokenize "
                       "otherwise as one text than as prompt + response: the tokenizer merges across their boundary. "
