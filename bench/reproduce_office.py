@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 from bearrec.data import prepare
-from bearrec.demo import complete_run
+from bearrec.demo import complete_run, trained_run
 from bearrec.evaluate import evaluate
 from bearrec.io import write_json
 from bearrec.report import write_report
-from bearrec.train import ObjectiveConfig, TrainConfig, check_run_config, train
+from bearrec.train import ObjectiveConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICE = ROOT.parent / "shared" / "data" / "amazon" / "Office"
@@ -95,11 +95,7 @@ def tune_bear(dataset: Path, args: argparse.Namespace) -> tuple[float, float]:
     """BEAR's (lam, xi) with the best NDCG@10 on the whole validation split, seed 0; test is never read."""
     results = {}
     for lam, xi in GRID:
-        cfg = config(dataset, args.out / "tune" / f"bear-lam{lam}-xi{xi}", "bear", 0, args, lam, xi)
-        run_dir = Path(cfg.output_dir)
-        check_run_config(run_dir, cfg)
-        if not (run_dir / "model").is_dir():
-            train(cfg, resume=(run_dir / "checkpoints").is_dir())
+        run_dir = trained_run(config(dataset, args.out / "tune" / f"bear-lam{lam}-xi{xi}", "bear", 0, args, lam, xi))
         results[(lam, xi)] = evaluate(run_dir, split="valid", beams=10)["ndcg@10"]
         print(f"tuning BEAR: lam={lam} xi={xi}: validation ndcg@10 = {results[(lam, xi)]:.4f}")
     best = max(GRID, key=lambda k: results[k])

@@ -45,6 +45,17 @@ def demo_config(dataset: Path, run_dir: Path, objective: str, size: DemoSize, se
     )
 
 
+def trained_run(config) -> Path:
+    """RUN_DIR with its trained model: trained (or resumed) unless done. Another config in RUN_DIR is an error."""
+    from .train import check_run_config, train
+
+    run_dir = Path(config.output_dir)
+    check_run_config(run_dir, config)
+    if not (run_dir / "model").is_dir():
+        train(config, resume=(run_dir / "checkpoints").is_dir())
+    return run_dir
+
+
 def complete_run(config, *, beams: int, diagnose_rows: int | None, max_expansions: int) -> Path:
     """Train (or resume), evaluate on the test split and diagnose its first rows; each stage only once.
 
@@ -53,12 +64,8 @@ def complete_run(config, *, beams: int, diagnose_rows: int | None, max_expansion
     """
     from .diagnose import diagnose_run
     from .evaluate import evaluate
-    from .train import check_run_config, train
 
-    run_dir = Path(config.output_dir)
-    check_run_config(run_dir, config)
-    if not (run_dir / "model").is_dir():
-        train(config, resume=(run_dir / "checkpoints").is_dir())
+    run_dir = trained_run(config)
     if not (run_dir / "metrics.json").exists():
         evaluate(run_dir, split="test", beams=beams)
     diagnosis = run_dir / "diagnosis.json"

@@ -14,5 +14,5 @@ from .config import ObjectiveConfig, TrainConfig, config_from_dict, load_config
 from .data import TrainCollator, encode_rows
 from .trainer import BearTrainer, check_run_config, objective_loss, train
 
-__all__ = ["BearTrainer", "check_run_config", "ObjectiveConfig", "TrainCollator", "TrainConfig", "config_from_dict", "encode_rows",
-           "load_config", "objective_loss", "train"]
+__all__ = ["BearTrainer", "ObjectiveConfig", "TrainCollator", "TrainConfig", "check_run_config", "config_from_dict",
+           "encode_rows", "load_config", "objective_loss", "train"]
