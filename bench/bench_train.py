@@ -1,4 +1,5 @@
-"""Training-step cost of MSL, BEAR and direct relative to SFT, on the same model and the same batches.
+"""Training-step cost of MSL, BEAR (on MSL, on SFT, with the single-child CE) and direct relative to SFT, on the
+same model and the same batches.
 
     python bench/bench_train.py                # tiny model + a 49,152-vocabulary Llama, CPU, < 4 min
     python bench/bench_train.py --smollm2      # the real SmolLM2-135M instead of the random 49k model
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-OBJECTIVES = ("sft", "msl", "bear", "direct")
+OBJECTIVES = ("sft", "msl", "msl+ce", "bear", "bear-sft", "direct")  # methods (ObjectiveConfig.for_method)
 
 
 def build(kind: str, root: Path, smollm2: bool):
@@ -75,7 +76,7 @@ def make_step(model, trie, batch, name: str):
     from bearrec.train import ObjectiveConfig, objective_loss
     from bearrec.train.data import IGNORE
 
-    objective = ObjectiveConfig(name=name, beam_size=10)
+    objective = ObjectiveConfig.for_method(name, beam_size=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     steps = int((batch["labels"] != IGNORE).sum(1).max())
 
@@ -85,7 +86,7 @@ def make_step(model, trie, batch, name: str):
             model.eval()
             with torch.no_grad():
                 thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 10,
-                                             score="masked", max_steps=steps)
+                                             score=objective.score_mode, max_steps=steps)
             model.train()
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)
@@ -175,7 +176,7 @@ def main() -> None:
                              "min_x_sft": round(min(times[name]) / min(times["sft"]), 3),
                              "peak_MB": round(memory[name], 1) if memory else None})
     print(f"device={device} batch={ARGS.batch_size} rows, B=10, torch threads={torch.get_num_threads()}")
-    print(f"{'model':6} {'params':>7} {'vocab':>6} {'objective':9} {'steps':>5} {'step ms':>9} {'x SFT':>7} "
+    print(f"{'model':6} {'params':>7} {'vocab':>6} {'method':9} {'steps':>5} {'step ms':>9} {'x SFT':>7} "
           f"{'min x':>6} {'peak MB':>8}")
     for r in rows:
         peak = "-" if r["peak_MB"] is None else f"{r['peak_MB']:.1f}"

@@ -1,4 +1,4 @@
-"""The README's first command end to end, shrunk: fetch and prepare MovieLens-100K, train three objectives,
+"""The README's first command end to end, shrunk: fetch and prepare MovieLens-100K, train each method,
 evaluate, diagnose, print the table and write the report (the real sizes are only in bearrec.demo)."""
 from __future__ import annotations
 
@@ -24,19 +24,22 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
                                                     epochs=1))
     summary = demo.run_demo(tmp_path / "out", quick=True)
     out = capsys.readouterr().out
-    for objective in demo.OBJECTIVES:
-        run = tmp_path / "out" / "runs" / f"{objective}-seed0"
-        assert f"{objective}-seed0" in out
+    for method in demo.METHODS:
+        run = tmp_path / "out" / "runs" / f"{method}-seed0"
+        assert f"{method}-seed0" in out
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["n_rows"] == 8 and metrics["invalid_rate"] == 0
         assert json.loads((run / "diagnosis.json").read_text())["n_rows"] == 3
     assert "ndcg@10" in out and "configs: <run>/config.json" in out
+    # BEAR on the SFT base is its own method, decoded with full scores like SFT
+    bear_sft = json.loads((tmp_path / "out" / "runs" / "bear-sft-seed0" / "config.json").read_text())
+    assert bear_sft["method"] == "bear-sft" and bear_sft["objective"] == "bear" and bear_sft["score_mode"] == "full"
     assert (tmp_path / "out" / "report" / "report.html").exists() and summary["size"]["train_rows"] == 48
     stats = json.loads((tmp_path / "out" / "data" / "ml100k" / "stats.json").read_text())
     assert stats["n_train"] == 48 and stats["n_test"] == 8 and stats["dropped"]["test_rows_not_sampled"] > 0
     # a second run reuses everything that is finished
     demo.run_demo(tmp_path / "out", quick=True)
-    assert "objective 3/3" in capsys.readouterr().out
+    assert f"method {len(demo.METHODS)}/{len(demo.METHODS)}" in capsys.readouterr().out
     # a diagnosis of another number of rows is redone; another config in the same directory is refused
     run = tmp_path / "out" / "runs" / "sft-seed0"
     dataset = tmp_path / "out" / "data" / "ml100k"

@@ -50,6 +50,21 @@ def test_sft_and_msl_match_formulas():
     assert torch.allclose(losses.msl_loss(logits, targets, one), torch.zeros(len(targets)))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pruning_margin_is_the_same_under_full_and_masked_normalisation(seed):
+    """BEAR on an SFT base takes Delta_t over the valid children: the normaliser cancels in log beta - log p."""
+    logits, targets, allowed = _random_case(seed, min_allowed=2)
+    _, masked = losses.pruning_margin(logits, targets, allowed, beam_size=2)
+    full = F.log_softmax(logits, -1)
+    manual = []
+    for lp, t, a in zip(full, targets, allowed):
+        valid = lp[a].sort(descending=True).values
+        beta = valid[1] if len(valid) >= 2 else valid[-1]
+        manual.append(beta - lp[t])
+    assert torch.allclose(masked, torch.stack(manual), atol=1e-5)
+    assert torch.allclose(losses.bear_regularizer(masked, 1.5), F.logsigmoid(torch.stack(manual) / 1.5), atol=1e-6)
+
+
 @pytest.mark.parametrize("beam_size", [1, 2, 3, 20])
 def test_bear_matches_formula_including_fewer_than_b_children(beam_size):
     logits, targets, allowed = _random_case(beam_size)

@@ -214,6 +214,15 @@ def test_bad_bootstrap_metric(tmp_path):
         write_report([make_run(tmp_path, "sft", 0)], tmp_path / "out", bootstrap_metric="ndcg")
 
 
+def test_runs_are_grouped_by_method_so_bases_stay_apart(tmp_path):
+    """BEAR on the MSL base and on the SFT base share objective "bear" but are two methods."""
+    from bearrec.report import load_run
+
+    msl_base = load_run(make_run(tmp_path, "bear", 0))
+    sft_base = load_run(make_run(tmp_path / "s", "bear", 0, extra={"method": "bear-sft"}))
+    assert (msl_base.method, sft_base.method) == ("bear", "bear-sft")
+
+
 def test_discover_runs(tmp_path):
     expected = [make_run(tmp_path / "a", "sft", 0), make_run(tmp_path / "b", "bear", 3)]
     (tmp_path / "notarun").mkdir()

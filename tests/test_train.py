@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from bearrec import losses
@@ -83,6 +84,19 @@ def test_load_config_yaml_overrides_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="selection_metric='eval_ndcg@10' is not available"):
         load_config(path, ["objective.beam_size=5", "selection_metric=eval_ndcg@10"])
     assert load_config(path, ["selection_metric=eval_hr@5"]).training_arguments()["metric_for_best_model"] == "eval_hr@5"
+    assert load_config(path, ["objective.name=bear", "objective.base=sft"]).objective.score_mode == "full"
+    for method in ("sft", "msl", "bear", "bear-sft", "direct-sft", "msl+ce", "bear+ce", "direct+ce"):
+        assert ObjectiveConfig.for_method(method).method == method
+    assert ObjectiveConfig.for_method("msl+ce").score_mode == "masked"
+    # the full-softmax objectives already give every token the CE: the setting changes nothing there
+    assert ObjectiveConfig(name="sft", single_child_ce=True).method == "sft"
+    assert ObjectiveConfig.for_method("bear-sft+ce").method == "bear-sft"
+    with pytest.raises(ConfigError, match="objective.base applies to bear and direct only"):
+        load_config(path, ["objective.name=msl", "objective.base=sft"])
+    with pytest.raises(ConfigError, match="objective.base=sft takes neither"):
+        load_config(path, ["objective.name=direct", "objective.base=sft", "objective.tau=2"])
+    with pytest.raises(ConfigError, match="objective.base='ce' is unknown"):
+        load_config(path, ["objective.base=ce"])
     with pytest.raises(ConfigError, match="objective.name='beam' is unknown"):
         load_config(path, ["objective.name=beam"])
     with pytest.raises(ConfigError, match="training.learnin_rate is not a transformers.TrainingArguments field"):
@@ -129,7 +143,8 @@ def trie_sequence(ds, tok, template, item):
     return encode_response(tok, template, ds.items[item])
 
 
-@pytest.mark.parametrize("objective", ["sft", "msl", "bear", "bear-weighted"])
+@pytest.mark.parametrize("objective", ["sft", "msl", "bear", "bear-weighted", "bear-sft", "msl+ce", "bear+ce",
+                                       "bear-sft+ce"])
 def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
     from transformers import AutoModelForCausalLM
 
@@ -138,8 +153,9 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
     trie = ItemTrie.from_catalog(ds.items, tok, template)
     batch = TrainCollator(tok.pad_token_id, trie)(encode_rows(ds.train[:5], ds.items, tok, template))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    name = objective.split("-")[0]
-    cfg = ObjectiveConfig(name=name, beam_size=3, weighted=objective.endswith("weighted"))
+    weighted = objective == "bear-weighted"
+    cfg = ObjectiveConfig.for_method("bear" if weighted else objective, beam_size=3, weighted=weighted)
+    name = cfg.name
     total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, cfg)
     # reference: dense (tokens x vocabulary) masks from the token prefixes, as the reference implementation does
     h = logits[:, :-1][batch["labels"][:, 1:] != IGNORE]
@@ -149,10 +165,19 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
         response = row[row != IGNORE].tolist()
         nodes += [trie.node_of(response[:k]) for k in range(len(response))]
     allowed = trie.allowed_mask(torch.tensor(nodes), h.shape[-1])
+    single_ce = torch.where(allowed.sum(1) == 1, losses.sft_loss(h, y), torch.zeros(len(y)))
     ref = {"sft": lambda: losses.sft_loss(h, y).mean(),
            "msl": lambda: losses.msl_loss(h, y, allowed).mean(),
            "bear": lambda: losses.bear_loss(h, y, allowed, beam_size=3).mean(),
-           "bear-weighted": lambda: losses.bear_weighted_loss(h, y, allowed, beam_size=3).sum()}[objective]()
+           "bear-weighted": lambda: losses.bear_weighted_loss(h, y, allowed, beam_size=3).sum(),
+           # the paper's L_SFT + lam L_reg: full-vocabulary CE, margin over the valid children
+           "bear-sft": lambda: (losses.sft_loss(h, y) + 0.25 * F.logsigmoid(
+               losses.pruning_margin(h, y, allowed, beam_size=3)[1] / 2.75)).mean(),
+           # single_child_ce: the full CE where the prefix has one child, the masked objective elsewhere
+           "msl+ce": lambda: (losses.msl_loss(h, y, allowed) + single_ce).mean(),
+           "bear+ce": lambda: (losses.bear_loss(h, y, allowed, beam_size=3) + single_ce).mean()}
+    ref["bear-sft+ce"] = ref["bear-sft"]  # the SFT base already trains single-child tokens: nothing is added
+    ref = ref[objective]()
     assert count == y.numel() and torch.allclose(total / count, ref, atol=1e-5)
     if name == "msl":  # single-child steps exist and contribute exactly zero
         single = allowed.sum(1) == 1
@@ -164,7 +189,7 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
 
 @torch.no_grad()
 def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, score, max_steps):
-    """A slow, obvious constrained beam search (full recomputation, masked scores) for the direct objective."""
+    """A slow, obvious constrained beam search (full recomputation) for the direct objective."""
     out = torch.full((len(prompt_ids), max_steps), float("-inf"))
     for r in range(len(prompt_ids)):
         prompt = prompt_ids[r][prompt_mask[r].bool()].tolist()
@@ -176,7 +201,8 @@ def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, sco
                 if not allowed:
                     continue
                 logits = model(input_ids=torch.tensor([prompt + seq])).logits[0, -1]
-                logp = torch.log_softmax(logits[allowed], -1)
+                logp = (torch.log_softmax(logits[allowed], -1) if score == "masked"
+                        else torch.log_softmax(logits, -1)[allowed])
                 cands += [(seq + [tok], lp + float(v)) for tok, v in zip(allowed, logp)]
             beams = sorted(cands, key=lambda c: -c[1])[:num_beams]
             if len(beams) == num_beams:
@@ -184,23 +210,25 @@ def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, sco
     return out
 
 
-def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path):
+@pytest.mark.parametrize("base", ["msl", "sft"])
+def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path, base):
     from transformers import AutoModelForCausalLM, TrainingArguments
 
     ds_dir, model_dir, tok, template, ds = env
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     trie = ItemTrie.from_catalog(ds.items, tok, template)
     batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:3], ds.items, tok, template))
-    cfg = ObjectiveConfig(name="direct", beam_size=2, lam=0.5)
+    cfg = ObjectiveConfig(name="direct", beam_size=2, lam=0.5, base=base)
+    score = cfg.score_mode
     trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
                                                               remove_unused_columns=False),
                           objective=cfg, trie=trie, thresholds_fn=reference_thresholds)
     loss = trainer.compute_loss(model, dict(batch))
     steps = int((batch["labels"] != IGNORE).sum(1).max())
-    thr = reference_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 2, score="masked",
+    thr = reference_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 2, score=score,
                                max_steps=steps)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    base, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, ObjectiveConfig(name="msl"))
+    base_loss, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, ObjectiveConfig(name=base))
     # the explicit (3.1) relaxation, row by row
     extra = 0.0
     for r in range(3):
@@ -209,17 +237,19 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path):
         for t, tok_id in enumerate(response):
             step_logits = logits[r, (batch["labels"][r] != IGNORE).nonzero()[t].item() - 1]
             allowed = trie.allowed(response[:t])
-            cum += float(torch.log_softmax(step_logits[allowed], -1)[allowed.index(tok_id)])
+            step_logp = (torch.log_softmax(step_logits[allowed], -1)[allowed.index(tok_id)] if score == "masked"
+                         else torch.log_softmax(step_logits, -1)[tok_id])
+            cum += float(step_logp.detach())
             if torch.isfinite(thr[r, t]) and t < len(response) - 1:  # the EOS step has no direct term
                 extra += -float(torch.nn.functional.logsigmoid(torch.tensor((cum - float(thr[r, t])) / 2.75)))
     assert torch.isfinite(thr).any() and extra > 0
-    assert torch.allclose(loss, (base + 0.5 * extra) / count, atol=1e-4)
+    assert torch.allclose(loss, (base_loss + 0.5 * extra) / count, atol=1e-4)
     loss.backward()
     assert model.model.embed_tokens.weight.grad is not None
     # by default the thresholds come from the shared constrained beam search (bearrec.decoding)
     trainer.thresholds_fn = None
     shared = trainer.compute_loss(model, dict(batch))
-    assert torch.isfinite(shared) and shared.item() >= base.item() / count - 1e-6
+    assert torch.isfinite(shared) and shared.item() >= base_loss.item() / count - 1e-6
 
 
 # ------------------------------------------------------------------------------------------ runs

@@ -1,4 +1,4 @@
-"""The README's first command: MovieLens-100K, the tiny model, SFT vs MSL vs BEAR, end to end on a CPU.
+"""The README's first command: MovieLens-100K, the tiny model, SFT vs MSL vs BEAR (three forms), on a CPU.
 
 Every step reuses what an earlier (possibly interrupted) demo already finished: the prepared
 dataset, each trained run (training resumes from its last checkpoint), predictions and diagnoses.
@@ -12,7 +12,9 @@ from pathlib import Path
 
 from .io import write_json
 
-OBJECTIVES = ("sft", "msl", "bear")
+# MSL and BEAR as the reference implements them, BEAR with the single-child CE that a model trained from scratch
+# needs to learn to read its prompt (docs/results.md, "Why MSL and BEAR lost"), and BEAR on the SFT base.
+METHODS = ("sft", "msl", "bear", "bear+ce", "bear-sft")
 TABLE_KEYS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "pruning_rate@10")
 
 
@@ -31,13 +33,14 @@ FULL = DemoSize(train_rows=12000, valid_rows=300, test_rows=1000, diagnose_rows=
 QUICK = DemoSize(train_rows=200, valid_rows=40, test_rows=40, diagnose_rows=20, epochs=1)
 
 
-def demo_config(dataset: Path, run_dir: Path, objective: str, size: DemoSize, seed: int = 0):
-    """The training config of one demo run: tiny Llama, compact prompt, 10 beams, paper's BEAR settings."""
+def demo_config(dataset: Path, run_dir: Path, method: str, size: DemoSize, seed: int = 0):
+    """The training config of one demo run (a method: sft, msl, bear, bear-sft...): tiny Llama, compact prompt,
+    10 beams, paper's BEAR settings."""
     from .train import ObjectiveConfig, TrainConfig
 
     return TrainConfig(
         dataset=str(dataset), output_dir=str(run_dir), model="tiny", template="compact", domain="movie",
-        max_history=10, objective=ObjectiveConfig(name=objective, beam_size=10, lam=0.25, xi=2.75), seed=seed,
+        max_history=10, objective=ObjectiveConfig.for_method(method, beam_size=10, lam=0.25, xi=2.75), seed=seed,
         max_valid_rows=size.valid_rows,
         training={"num_train_epochs": size.epochs, "learning_rate": 2e-3, "per_device_train_batch_size": 16,
                   "per_device_eval_batch_size": 32, "warmup_steps": 20, "logging_steps": 20,
@@ -105,10 +108,10 @@ def run_demo(output: str | Path = "demo-output", *, quick: bool = False, seed: i
         print("[1/4] fetching and preparing MovieLens-100K")
         demo_dataset(dataset, size)
     runs = []
-    for step, objective in enumerate(OBJECTIVES, start=1):
-        run_dir = out / "runs" / f"{objective}-seed{seed}"
-        print(f"[2/4] objective {step}/{len(OBJECTIVES)}: {objective} -> {run_dir}")
-        runs.append(complete_run(demo_config(dataset, run_dir, objective, size, seed), beams=10,
+    for step, method in enumerate(METHODS, start=1):
+        run_dir = out / "runs" / f"{method}-seed{seed}"
+        print(f"[2/4] method {step}/{len(METHODS)}: {method} -> {run_dir}")
+        runs.append(complete_run(demo_config(dataset, run_dir, method, size, seed), beams=10,
                                  diagnose_rows=size.diagnose_rows, max_expansions=1000))
     print("[3/4] comparison")
     table = comparison_table(runs)

@@ -87,7 +87,12 @@ def bear_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor
     """BEAR per token: base_t + lam * log sigmoid((log beta_t - log p_t) / xi) (method.md, L_SFT + lam L_reg)."""
     ce, delta = pruning_margin(logits, targets, allowed, beam_size=beam_size, tau=tau,
                                detach_threshold=detach_threshold)
-    return ce + lam * F.logsigmoid(delta / xi)
+    return ce + lam * bear_regularizer(delta, xi)
+
+
+def bear_regularizer(delta: torch.Tensor, xi: float) -> torch.Tensor:
+    """L_reg per token: log sigmoid(Delta_t / xi), Delta_t = log beta_t - log p_t (method.md)."""
+    return F.logsigmoid(delta / xi)
 
 
 def bear_weights(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,

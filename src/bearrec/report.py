@@ -17,7 +17,7 @@ Run-directory contract (one directory per trained model and seed; all JSON):
 A missing optional file drops the matching plot or section with a note in the report; a
 missing or malformed required file raises DataError naming the file and the fix.
 
-Runs are grouped into methods by config["objective"]; numbers are mean ± std (ddof=1) over
+Runs are grouped into methods by config["method"] (else config["objective"]); numbers are mean ± std (ddof=1) over
 the runs (seeds) of each method.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .metrics import per_row_metrics
 from .stats import paired_bootstrap, summarize_seeds
 
 REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")
-METHOD_ORDER = ("sft", "msl", "direct", "bear")
+METHOD_ORDER = ("sft", "msl", "direct", "direct-sft", "bear", "bear-sft")
 REFERENCE_METHOD = "bear"
 # Settings that legitimately differ between runs of one method.
 _RUN_SPECIFIC = re.compile(r"^(seed|objective|run_name|output_dir|run_dir)$|_(dir|path)$")
@@ -61,8 +61,9 @@ class RunResult:
 
     @property
     def method(self) -> str:
+        if "method" in self.config:  # `bearrec train`: the objective with its base, e.g. "bear-sft"
+            return str(self.config["method"])
         objective = self.config["objective"]
-        # `bearrec train` records the whole objective config ({"name": "bear", "lam": ...}).
         return str(objective["name"] if isinstance(objective, dict) else objective)
 
     @property

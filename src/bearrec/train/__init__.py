@@ -1,8 +1,9 @@
 """Training: the objectives on transformers.Trainer (`BearTrainer`), its config, and `train(config) -> run dir`.
 
 RUN_DIR (= config.output_dir) after `train`:
-  config.json          the resolved config + objective (name), objective_config, score_mode ("full" for sft,
-                       "masked" otherwise), seed, model, model_source, dataset, template, domain, max_history
+  config.json          the resolved config + objective (name), method (the name with a non-MSL base: "bear-sft"),
+                       objective_config, score_mode ("full" for sft and an sft base, "masked" otherwise), seed,
+                       model, model_source, dataset, template, domain, max_history
   model/               the selected model + tokenizer (models.save_trained: LoRA merged)
   trie.pt              the item trie (ItemTrie.save) built with that tokenizer and template
   log_history.json     trainer.state.log_history (loss per logging step, eval_loss per evaluation)

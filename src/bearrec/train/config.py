@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..models import LoraSettings
 
 OBJECTIVES = ("sft", "msl", "bear", "direct")
+BASES = ("msl", "sft")  # the base loss that bear and direct add their term to
 
 
 @dataclass
@@ -26,6 +27,14 @@ class ObjectiveConfig:
     tau: float = 1.0
     weighted: bool = False  # bear only: the reference implementation's detached-weight form
     detach_threshold: bool = True
+    # bear and direct only: "msl" (the reference implementation) or "sft" (the paper's L_SFT + lam L_reg:
+    # full-vocabulary cross-entropy, decoded with full scores; the pruning margin is the same, see losses.py)
+    base: str = "msl"
+    # masked objectives: add the full-vocabulary CE of every token whose trie prefix has one child. MSL gives those
+    # tokens no gradient (p = 1), so a model trained from scratch learns only from the branching tokens and never
+    # learns to read its prompt (docs/results.md). Masked decoding scores are unchanged by it (p = 1). The
+    # full-softmax objectives (sft, an sft base) already give every token that CE: there it changes nothing.
+    single_child_ce: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
@@ -39,11 +48,35 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.lam must be >= 0, got {self.lam!r}.")
         if self.weighted and self.name != "bear":
             raise ConfigError("objective.weighted applies to the bear objective only. Fix: set objective.name=bear.")
+        if self.base not in BASES:
+            raise ConfigError(f"objective.base={self.base!r} is unknown. Fix: use one of {', '.join(BASES)}.")
+        if self.base != "msl" and self.name not in ("bear", "direct"):
+            raise ConfigError(f"objective.base applies to bear and direct only (the {self.name} objective is its own "
+                              "base). Fix: leave objective.base unset.")
+        if self.base == "sft" and (self.weighted or float(self.tau) != 1.0):
+            raise ConfigError("objective.base=sft takes neither objective.weighted (the reference's re-weighting of "
+                              "MSL) nor objective.tau (the masked softmax's temperature). Fix: leave both unset, or "
+                              "use objective.base=msl.")
+
+    @classmethod
+    def for_method(cls, method: str, **fields: Any) -> "ObjectiveConfig":
+        """The objective of a method name (`method`'s inverse: "bear", "bear-sft", "msl+ce"), with other fields."""
+        stem, plus, _ = method.partition("+ce")
+        name, _, base = stem.partition("-")
+        return cls(name=name, **({"base": base} if base else {}), **({"single_child_ce": True} if plus else {}),
+                   **fields)
+
+    @property
+    def method(self) -> str:
+        """The name a run is reported under: the objective, its base where that is not MSL ("bear-sft"), and
+        "+ce" with single_child_ce ("msl+ce")."""
+        stem = self.name if self.base == "msl" else f"{self.name}-{self.base}"
+        return stem + ("+ce" if self.single_child_ce and self.score_mode == "masked" else "")
 
     @property
     def score_mode(self) -> str:
-        """How decoding must score tokens to match training: full softmax for SFT, masked for the others."""
-        return "full" if self.name == "sft" else "masked"
+        """How decoding must score tokens to match training: full softmax for SFT (and an SFT base), else masked."""
+        return "full" if self.name == "sft" or self.base == "sft" else "masked"
 
 
 @dataclass

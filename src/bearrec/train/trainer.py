@@ -7,7 +7,8 @@ Reduction: every objective is a sum over label tokens (prompt tokens carry no la
 number of label tokens, as HF does for SFT. In training that count is the Trainer's
 `num_items_in_batch` (all gradient-accumulation micro-batches of all ranks), so one optimizer step
 equals one step on the whole global batch. MSL/BEAR tokens whose prefix has a single valid child
-have loss 0 (p = 1; BEAR adds the constant lam*log(1/2), no gradient) and still count. The weighted
+have loss 0 (p = 1; BEAR adds the constant lam*log(1/2), no gradient) and still count; with
+`objective.single_child_ce` they carry the full-vocabulary CE instead. The weighted
 BEAR form is normalised as in the reference: sum_t w_t CE_t / sum_t w_t over the micro-batch's
 tokens with more than one child; micro-batches are then combined in proportion to their label tokens.
 """
@@ -48,20 +49,29 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     if nodes is None or trie is None:
         raise ConfigError(f"the {objective.name} objective needs trie nodes in the batch (use TrainCollator).")
     children, valid = trie.padded_children(nodes[:, 1:][is_label])
-    h, col = losses.gather_children(h, y, children, valid)
+    hc, col = losses.gather_children(h, y, children, valid)
     o = objective
+    # single_child_ce: tokens with one valid child have p = 1 under the masked softmax and no gradient; give them
+    # the full-vocabulary CE instead, so that a model trained from scratch still learns to read its prompt
+    one = valid.sum(1) == 1
+    single = losses.sft_loss(h[one], y[one]).sum() if o.single_child_ce and o.base == "msl" else h.new_zeros(())
     if o.name == "msl":
-        return losses.msl_loss(h, col, valid, o.tau).sum(), count
+        return losses.msl_loss(hc, col, valid, o.tau).sum() + single, count
     if o.name == "bear" and o.weighted:
-        weighted = losses.bear_weighted_loss(h, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau)
-        return weighted.sum() * count, count
+        weighted = losses.bear_weighted_loss(hc, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau)
+        return weighted.sum() * count + single, count
+    # The base cross-entropy: masked (MSL) or over the full vocabulary (SFT). The pruning margin is taken over
+    # the valid children either way: log beta_t - log p_t does not depend on the softmax's normaliser.
+    ce, delta = losses.pruning_margin(hc, col, valid, beam_size=o.beam_size, tau=o.tau,
+                                      detach_threshold=o.detach_threshold)
+    if o.base == "sft":
+        ce = losses.sft_loss(h, y)
     if o.name == "bear":
-        return losses.bear_loss(h, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau,
-                                detach_threshold=o.detach_threshold).sum(), count
-    # direct: MSL plus lam * the relaxed (3.1) term of every title step. (3.1) compares prefixes y_<t up to
+        return (ce + o.lam * losses.bear_regularizer(delta, o.xi)).sum() + single, count
+    # direct: the base plus lam * the relaxed (3.1) term of every title step. (3.1) compares prefixes y_<t up to
     # the whole title; the EOS step completes y and is ranked among finished hypotheses, not against the
-    # extendable prefixes `beam_thresholds` reports, so it carries no direct term.
-    ce = losses.msl_loss(h, col, valid, o.tau)
+    # extendable prefixes `beam_thresholds` reports, so it carries no direct term. Prefix log-probabilities
+    # and thresholds are both under the base's scores (beam_thresholds decodes with objective.score_mode).
     if log_thresholds is None:
         raise ConfigError("the direct objective needs beam-search thresholds for the batch.")
     step = is_label.cumsum(1) - 1
@@ -75,7 +85,7 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     has = last >= 0
     mask[has.nonzero(as_tuple=True)[0], last[has]] = False
     direct = losses.direct_loss(step_logp, mask, log_thresholds.to(ce.device), xi=o.xi)
-    return ce.sum() + o.lam * direct.sum(), count
+    return ce.sum() + o.lam * direct.sum() + single, count
 
 
 class BearTrainer(Trainer):
@@ -136,7 +146,7 @@ class BearTrainer(Trainer):
     @torch.no_grad()
     def beam_thresholds(self, model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
                         steps: int) -> torch.Tensor:
-        """Per step, the cumulative log-prob of the B-th best prefix a masked beam search keeps (no gradient)."""
+        """Per step, the cumulative log-prob of the B-th best prefix the beam search keeps (no gradient)."""
         if prompt_ids is None:
             raise ConfigError("the direct objective needs prompt_ids in the batch (TrainCollator(with_prompts=True)).")
         fn = self.thresholds_fn
@@ -146,7 +156,7 @@ class BearTrainer(Trainer):
         model.eval()  # the search runs without dropout, like decoding at test time
         try:
             net = self.accelerator.unwrap_model(model)
-            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.beam_size, score="masked",
+            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.beam_size, score=self.objective.score_mode,
                       max_steps=steps).float()
         finally:
             model.train(was_training)
@@ -200,9 +210,10 @@ def subsample(rows: list, n: int | None) -> list:
 
 
 def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
-    """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective name, score mode)."""
+    """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective, method, score mode)."""
     record = config.to_json()
-    record.update(objective=config.objective.name, objective_config=asdict(config.objective),
+    record.update(objective=config.objective.name, method=config.objective.method,
+                  objective_config=asdict(config.objective),
                   score_mode=config.objective.score_mode, beam_size=config.objective.beam_size,
                   model_source=model_source, training=config.training_arguments())
     return record
