@@ -64,9 +64,10 @@ def results_markdown(runs: list[Path], summary: dict) -> str:
     for run in runs:
         conf = json.loads((run / "config.json").read_text())
         secs = json.loads((run / "train_summary.json").read_text()).get("epoch_seconds") or []
-        epoch_minutes.setdefault(conf["objective"], []).extend(x / 60 for x in secs)
+        method = conf.get("method", conf["objective"])  # the name the report groups by
+        epoch_minutes.setdefault(method, []).extend(x / 60 for x in secs)
         diag = json.loads((run / "diagnosis.json").read_text())
-        counts = pooled.setdefault(conf["objective"], [0, 0])
+        counts = pooled.setdefault(method, [0, 0])
         counts[0] += diag["n_pruned"]
         counts[1] += diag["n_in_exact_top_b"]
     head = ("| method | seeds | " + " | ".join(COLUMNS)

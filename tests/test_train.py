@@ -88,6 +88,11 @@ def test_load_config_yaml_overrides_and_errors(tmp_path):
     for method in ("sft", "msl", "bear", "bear-sft", "direct-sft", "msl+ce", "bear+ce", "direct+ce"):
         assert ObjectiveConfig.for_method(method).method == method
     assert ObjectiveConfig.for_method("msl+ce").score_mode == "masked"
+    for bad in ("bear+ce-sft", "bear-", "Bear"):
+        with pytest.raises(ConfigError, match="is not of the form NAME"):
+            ObjectiveConfig.for_method(bad)
+    with pytest.raises(ConfigError, match="objective.single_child_ce must be true or false, got 'no'"):
+        load_config(path, ["objective.single_child_ce=no"])
     # the full-softmax objectives already give every token the CE: the setting changes nothing there
     assert ObjectiveConfig(name="sft", single_child_ce=True).method == "sft"
     assert ObjectiveConfig.for_method("bear-sft+ce").method == "bear-sft"
@@ -286,6 +291,21 @@ def test_train_writes_the_run_directory_contract(env, tmp_path):
     with pytest.raises(ConfigError, match=r"config.json was written by a run with a different config \(fields: "
                                           r"objective_config\)"):
         train(other, resume=True)
+
+
+def test_a_run_written_before_newer_objective_fields_can_still_be_resumed(env, tmp_path):
+    """config.json from before `method`, `objective.base` and `objective.single_child_ce` reads as their defaults."""
+    from bearrec.io import write_json
+    from bearrec.train.trainer import run_record
+
+    cfg = quick_config(env, tmp_path / "run", "objective.name=bear")
+    old = run_record(cfg, "tiny")
+    del old["method"], old["objective_config"]["base"], old["objective_config"]["single_child_ce"]
+    write_json(tmp_path / "run" / "config.json", old)
+    check_run_config(tmp_path / "run", cfg)
+    for changed in ("objective.base=sft", "objective.single_child_ce=true"):
+        with pytest.raises(ConfigError, match="different config"):
+            check_run_config(tmp_path / "run", quick_config(env, tmp_path / "run", "objective.name=bear", changed))
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

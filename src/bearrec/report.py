@@ -42,7 +42,7 @@ from .metrics import per_row_metrics
 from .stats import paired_bootstrap, summarize_seeds
 
 REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")
-METHOD_ORDER = ("sft", "msl", "direct", "direct-sft", "bear", "bear-sft")
+METHOD_ORDER = ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce", "bear-sft")
 REFERENCE_METHOD = "bear"
 # Settings that legitimately differ between runs of one method.
 _RUN_SPECIFIC = re.compile(r"^(seed|objective|run_name|output_dir|run_dir)$|_(dir|path)$")

@@ -39,6 +39,9 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
             raise ConfigError(f"objective.name={self.name!r} is unknown. Fix: use one of {', '.join(OBJECTIVES)}.")
+        for key in ("weighted", "detach_threshold", "single_child_ce"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"objective.{key} must be true or false, got {getattr(self, key)!r}.")
         if int(self.beam_size) != self.beam_size or self.beam_size < 1:
             raise ConfigError(f"objective.beam_size must be an integer >= 1, got {self.beam_size!r}.")
         for key in ("xi", "tau"):
@@ -61,8 +64,11 @@ class ObjectiveConfig:
     @classmethod
     def for_method(cls, method: str, **fields: Any) -> "ObjectiveConfig":
         """The objective of a method name (`method`'s inverse: "bear", "bear-sft", "msl+ce"), with other fields."""
-        stem, plus, _ = method.partition("+ce")
-        name, _, base = stem.partition("-")
+        match = re.fullmatch(r"([a-z]+)(?:-([a-z]+))?(\+ce)?", method)
+        if match is None or {"name", "base", "single_child_ce"} & set(fields):
+            raise ConfigError(f"method {method!r} is not of the form NAME[-BASE][+ce] (e.g. bear, bear-sft, msl+ce), "
+                              "or repeats one of its parts as a field. Fix: name the objective, its base and +ce once.")
+        name, base, plus = match.groups()
         return cls(name=name, **({"base": base} if base else {}), **({"single_child_ce": True} if plus else {}),
                    **fields)
 

@@ -8,7 +8,7 @@ number of label tokens, as HF does for SFT. In training that count is the Traine
 `num_items_in_batch` (all gradient-accumulation micro-batches of all ranks), so one optimizer step
 equals one step on the whole global batch. MSL/BEAR tokens whose prefix has a single valid child
 have loss 0 (p = 1; BEAR adds the constant lam*log(1/2), no gradient) and still count; with
-`objective.single_child_ce` they carry the full-vocabulary CE instead. The weighted
+`objective.single_child_ce` the full-vocabulary CE is added to them. The weighted
 BEAR form is normalised as in the reference: sum_t w_t CE_t / sum_t w_t over the micro-batch's
 tokens with more than one child; micro-batches are then combined in proportion to their label tokens.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,7 @@ from .. import losses
 from ..errors import BearrecError, ConfigError, DataError
 from ..io import write_json
 from ..trie import ItemTrie
-from .config import ObjectiveConfig, TrainConfig
+from .config import OBJECTIVES, ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
 from .ranking import RankingEvaluator
 
@@ -219,12 +219,25 @@ def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     return record
 
 
+def _with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written before an objective field (base, single_child_ce) or `method` existed, read as the
+    defaults it was trained with, so that such a run can still be resumed or reused."""
+    objective = stored.get("objective_config")
+    if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
+        known = {f.name for f in fields(ObjectiveConfig)}
+        filled = {**asdict(ObjectiveConfig(name=objective["name"])), **objective}
+        stored = {**stored, "objective_config": filled}
+        if "method" not in stored and set(filled) <= known:
+            stored["method"] = ObjectiveConfig(**filled).method
+    return stored
+
+
 def check_run_config(run_dir: str | Path, config: TrainConfig) -> None:
     """ConfigError when RUN_DIR already holds a run made with another config (resuming it would mix the two)."""
     path = Path(run_dir) / "config.json"
     if not path.exists():
         return
-    stored = json.loads(path.read_text())
+    stored = _with_later_defaults(json.loads(path.read_text()))
     wanted = json.loads(json.dumps(run_record(config, stored.get("model_source", "")), default=str))
     differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
     if differ:
