@@ -31,9 +31,10 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
         assert metrics["n_rows"] == 8 and metrics["invalid_rate"] == 0
         assert json.loads((run / "diagnosis.json").read_text())["n_rows"] == 3
     assert "ndcg@10" in out and "configs: <run>/config.json" in out
-    # BEAR on the SFT base is its own method, decoded with full scores like SFT
-    bear_sft = json.loads((tmp_path / "out" / "runs" / "bear-sft-seed0" / "config.json").read_text())
-    assert bear_sft["method"] == "bear-sft" and bear_sft["objective"] == "bear" and bear_sft["score_mode"] == "full"
+    # BEAR with the single-child CE is its own method, decoded with masked scores like BEAR
+    bear_ce = json.loads((tmp_path / "out" / "runs" / "bear+ce-seed0" / "config.json").read_text())
+    assert bear_ce["method"] == "bear+ce" and bear_ce["objective"] == "bear" and bear_ce["score_mode"] == "masked"
+    assert bear_ce["objective_config"]["single_child_ce"] is True
     assert (tmp_path / "out" / "report" / "report.html").exists() and summary["size"]["train_rows"] == 48
     stats = json.loads((tmp_path / "out" / "data" / "ml100k" / "stats.json").read_text())
     assert stats["n_train"] == 48 and stats["n_test"] == 8 and stats["dropped"]["test_rows_not_sampled"] > 0
