@@ -17,8 +17,8 @@ Run-directory contract (one directory per trained model and seed; all JSON):
 A missing optional file drops the matching plot or section with a note in the report; a
 missing or malformed required file raises DataError naming the file and the fix.
 
-Runs are grouped into methods by config["method"] (else config["objective"]); numbers are mean ± std (ddof=1) over
-the runs (seeds) of each method.
+Runs are grouped into methods by config["method"] (else config["objective"]); numbers are mean ± std
+(ddof=1) over the runs (seeds) of each method.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Training: the objectives on transformers.Trainer (`BearTrainer`), its config, and `train(config) -> run dir`.
 
 RUN_DIR (= config.output_dir) after `train`:
-  config.json          the resolved config + objective (name), method (the name with a non-MSL base: "bear-sft"),
+  config.json          the resolved config + objective (name), method ("bear-sft", "msl+ce": ObjectiveConfig.method),
                        objective_config, score_mode ("full" for sft and an sft base, "masked" otherwise), seed,
                        model, model_source, dataset, template, domain, max_history
   model/               the selected model + tokenizer (models.save_trained: LoRA merged)

@@ -31,9 +31,9 @@ class ObjectiveConfig:
     # full-vocabulary cross-entropy, decoded with full scores; the pruning margin is the same, see losses.py)
     base: str = "msl"
     # masked objectives: add the full-vocabulary CE of every token whose trie prefix has one child. MSL gives those
-    # tokens no gradient (p = 1), so a model trained from scratch learns only from the branching tokens and never
-    # learns to read its prompt (docs/results.md). Masked decoding scores are unchanged by it (p = 1). The
-    # full-softmax objectives (sft, an sft base) already give every token that CE: there it changes nothing.
+    # tokens no gradient (p = 1), so a model trained from scratch learns only from the branching tokens and, at a
+    # high learning rate, stops reading its prompt (docs/results.md). Masked decoding scores are unchanged by it
+    # (p = 1). The full-softmax objectives (sft, an sft base) already give every token that CE: no change there.
     single_child_ce: bool = False
 
     def __post_init__(self) -> None:

@@ -51,8 +51,8 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     children, valid = trie.padded_children(nodes[:, 1:][is_label])
     hc, col = losses.gather_children(h, y, children, valid)
     o = objective
-    # single_child_ce: tokens with one valid child have p = 1 under the masked softmax and no gradient; give them
-    # the full-vocabulary CE instead, so that a model trained from scratch still learns to read its prompt
+    # single_child_ce: tokens with one valid child have p = 1 under the masked softmax and no gradient; add their
+    # full-vocabulary CE, so that a model trained from scratch keeps learning to read its prompt
     one = valid.sum(1) == 1
     single = losses.sft_loss(h[one], y[one]).sum() if o.single_child_ce and o.base == "msl" else h.new_zeros(())
     if o.name == "msl":
