@@ -49,9 +49,11 @@ from bearrec.metrics import evaluate_predictions, per_row_metrics
 from bearrec.prompts import encode_prompt, get_template
 from bearrec.stats import paired_bootstrap
 from bearrec.train import ObjectiveConfig, TrainCollator, encode_rows, objective_loss
+from bearrec.train.data import IGNORE
 from bearrec.trie import ItemTrie
 
 VALID_ROWS = 1000
+EXTRA_KEYS = ("gradients", "label_tokens", "most_popular", "test_vs_sft")  # summary entries that are not variants
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,8 @@ def ranking(run_dir: Path, split: str, limit: int | None) -> dict:
     return {**{k: round(metrics[k], 4) for k in ("hr@1", "hr@10", "ndcg@10")}, "distinct_first": len(top)}
 
 
-def most_popular(dataset_dir: Path) -> dict:
+def most_popular(ds: Dataset) -> dict:
     """The 10 most frequent training targets for every user, on the same validation rows."""
-    ds = load_dataset(dataset_dir)
     top = [item for item, _ in Counter(row.target for row in ds.train).most_common(10)]
     records = [{"target": row.target, "recommendations": [{"item_ids": [i]} for i in top]}
                for row in ds.valid[:VALID_ROWS]]
@@ -173,14 +174,19 @@ def most_popular(dataset_dir: Path) -> dict:
             if k in ("hr@1", "hr@10", "ndcg@10")}
 
 
-def label_tokens(dataset_dir: Path, model_dir: Path) -> dict:
-    """Response tokens per training row, and how many have a single valid child (no gradient under MSL)."""
-    ds = load_dataset(dataset_dir)
+def training_batch(ds: Dataset, model_dir: Path, rows: int | None = None) -> tuple[ItemTrie, dict]:
+    """(item trie, collated batch) of the first `rows` training rows, with the demo's template and tokenizer."""
     template = get_template("compact", domain="movie", max_history=10)
     tokenizer = models.load_tokenizer(model_dir)
     trie = ItemTrie.from_catalog(ds.items, tokenizer, template)
-    batch = TrainCollator(tokenizer.pad_token_id, trie)(encode_rows(ds.train, ds.items, tokenizer, template))
-    is_label = batch["labels"][:, 1:] != -100
+    encoded = encode_rows(ds.train[:rows], ds.items, tokenizer, template)
+    return trie, TrainCollator(tokenizer.pad_token_id, trie)(encoded)
+
+
+def label_tokens(ds: Dataset, model_dir: Path) -> dict:
+    """Response tokens per training row, and how many have a single valid child (no gradient under MSL)."""
+    trie, batch = training_batch(ds, model_dir)
+    is_label = batch["labels"][:, 1:] != IGNORE
     children = trie.num_children(batch["trie_nodes"][:, 1:][is_label])
     rows = len(ds.train)
     return {"per_row": round(float(is_label.sum()) / rows, 2),
@@ -198,15 +204,10 @@ def test_against_sft(out: Path, variants: list[str], seed: int) -> dict:
     return {name: paired_bootstrap(sft, per_row(name)) for name in variants if name != "sft"}
 
 
-def embedding_gradients(dataset_dir: Path, model_dir: Path, rows: int = 256) -> dict:
+def embedding_gradients(ds: Dataset, model_dir: Path, rows: int = 256) -> dict:
     """Mean gradient norm per embedding row on one batch of the untrained model, input vs output side."""
-    ds = load_dataset(dataset_dir)
-    template = get_template("compact", domain="movie", max_history=10)
-    tokenizer = models.load_tokenizer(model_dir)
-    trie = ItemTrie.from_catalog(ds.items, tokenizer, template)
-    batch = TrainCollator(tokenizer.pad_token_id, trie)(encode_rows(ds.train[:rows], ds.items, tokenizer, template))
-    labels = batch["labels"][:, 1:]
-    is_label = labels != -100
+    trie, batch = training_batch(ds, model_dir, rows)
+    is_label = batch["labels"][:, 1:] != IGNORE
     children, valid = trie.padded_children(batch["trie_nodes"][:, 1:][is_label])
     multi = valid.sum(1) > 1
     result = {}
@@ -222,7 +223,7 @@ def embedding_gradients(dataset_dir: Path, model_dir: Path, rows: int = 256) -> 
         candidate = torch.zeros(vocab, dtype=torch.bool)
         candidate[children[multi][valid[multi]]] = True
         in_prompt = torch.zeros(vocab, dtype=torch.bool)
-        in_prompt[batch["input_ids"][batch["labels"] == -100]] = True
+        in_prompt[batch["input_ids"][batch["labels"] == IGNORE]] = True
         groups = {"candidates at a step with several children": candidate,
                   "prompt tokens never such a candidate": in_prompt & ~candidate}
         result[objective] = {
@@ -245,13 +246,13 @@ def main() -> None:
     data = datasets(out)
     summary_path = out / f"summary-seed{args.seed}.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    ml = load_dataset(data["ml100k"])
+    loaded = {key: load_dataset(path) for key, path in data.items()}
+    ml = loaded["ml100k"]
     for name in args.variants:
         start = time.perf_counter()
         run_dir = train_variant(name, out, data, args.seed)
-        split_rows = load_dataset(data[VARIANTS[name].data])
         entry = {"run": str(run_dir), "valid": ranking(run_dir, "valid", VALID_ROWS),
-                 **prompt_dependence(run_dir, split_rows.valid[:300], ml.items)}
+                 **prompt_dependence(run_dir, loaded[VARIANTS[name].data].valid[:300], ml.items)}
         if name in args.test:
             entry["test"] = ranking(run_dir, "test", None)
         elif "test" in summary.get(name, {}):  # measured by an earlier call: kept
@@ -260,20 +261,20 @@ def main() -> None:
         summary[name] = entry
         write_json(summary_path, summary)
         print(json.dumps({name: entry}), flush=True)
-    tested = [n for n in summary if n != "gradients" and "test" in summary[n]]
+    tested = [n for n in summary if n not in EXTRA_KEYS and "test" in summary[n]]
     if "sft" in tested and len(tested) > 1:
         summary["test_vs_sft"] = test_against_sft(out, tested, args.seed)
         write_json(summary_path, summary)
     base = out / "runs" / f"sft-seed{args.seed}" / "base_model"
     if base.is_dir() and not {"gradients", "label_tokens", "most_popular"} <= set(summary):
-        summary["gradients"] = embedding_gradients(data["ml100k"], base)
-        summary["label_tokens"] = label_tokens(data["ml100k"], base)
-        summary["most_popular"] = most_popular(data["ml100k"])
+        summary["gradients"] = embedding_gradients(ml, base)
+        summary["label_tokens"] = label_tokens(ml, base)
+        summary["most_popular"] = most_popular(ml)
         write_json(summary_path, summary)
     print(f"{'variant':<20}{'valid ndcg@10':>14}{'hr@10':>8}{'hr@1':>8}{'distinct 1st':>13}{'1st-token KL':>13}"
           f"{'test ndcg@10':>13}")
     for name, e in summary.items():
-        if name in ("gradients", "test_vs_sft", "label_tokens", "most_popular"):
+        if name in EXTRA_KEYS:
             continue
         test = e.get("test", {}).get("ndcg@10", "-")
         print(f"{name:<20}{e['valid']['ndcg@10']:>14}{e['valid']['hr@10']:>8}{e['valid']['hr@1']:>8}"
