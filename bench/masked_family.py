@@ -43,10 +43,11 @@ import torch
 from bearrec import models
 from bearrec.data import Dataset, Interaction, load_dataset, save_dataset
 from bearrec.demo import FULL, demo_config, demo_dataset, trained_run
-from bearrec.evaluate import evaluate, split_file
+from bearrec.evaluate import evaluate
 from bearrec.io import read_jsonl, write_json
 from bearrec.metrics import evaluate_predictions, per_row_metrics
 from bearrec.prompts import encode_prompt, get_template
+from bearrec.run_dir import RunDir
 from bearrec.stats import paired_bootstrap
 from bearrec.train import ObjectiveConfig, TrainCollator, encode_rows, objective_loss
 from bearrec.train.data import IGNORE
@@ -160,7 +161,7 @@ def prompt_dependence(run_dir: Path, rows: list[Interaction], items: dict[str, s
 
 def ranking(run_dir: Path, split: str, limit: int | None) -> dict:
     metrics = evaluate(run_dir, split=split, beams=10, limit=limit)
-    preds = list(read_jsonl(split_file(run_dir, "predictions", split, limit)))
+    preds = list(read_jsonl(RunDir(run_dir).artefact("predictions", split, limit)))
     top = Counter(p["recommendations"][0]["item_ids"][0] for p in preds if p["recommendations"])
     return {**{k: round(metrics[k], 4) for k in ("hr@1", "hr@10", "ndcg@10")}, "distinct_first": len(top)}
 
@@ -197,7 +198,7 @@ def label_tokens(ds: Dataset, model_dir: Path) -> dict:
 def test_against_sft(out: Path, variants: list[str], seed: int) -> dict:
     """Paired bootstrap of test NDCG@10, each variant minus sft, on the same rows."""
     def per_row(name: str):
-        rows = list(read_jsonl(split_file(out / "runs" / f"{name}-seed{seed}", "predictions", "test", None)))
+        rows = list(read_jsonl(RunDir(out / "runs" / f"{name}-seed{seed}").artefact("predictions")))
         return per_row_metrics(rows, ks=(10,))["ndcg@10"]
 
     sft = per_row("sft")

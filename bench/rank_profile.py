@@ -12,16 +12,15 @@ import argparse
 import statistics
 from pathlib import Path
 
-from bearrec.data import load_dataset
-from bearrec.evaluate import read_config, split_file
 from bearrec.io import read_jsonl
+from bearrec.run_dir import RunDir
 
 
 def profile(run_dir: Path, split: str) -> dict[str, list[float]]:
     """Hits, median score and history-prefix share at each rank of `run_dir`'s predictions on `split`."""
-    dataset = load_dataset(read_config(run_dir)["dataset"])
+    dataset = RunDir(run_dir).load_dataset()
     rows = dataset.split(split)
-    predictions = list(read_jsonl(split_file(run_dir, "predictions", split, None)))
+    predictions = list(read_jsonl(RunDir(run_dir).artefact("predictions", split)))
     beams = max(len(p["recommendations"]) for p in predictions)
     hits, scores, history_like = [0] * beams, [[] for _ in range(beams)], [0] * beams
     for pred, row in zip(predictions, rows):

@@ -72,7 +72,9 @@ def test_pipeline_prepare_train_recommend_evaluate_diagnose_report(tmp_path, cap
 
     assert run("report", run_dir, "--output", tmp_path / "report") == 0
     assert (tmp_path / "report" / "report.html").stat().st_size > 1000
-    assert run("report", run_dir, "--output", tmp_path / "r2", "--bootstrap-metric", "auc") == 2  # reaches write_report
+    with pytest.raises(SystemExit) as exited:  # argparse refuses an unknown per-row metric
+        run("report", run_dir, "--output", tmp_path / "r2", "--bootstrap-metric", "auc")
+    assert exited.value.code == 2 and "argument --bootstrap-metric" in capsys.readouterr().err
 
 
 def test_bad_input_exits_non_zero_with_the_file_named(tmp_path, capsys):

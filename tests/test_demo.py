@@ -29,7 +29,7 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
         assert f"{method}-seed0" in out
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["n_rows"] == 8 and metrics["invalid_rate"] == 0
-        assert json.loads((run / "diagnosis.json").read_text())["n_rows"] == 3
+        assert json.loads((run / "diagnosis-first3.json").read_text())["n_rows"] == 3
     assert "ndcg@10" in out and "configs: <run>/config.json" in out
     # BEAR with the single-child CE is its own method, decoded with masked scores like BEAR
     bear_ce = json.loads((tmp_path / "out" / "runs" / "bear+ce-seed0" / "config.json").read_text())
@@ -41,11 +41,13 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
     # a second run reuses everything that is finished
     demo.run_demo(tmp_path / "out", quick=True)
     assert f"method {len(demo.METHODS)}/{len(demo.METHODS)}" in capsys.readouterr().out
-    # a diagnosis of another number of rows is redone; another config in the same directory is refused
+    # a diagnosis of another number of rows is its own file, and the report takes the one of the most rows;
+    # another config in the same directory is refused
     run = tmp_path / "out" / "runs" / "sft-seed0"
     dataset = tmp_path / "out" / "data" / "ml100k"
     demo.complete_run(demo.demo_config(dataset, run, "sft", demo.QUICK), beams=10, diagnose_rows=2, max_expansions=100)
-    assert json.loads((run / "diagnosis.json").read_text())["n_rows"] == 2
+    assert json.loads((run / "diagnosis-first2.json").read_text())["n_rows"] == 2
+    assert demo.comparison_table([run]).endswith("over the first 3 of them; configs: <run>/config.json")
     with pytest.raises(BearrecError, match="different config"):
         demo.complete_run(demo.demo_config(dataset, run, "bear", demo.QUICK), beams=10, diagnose_rows=2,
                           max_expansions=100)

@@ -1,15 +1,16 @@
 """Evaluation glue: file naming of partial runs and when existing predictions may be reused."""
 import json
 
-from bearrec.evaluate import predictions_are_current, split_file
+from bearrec.evaluate import predictions_are_current
+from bearrec.run_dir import RunDir
 
 
 def test_partial_and_other_split_files_never_shadow_the_full_test_files(tmp_path):
-    assert split_file(tmp_path, "predictions", "test") == tmp_path / "predictions.jsonl"
-    assert split_file(tmp_path, "metrics", "test") == tmp_path / "metrics.json"
-    assert split_file(tmp_path, "metrics", "valid") == tmp_path / "metrics-valid.json"
-    assert split_file(tmp_path, "predictions", "test", 50) == tmp_path / "predictions-first50.jsonl"
-    assert split_file(tmp_path, "diagnosis", "valid", 5) == tmp_path / "diagnosis-valid-first5.json"
+    assert RunDir(tmp_path).artefact("predictions", "test") == tmp_path / "predictions.jsonl"
+    assert RunDir(tmp_path).artefact("metrics", "test") == tmp_path / "metrics.json"
+    assert RunDir(tmp_path).artefact("metrics", "valid") == tmp_path / "metrics-valid.json"
+    assert RunDir(tmp_path).artefact("predictions", "test", 50) == tmp_path / "predictions-first50.jsonl"
+    assert RunDir(tmp_path).artefact("diagnosis", "valid", 5) == tmp_path / "diagnosis-valid-first5.json"
 
 
 def test_predictions_are_reused_only_with_all_rows_and_the_same_beams(tmp_path):

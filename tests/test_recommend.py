@@ -100,8 +100,8 @@ def test_bad_input(run_dir):
     huge = ItemTrie.from_sequences([[5000, 2]], ["x"])
     with pytest.raises(ConfigError, match="token id 5000"):
         Recommender(rec.model, rec.tokenizer, huge, rec.template, rec.items)
-    with pytest.raises(ConfigError, match="config.json"):
-        Recommender.from_run(run_dir / "model")
+    with pytest.raises(DataError, match=r"model/config\.json: has no 'dataset'.*Fix"):
+        Recommender.from_run(run_dir / "model")  # a model folder, not a run directory
 
 
 def test_shares_cover_rows_in_order():

@@ -177,7 +177,7 @@ def test_missing_optional_files_give_notes(tmp_path):
     (runs[1] / "log_history.json").write_text("[]")
     html_path, _ = write_report(runs, tmp_path / "out")
     text = html_path.read_text(encoding="utf-8")
-    assert "No diagnosis.json in sft-s0, bear-s0" in text
+    assert "No diagnosis file in sft-s0, bear-s0" in text
     assert "no seed with predictions.jsonl in both methods" in text
     assert "No run logged a training or validation loss" in text
     assert len(parse(html_path).images) == 1                    # only the metrics plot
@@ -193,6 +193,24 @@ def test_mixed_configs_and_different_rows_are_flagged(tmp_path):
     text = html_path.read_text(encoding="utf-8")
     assert "The runs of sft differ in lr" in text
     assert "predictions cover different rows" in text
+
+
+def test_runs_of_different_datasets_are_refused(tmp_path):
+    runs = [make_run(tmp_path, "sft", 0, extra={"dataset_fingerprint": "sha256:aa", "dataset_path": "/d/office"}),
+            make_run(tmp_path, "bear", 0, extra={"dataset_fingerprint": "sha256:bb", "dataset_path": "/d/toy"})]
+    with pytest.raises(ConfigError, match=r"2 different datasets \(sft-s0 on /d/office; bear-s0 on /d/toy\).*Fix"):
+        write_report(runs, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_diagnosis_of_the_first_rows_is_used_and_named(tmp_path):
+    runs = [make_run(tmp_path, "sft", 0), make_run(tmp_path, "bear", 0)]
+    (runs[0] / "diagnosis.json").rename(runs[0] / "diagnosis-first40.json")
+    (runs[0] / "diagnosis-first40.json").write_text(
+        (runs[0] / "diagnosis-first40.json").read_text().replace('"certified_fraction"', '"n_rows": 40, "certified_fraction"'))
+    html_path, _ = write_report(runs, tmp_path / "out", n_resamples=200)
+    text = html_path.read_text(encoding="utf-8")
+    assert "sft-s0: diagnosis-first40.json (40 rows)" in text and "No diagnosis file" not in text
 
 
 def test_missing_required_file_names_it(tmp_path):

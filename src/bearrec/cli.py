@@ -14,7 +14,7 @@ def _prepare(args: argparse.Namespace) -> int:
     names = ("train_file", "test_file", "valid_size", "train_sample", "seed", "k_core", "start", "end",
              "max_history", "min_history", "max_title_length", "meta", "unknown_items", "untitled")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
-    dataset = prepare(args.format, args.source, args.output_dir, **options)
+    dataset = prepare(args.format, args.source, args.output_dir, overwrite=args.overwrite, **options)
     print(f"prepared {args.format} dataset in {args.output_dir}")
     print(format_stats(dataset.stats))
     return 0
@@ -38,18 +38,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from .evaluate import split_file
     from .recommend import Recommender
+    from .run_dir import RunDir
 
-    rec = Recommender.from_run(args.run_dir, device=args.device)
+    if args.histories and (args.limit is not None or args.split != "test"):
+        raise ConfigError("--limit and --split choose rows of a split; --histories gives its own rows. "
+                          "Fix: drop --limit/--split, or cut the histories file to the rows you want.")
+    if args.histories and not args.output:
+        raise ConfigError("--histories needs --output FILE for the recommendations.")
+    run = RunDir(args.run_dir).require()
+    rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error")
     if args.histories:
-        if not args.output:
-            raise ConfigError("--histories needs --output FILE for the recommendations.")
-        n = rec.recommend_file(args.histories, args.output, k=args.beams)
+        output = args.output
+        n = rec.recommend_file(args.histories, output, k=args.beams)
     else:
-        output = args.output or split_file(args.run_dir, "predictions", args.split, args.limit)
+        output = args.output or run.artefact("predictions", args.split, args.limit)
         n = rec.recommend_split(args.split, output, k=args.beams, limit=args.limit)
-    print(f"wrote {n} recommendation lists to {args.output or output}")
+    print(f"wrote {n} recommendation lists to {output}")
     return 0
 
 
@@ -86,6 +91,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_args import non_negative_int, per_row_metric, positive_int
+
     parser = argparse.ArgumentParser(prog="bearrec", description="Beam-search-aware LLM recommendation.")
     parser.add_argument("--version", action="version", version=f"bearrec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -96,20 +103,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir")
     p.add_argument("--train-file", help="bear-csv: train file name (default train.csv)")
     p.add_argument("--test-file", help="bear-csv: test file name (default test.csv)")
-    p.add_argument("--valid-size", type=int, help="bear-csv: validation rows carved from the latest train rows "
+    p.add_argument("--valid-size", type=positive_int, help="bear-csv: validation rows carved from the latest train rows "
                    "(default: as many as the test file has)")
     p.add_argument("--unknown-items", choices=["error", "drop"], help="bear-csv: rows naming items missing "
                    "from the catalog (default error)")
-    p.add_argument("--train-sample", type=int, help="keep this many training rows (seeded sample, e.g. 10000)")
-    p.add_argument("--seed", type=int, help="seed of the training-row sample (default 0)")
-    p.add_argument("--k-core", type=int, help="raw logs: iterative k-core filter (default 5; MovieLens: none)")
+    p.add_argument("--train-sample", type=positive_int, help="keep this many training rows (seeded sample, e.g. 10000)")
+    p.add_argument("--seed", type=non_negative_int, help="seed of the training-row sample (default 0)")
+    p.add_argument("--k-core", type=positive_int, help="raw logs: iterative k-core filter (default 5; MovieLens: none)")
     p.add_argument("--start", help="raw logs: first interaction time kept (unix seconds or ISO date)")
     p.add_argument("--end", help="raw logs: last interaction time kept (unix seconds or ISO date)")
-    p.add_argument("--max-history", type=int, help="raw logs: history items per row (default 10)")
-    p.add_argument("--min-history", type=int, help="raw logs: fewest history items per row (default 1)")
-    p.add_argument("--max-title-length", type=int, help="raw logs: longer titles are unusable (default 200)")
+    p.add_argument("--max-history", type=positive_int, help="raw logs: history items per row (default 10)")
+    p.add_argument("--min-history", type=positive_int, help="raw logs: fewest history items per row (default 1)")
+    p.add_argument("--max-title-length", type=positive_int, help="raw logs: longer titles are unusable (default 200)")
     p.add_argument("--meta", help="raw Amazon logs: the metadata file with titles")
-    p.add_argument("--untitled", choices=["keep", "drop"], help="MovieLens: the item titled 'unknown'")
+    p.add_argument("--untitled", choices=["keep", "drop"], help="items without a usable title (empty, "
+                   "whitespace only, HTML markup; raw logs: also over --max-title-length): keep them under the "
+                   "placeholder title 'unknown item <id>' (MovieLens: its movie 'unknown' under that title), or "
+                   "drop them with the rows that mention them; counted in stats.json either way (default: keep "
+                   "for bear-csv and movielens-100k, drop for recbole and amazon)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different prepared dataset already in "
+                   "OUTPUT_DIR, or write into a non-empty folder that is not one (other files are left alone)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("data", help="fetch public datasets into the user's cache")
@@ -128,32 +141,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--histories", help="a JSON Lines file of {\"history\": [item ids]} to recommend for")
-    p.add_argument("--beams", type=int, default=10)
+    p.add_argument("--beams", type=positive_int, default=10, help="beam size = recommendations per row (default 10)")
     p.add_argument("--output")
-    p.add_argument("--limit", type=int, help="only the first N rows")
+    p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--device")
     p.set_defaults(func=_recommend)
 
     p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
     p.add_argument("source", help="a predictions .jsonl file or a run directory")
     p.add_argument("--split", default="test")
-    p.add_argument("--beams", type=int, default=10)
-    p.add_argument("--limit", type=int)
+    p.add_argument("--beams", type=positive_int, default=10,
+                   help="beams, when a run directory must decode its predictions (default 10)")
+    p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--output", help="metrics.json path (default beside the source)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("diagnose", help="PruningRate@B and where beam search loses the positive item")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
-    p.add_argument("--beams", type=int, default=10)
-    p.add_argument("--limit", type=int)
-    p.add_argument("--max-expansions", type=int, default=2000)
+    p.add_argument("--beams", type=positive_int, default=10, help="beam size B (default 10)")
+    p.add_argument("--limit", type=positive_int, help="only the first N rows")
+    p.add_argument("--max-expansions", type=positive_int, default=2000,
+                   help="model evaluations per row allowed to the exact top-K search (default 2000)")
     p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("report", help="an HTML page and a Markdown twin comparing runs")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--output", required=True)
-    p.add_argument("--bootstrap-metric", default="ndcg@10", help="per-row metric of the paired bootstrap")
+    p.add_argument("--bootstrap-metric", type=per_row_metric, default="ndcg@10",
+                   help="per-row metric of the paired bootstrap: hr@K, ndcg@K or mrr@K (default ndcg@10)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("demo", help="MovieLens-100K, tiny model, SFT vs MSL vs BEAR, end to end")

@@ -6,7 +6,6 @@ dataset, each trained run (training resumes from its last checkpoint), predictio
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ class DemoSize:
     train_rows: int
     valid_rows: int
     test_rows: int
-    diagnose_rows: int
+    diagnose_rows: int | None  # None: every test row
     epochs: int
 
 
-FULL = DemoSize(train_rows=12000, valid_rows=300, test_rows=1000, diagnose_rows=1000, epochs=2)
+FULL = DemoSize(train_rows=12000, valid_rows=300, test_rows=1000, diagnose_rows=None, epochs=2)
 QUICK = DemoSize(train_rows=200, valid_rows=40, test_rows=40, diagnose_rows=20, epochs=1)
 
 
@@ -63,21 +62,17 @@ def trained_run(config) -> Path:
 
 def complete_run(config, *, beams: int, diagnose_rows: int | None, max_expansions: int) -> Path:
     """Train (or resume), evaluate on the test split and diagnose its first rows; each stage only once.
-
-    The diagnosis is written as diagnosis.json, the name the report reads; its `limit` says how many rows
-    (a diagnosis of another number of rows is redone). A run directory made with another config is an error.
-    """
+    A run directory made with another config is an error."""
     from .diagnose import diagnose_run
     from .evaluate import evaluate
+    from .run_dir import RunDir
 
-    run_dir = trained_run(config)
-    if not (run_dir / "metrics.json").exists():
-        evaluate(run_dir, split="test", beams=beams)
-    diagnosis = run_dir / "diagnosis.json"
-    if not diagnosis.exists() or json.loads(diagnosis.read_text()).get("limit") != diagnose_rows:
-        diagnose_run(run_dir, split="test", beams=beams, limit=diagnose_rows, max_expansions=max_expansions,
-                     output=run_dir / "diagnosis.json")
-    return run_dir
+    run = RunDir(trained_run(config))
+    if not run.artefact("metrics").exists():
+        evaluate(run.path, split="test", beams=beams)
+    if not run.artefact("diagnosis", limit=diagnose_rows).exists():
+        diagnose_run(run.path, split="test", beams=beams, limit=diagnose_rows, max_expansions=max_expansions)
+    return run.path
 
 
 def demo_dataset(directory: Path, size: DemoSize) -> None:
@@ -129,18 +124,22 @@ def run_demo(output: str | Path = "demo-output", *, quick: bool = False, seed: i
 
 def comparison_table(run_dirs: list[Path]) -> str:
     """A plain-text table of each run's test metrics and PruningRate@10, naming run, seed and config."""
+    from .run_dir import RunDir, read_json_file
+
     lines = [f"{'run':<16}{'seed':>5}" + "".join(f"{k:>17}" for k in TABLE_KEYS)]
+    rows, diagnosed = None, None
     for run_dir in run_dirs:
-        config = json.loads((run_dir / "config.json").read_text())
-        values = json.loads((run_dir / "metrics.json").read_text())
-        diag_path = run_dir / "diagnosis.json"
-        if diag_path.exists():
-            values.update(json.loads(diag_path.read_text()))
+        run = RunDir(run_dir)
+        values = read_json_file(run.artefact("metrics"))
+        rows = values.get("n_rows")
+        best = run.best("diagnosis")
+        if best is not None:
+            diagnosis = read_json_file(best[1])
+            values.update(diagnosis)
+            diagnosed = diagnosis.get("n_rows")
         cells = "".join(f"{values[k]:>17.4f}" if isinstance(values.get(k), (int, float)) else f"{'-':>17}"
                         for k in TABLE_KEYS)
-        lines.append(f"{run_dir.name:<16}{config.get('seed', ''):>5}{cells}")
-    first = json.loads((run_dirs[0] / "metrics.json").read_text())
-    diag = json.loads((run_dirs[0] / "diagnosis.json").read_text()) if (run_dirs[0] / "diagnosis.json").exists() else {}
-    lines.append(f"test rows: {first.get('n_rows')} (seeded sample of MovieLens-100K's test split); PruningRate@10 "
-                 f"over the first {diag.get('n_rows', '-')} of them; configs: <run>/config.json")
+        lines.append(f"{run.path.name:<16}{run.config().get('seed', ''):>5}{cells}")
+    lines.append(f"test rows: {rows} (seeded sample of MovieLens-100K's test split); PruningRate@10 "
+                 f"over the first {diagnosed if diagnosed is not None else '-'} of them; configs: <run>/config.json")
     return "\n".join(lines)

@@ -68,7 +68,7 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
-    """The aggregate numbers of `diagnosis.json` (read by `bearrec report`)."""
+    """The aggregate numbers of `diagnosis.json` (read by `bearrec report`); a rate of no rows is None."""
     b = num_beams
     in_top = [r for r in rows if r.in_exact_top_b]
     pruned = [r for r in in_top if not r.returned]
@@ -78,17 +78,17 @@ def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
         rank_hist.update(str(k) if k <= b else f">{b}" for k in r.ranks)
     step_hist = Counter(str(r.pruned_step) for r in pruned)
     return {
-        f"pruning_rate@{b}": len(pruned) / len(in_top) if in_top else float("nan"),
+        f"pruning_rate@{b}": len(pruned) / len(in_top) if in_top else None,
         f"pruning_rate_certified@{b}": (sum(not r.returned for r in certified_top) / len(certified_top)
-                                        if certified_top else float("nan")),
+                                        if certified_top else None),
         "num_beams": b,
         "n_rows": len(rows),
         "n_in_exact_top_b": len(in_top),
         "n_pruned": len(pruned),
         "n_returned": sum(r.returned for r in rows),
-        "certified_fraction": sum(r.certified for r in rows) / len(rows) if rows else float("nan"),
+        "certified_fraction": sum(r.certified for r in rows) / len(rows) if rows else None,
         "pruned_token_outside_top_b_share": (sum(bool(r.token_outside_top_b) for r in pruned) / len(pruned)
-                                             if pruned else float("nan")),
+                                             if pruned else None),
         "pruned_step_histogram": dict(sorted(step_hist.items(), key=lambda kv: int(kv[0]))),
         "positive_token_rank_histogram": {k: rank_hist[k] for k in [*map(str, range(1, b + 1)), f">{b}"]
                                           if rank_hist[k]},
@@ -99,10 +99,11 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
                  max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
                  progress: bool = True) -> dict:
     """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json."""
-    from .evaluate import split_file
     from .recommend import Recommender
+    from .run_dir import RunDir
 
-    rec = Recommender.from_run(run_dir)
+    run = RunDir(run_dir).require()
+    rec = Recommender.from_run(run.path)
     rows = rec.dataset.split(split)[:limit]
     prompts = [rec.encode(r.history, where=f"row {i} of {split}") for i, r in enumerate(rows)]
     positives = encode_responses(rec.tokenizer, rec.template, [rec.items[r.target] for r in rows])
@@ -115,5 +116,5 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
     summary = summarize(results, beams)
     summary.update(split=split, score_mode=rec.score_mode)
     summary.update(limit=limit)
-    write_json(output or split_file(run_dir, "diagnosis", split, limit), {**summary, "rows": [asdict(r) for r in results]})
+    write_json(output or run.artefact("diagnosis", split, limit), {**summary, "rows": [asdict(r) for r in results]})
     return summary

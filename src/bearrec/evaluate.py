@@ -1,32 +1,26 @@
 """Evaluate a run or a predictions file: metrics.json with the run's config and the code version.
 
-File names in a run directory: the test split's predictions and metrics are `predictions.jsonl`
-and `metrics.json` (what `bearrec report` reads); other splits add the split's name
-(`predictions-valid.jsonl`, `metrics-valid.json`), and a run on the first N rows only (`--limit N`)
-adds `-firstN`, so a partial evaluation never stands in for the full one. Existing predictions are
-reused only when they hold every requested row, decoded with the requested number of beams.
+A run's files are named by `RunDir.artefact` (predictions.jsonl and metrics.json for the whole test split; other
+splits and `--limit N` add `-SPLIT` and `-firstN`). Existing predictions are reused only when they hold every
+requested row, decoded with the requested number of beams. Predictions are checked against the split they
+claim to be (one row per index, the split's users and targets) before anything is counted.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 from . import __version__
-from .data import Dataset, load_dataset
+from .data import Dataset
+from .data.dataset import Interaction
 from .errors import DataError
 from .io import read_jsonl, write_json
 from .metrics import evaluate_predictions
+from .run_dir import RunDir
 
 KS = (1, 5, 10, 20)
-
-
-def split_file(run_dir: str | Path, kind: str, split: str, limit: int | None = None) -> Path:
-    """`<kind>[-<split>][-first<N>].<ext>`: the split's name is left out for test, the limit when None."""
-    ext = "jsonl" if kind in ("predictions",) else "json"
-    parts = [kind] + ([split] if split != "test" else []) + ([f"first{limit}"] if limit is not None else [])
-    return Path(run_dir) / f"{'-'.join(parts)}.{ext}"
 
 
 def predictions_are_current(path: Path, n_rows: int, beams: int) -> bool:
@@ -52,12 +46,34 @@ def code_version() -> str:
     return f"{__version__}+{commit}" if commit else __version__
 
 
-def read_config(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise DataError("not a run directory (config.json is missing).", path=run_dir,
-                        fix="pass a directory written by `bearrec train`, or a predictions .jsonl file")
-    return json.loads(path.read_text(encoding="utf-8"))
+def check_predictions(rows: list[dict], path: Path, split_rows: Sequence[Interaction] | None, split: str) -> None:
+    """DataError naming `path` and the line unless the rows are rows 0..n-1 of the split, each once, with its
+    user and target (without a split: each index once, and a target on every line)."""
+    fix = f"decode the predictions again (`bearrec recommend RUN_DIR --split {split}`)"
+    seen: set[int] = set()
+    for line, row in enumerate(rows, start=1):
+        index = row.get("index")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise DataError(f"has no integer 'index' (got {index!r}).", path=path, line=line, fix=fix)
+        if index in seen:
+            raise DataError(f"repeats row index {index}: a row would be counted twice.", path=path, line=line, fix=fix)
+        seen.add(index)
+        if "target" not in row:
+            raise DataError("has no 'target'.", path=path, line=line, fix=fix)
+        if split_rows is None:
+            continue
+        if not 0 <= index < len(split_rows):
+            raise DataError(f"row index {index} is outside the {split} split ({len(split_rows)} rows).", path=path,
+                            line=line, fix=f"{fix}, or pass the split these predictions are of (--split)")
+        want = split_rows[index]
+        if str(row["target"]) != want.target or str(row.get("user_id", want.user_id)) != want.user_id:
+            raise DataError(f"row {index} has user {row.get('user_id')!r} and target {row['target']!r}, but row {index} "
+                            f"of the {split} split is user {want.user_id!r} with target {want.target!r}.", path=path,
+                            line=line, fix=f"{fix}, or pass the split these predictions are of (--split)")
+    if split_rows is not None and seen != set(range(len(seen))):
+        missing = min(set(range(len(seen))) - seen)
+        raise DataError(f"lacks row {missing}: the rows must be the first {len(seen)} of the {split} split.",
+                        path=path, fix=fix)
 
 
 def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output: str | Path | None = None,
@@ -66,26 +82,29 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
     source = Path(source)
     config: dict = {}
     if source.is_dir():
-        run_dir = source
-        config = read_config(run_dir)
-        predictions_path = split_file(run_dir, "predictions", split, limit)
+        run = RunDir(source).require()
+        config = run.config()
+        predictions_path = run.artefact("predictions", split, limit)
         if dataset is None:
-            dataset = load_dataset(config["dataset"])
+            dataset = run.load_dataset()
         if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams):
             from .recommend import Recommender
 
-            Recommender.from_run(run_dir).recommend_split(split, predictions_path, k=beams, limit=limit)
-        output = output or split_file(run_dir, "metrics", split, limit)
-    elif source.exists():
+            Recommender.from_run(run.path).recommend_split(split, predictions_path, k=beams, limit=limit)
+        output = output or run.artefact("metrics", split, limit)
+    elif source.is_file():
         predictions_path = source
-        if (source.parent / "config.json").exists():
-            config = read_config(source.parent)
+        run = RunDir(source.parent)
+        if run.is_run():
+            config = run.config()
+            if dataset is None:
+                dataset = run.load_dataset()
         output = output or source.with_name(source.stem.replace("predictions", "metrics") + ".json")
     else:
-        raise DataError("no such predictions file or run directory.", path=source)
-    if dataset is None and config.get("dataset"):
-        dataset = load_dataset(config["dataset"])
+        raise DataError("no such predictions file or run directory.", path=source,
+                        fix="pass a run directory or a predictions .jsonl file")
     predictions = list(read_jsonl(predictions_path))
+    check_predictions(predictions, predictions_path, dataset.split(split) if dataset else None, split)
     metrics = evaluate_predictions(predictions, KS, catalog=dataset.items if dataset else None,
                                    popularity=popularity(dataset) if dataset else None)
     metrics.update(split=split, limit=limit, predictions=str(predictions_path), bearrec_version=code_version(),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -12,9 +13,22 @@ from typing import Any, Iterable, Iterator
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
     """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
+    from .errors import DataError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise DataError("is a folder, so a file cannot be written there.", path=path,
+                        fix="give a file name (the output is one file)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise DataError("cannot be written: a part of its folder path is a file.", path=path,
+                        fix="choose an output path inside a folder") from None
+    except PermissionError:
+        raise DataError("cannot be written: permission denied in its folder.", path=path,
+                        fix="choose a folder you can write to, or change its permissions") from None
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file private (0600): honour the umask like open() does
     os.close(fd)
     try:
         with open(tmp, mode, **kwargs) as handle:
@@ -28,10 +42,28 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise
 
 
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None, so the file is valid JSON (NaN is not)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
+    """Write `obj` as indented, strict JSON (NaN and infinities become null), atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
+        json.dump(strict_json(obj), f, indent=2, ensure_ascii=False, allow_nan=False)
         f.write("\n")
 
 
@@ -46,12 +78,22 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return n
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield the objects of a JSON Lines file; a malformed line raises DataError naming it."""
+def read_jsonl(path: str | os.PathLike, *, with_lines: bool = False) -> Iterator[Any]:
+    """Yield the objects of a JSON Lines file (with their line numbers: (line, obj)); a malformed line raises
+    DataError naming it. Blank lines are skipped."""
     from .errors import DataError
 
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    try:
+        handle = open(path, encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        raise DataError("no such file.", path=path, fix="check the path") from None
+    with handle as f:
+        try:
+            lines = list(enumerate(f, start=1))
+        except UnicodeDecodeError as e:
+            raise DataError(f"is not UTF-8 text (byte {e.start}).", path=path,
+                            fix="save it as UTF-8 JSON Lines") from None
+        for lineno, line in lines:
             if not line.strip():
                 continue
             try:
@@ -61,4 +103,4 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict]:
                                 fix="each line must hold one JSON object") from None
             if not isinstance(obj, dict):
                 raise DataError("expected a JSON object.", path=path, line=lineno)
-            yield obj
+            yield (lineno, obj) if with_lines else obj

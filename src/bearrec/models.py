@@ -133,7 +133,12 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     if name.lower() == "tiny" and not Path(name).is_dir():
         raise ConfigError("the 'tiny' model is built from a dataset, not loaded by name. Fix: call "
                           "build_tiny_model(tiny_model_texts(dataset, template), folder), then load the folder.")
-    return name, {}
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and path.parent.is_dir() or path.exists()
+    if looks_local and not path.is_dir():
+        raise ConfigError(f"model {name!r}: no such folder. Fix: give the folder of a saved model (with its "
+                          f"config.json), a Hugging Face hub name (org/name) or {SMOLLM2_ALIAS!r}.")
+    return str(path) if looks_local else name, {}
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -188,6 +193,9 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     from transformers import AutoModelForCausalLM
 
     location, extra = _resolve(name_or_path)
+    if Path(location).is_dir() and not extra and not (Path(location) / "config.json").is_file():
+        raise ConfigError(f"model {str(name_or_path)!r}: the folder has no config.json, so it is not a saved model. "
+                          "Fix: give the folder `save_pretrained` or `bearrec train` wrote (a run's model/ folder).")
     quantization = _quantization(load_in_8bit, load_in_4bit)
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), **extra}
     if quantization is not None:
@@ -302,8 +310,13 @@ def save_trained(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
         to_save = model
 
     def write(tmp: Path) -> None:
+        from .run_dir import file_digest
+
         to_save.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # every file's size and SHA-256, so that load_trained notices a truncated, corrupted or swapped file
+        manifest["files"] = {p.relative_to(tmp).as_posix(): file_digest(p)
+                             for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
     _save_atomically(Path(output_dir), write)
@@ -311,20 +324,38 @@ def save_trained(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
 
 def load_trained(path: str | Path, *, dtype: str | torch.dtype = "auto",
                  device: str | torch.device | None = None) -> tuple["PreTrainedModel", "PreTrainedTokenizerBase"]:
-    """The (model in eval mode, tokenizer) written by `save_trained` (or any plain model folder)."""
+    """The (model in eval mode, tokenizer) written by `save_trained` (or any plain model folder).
+
+    Every file the manifest lists is checked against its recorded size and SHA-256 first, unless the
+    environment sets BEARREC_SKIP_VERIFY=1; a damaged file is a DataError naming it, never a silent load.
+    """
+    from .errors import DataError
+    from .run_dir import read_json_file, verification_skipped, verify_digest
+
     path = Path(path)
     if not path.is_dir():
         raise ConfigError(f"no trained model at {path}. Fix: give the folder a training run wrote its model to.")
     manifest_file = path / MANIFEST
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8")) if manifest_file.is_file() else {}
-    if manifest.get("format") == "adapter":
-        from peft import PeftModel
+    manifest = read_json_file(manifest_file, dict, "restore the model folder, or train again") \
+        if manifest_file.is_file() else {}
+    fix = "restore the run's model folder from a backup, or train again (`bearrec train CONFIG`)"
+    if not verification_skipped():
+        for name, digest in manifest.get("files", {}).items():
+            verify_digest(path / name, digest, fix)
+    try:
+        if manifest.get("format") == "adapter":
+            from peft import PeftModel
 
-        q = manifest.get("quantization")
-        base = load_model(manifest["base"], dtype=dtype, load_in_8bit=q == "8bit", load_in_4bit=q == "4bit")
-        model = PeftModel.from_pretrained(base, str(path))
-    else:
-        model = load_model(path, dtype=dtype)
+            q = manifest.get("quantization")
+            base = load_model(manifest["base"], dtype=dtype, load_in_8bit=q == "8bit", load_in_4bit=q == "4bit")
+            model = PeftModel.from_pretrained(base, str(path))
+        else:
+            model = load_model(path, dtype=dtype)
+    except (ConfigError, DataError):
+        raise
+    except Exception as e:  # a damaged config.json or weights file raises many types deep in transformers
+        raise DataError(f"cannot be loaded as a model ({type(e).__name__}: {str(e)[:200]}).", path=path,
+                        fix=fix) from None
     if device is not None and getattr(model, "bearrec_quantization", None) is None:
         model = model.to(device)
     model.eval()

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 
 import torch
 
-from .data.dataset import Dataset, Interaction, load_dataset
+from .data.dataset import Dataset, Interaction
 from .decoding import Hypothesis, beam_search, left_pad
 from .errors import ConfigError, DataError
 from .io import atomic_open
-from .prompts import PromptTemplate, encode_prompt, get_template
+from .prompts import PromptTemplate, encode_prompt
 from .trie import ItemTrie
 
 
@@ -54,38 +54,37 @@ class Recommender:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None) -> "Recommender":
-        """Load RUN_DIR/config.json, RUN_DIR/model/ and RUN_DIR/trie.pt (rebuilt from the catalog if absent)."""
-        from .models import load_trained
+    def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None, *,
+                 on_dataset_change: str = "error") -> "Recommender":
+        """The run's model, tokenizer, trie and dataset, each checked (see `bearrec.run_dir.RunDir`).
 
-        run_dir = Path(run_dir)
-        config_path = run_dir / "config.json"
-        if not config_path.is_file():
-            raise ConfigError(f"{run_dir} is not a training run (config.json is missing). "
-                              "Fix: pass the output_dir of `bearrec train`.")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        for key in ("dataset", "template"):
-            if key not in config:
-                raise ConfigError(f"{config_path} has no {key!r}. Fix: re-run training with this bearrec version.")
+        A dataset that changed since training is an error; `on_dataset_change="warn"` only warns (for
+        recommending to histories outside the splits, where the catalog alone matters)."""
+        from .run_dir import RunDir
+
+        run = RunDir(run_dir).require()
+        config = run.need("dataset", "template")
+        dataset = run.load_dataset(on_change=on_dataset_change)
         if device is None:
             from accelerate import PartialState
 
             device = PartialState().device
-        model, tokenizer = load_trained(run_dir / "model", device=device)
-        dataset = load_dataset(config["dataset"])
-        template = get_template(config["template"], domain=config.get("domain", "item"),
-                                max_history=int(config.get("max_history", 10)))
-        trie_path = run_dir / "trie.pt"
-        trie = ItemTrie.load(trie_path) if trie_path.is_file() else \
-            ItemTrie.from_catalog(dataset.items, tokenizer, template)
+        template = run.template()
+        model, tokenizer = run.load_model(device=device)
+        if config.get("dataset_fingerprint") not in (None, dataset.fingerprint):  # on_dataset_change="warn"
+            trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
+        else:
+            trie = run.load_trie(tokenizer, template, dataset.items)
         return cls(model=model, tokenizer=tokenizer, trie=trie, template=template, items=dataset.items,
                    score_mode=config.get("score_mode", "full"), dataset=dataset)
 
     # ------------------------------------------------------------------ decoding
     def encode(self, history: Sequence[str], where: str = "the history") -> list[int]:
         """Prompt token ids for a history of item ids, with clear errors for bad input."""
+        history = item_id_list(history, where)
         if not history:
-            raise DataError(f"{where} is empty: a recommendation needs at least one past item.")
+            raise DataError(f"{where} is empty: a recommendation needs at least one past item.",
+                            fix="give at least one item id of the catalog (items.jsonl)")
         unknown = [i for i in history if i not in self.items]
         if unknown:
             raise DataError(f"{where} holds item id {unknown[0]!r}, which is not in the catalog.",
@@ -109,13 +108,16 @@ class Recommender:
         return {"item_ids": list(h.item_ids), "title": self.items[h.item_ids[0]], "score": float(h.score)}
 
     def recommend(self, history: Sequence[str], k: int = 10, *, num_beams: int | None = None) -> list[dict]:
-        """The top-k titles for one history (item ids, oldest first): [{item_ids, title, score}], best first."""
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}.")
+        """The top-k titles for one history (item ids, oldest first): [{item_ids, title, score}], best first.
+
+        Item ids are strings, as in the prepared dataset; integers are accepted and read as their decimal string
+        (as the CLI reads JSON histories). A bare string is refused: it is one id, not a history."""
+        check_counts(k, num_beams)
         return self._decode([self.encode(history)], k, num_beams)[0]
 
     def recommend_rows(self, rows: Sequence[Interaction], k: int = 10, *, num_beams: int | None = None,
-                       progress: bool = True, rank: int = 0, world: int = 1) -> list[dict]:
+                       progress: bool = True, rank: int = 0, world: int = 1,
+                       where: Sequence[str] | None = None) -> list[dict]:
         """Output records of `rows` (index = position); with world > 1, only this rank's share of batches.
 
         Rows are sorted by prompt length and cut into fixed batches before the batches are shared out, so
@@ -123,7 +125,8 @@ class Recommender:
         """
         from tqdm.auto import tqdm
 
-        prompts = [self.encode(r.history, where=f"row {i} (user {r.user_id})") for i, r in enumerate(rows)]
+        where = where or [f"row {i} (user {r.user_id})" for i, r in enumerate(rows)]
+        prompts = [self.encode(r.history, where=w) for r, w in zip(rows, where)]
         order = sorted(range(len(rows)), key=lambda i: len(prompts[i]))
         batches = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         lo, hi = _share(len(batches), rank, world)
@@ -152,17 +155,21 @@ class Recommender:
     def recommend_file(self, histories: str | Path, output: str | Path, k: int = 10, *,
                        num_beams: int | None = None, progress: bool = True) -> int:
         """Like recommend_split, for the histories of a JSON Lines file (see `read_histories`)."""
-        return self.recommend_interactions(read_histories(histories), output, k, num_beams=num_beams,
-                                           progress=progress)
+        lines, rows = zip(*read_histories(histories)) if Path(histories).is_file() else ((), ())
+        if not rows:
+            raise DataError("holds no histories." if Path(histories).is_file() else "no such file.", path=histories,
+                            fix='write one {"history": ["id1", "id2", ...]} object per line')
+        return self.recommend_interactions(rows, output, k, num_beams=num_beams, progress=progress,
+                                           where=[f"{histories}, line {n}: the history" for n in lines])
 
     def recommend_interactions(self, rows: Sequence[Interaction], output: str | Path, k: int = 10, *,
-                               num_beams: int | None = None, progress: bool = True) -> int:
+                               num_beams: int | None = None, progress: bool = True,
+                               where: Sequence[str] | None = None) -> int:
         """Decode `rows` (shared across processes when launched by several); write them as JSON Lines."""
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, got {k}.")
+        check_counts(k, num_beams)
         rank, world = _dist_info()
         records = self.recommend_rows(rows, k, num_beams=num_beams, progress=progress and rank == 0,
-                                      rank=rank, world=world)
+                                      rank=rank, world=world, where=where)
         records = gather_records(records, world)
         if rank == 0:
             with atomic_open(output, "w", encoding="utf-8") as f:
@@ -171,6 +178,29 @@ class Recommender:
         if world > 1:
             torch.distributed.barrier()
         return len(records)
+
+
+def item_id_list(history: Any, where: str = "the history") -> list[str]:
+    """A history as a list of item-id strings: ids are strings; ints are read as their decimal string."""
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise DataError(f"{where} must be a list of item ids, got {type(history).__name__} {history!r:.60}.",
+                        fix='pass a list such as ["15"] (a bare string is one id, not a history)')
+    ids = []
+    for i in history:
+        if isinstance(i, bool) or not isinstance(i, (str, int)):
+            raise DataError(f"{where} holds {i!r} ({type(i).__name__}); item ids are strings (or integers).",
+                            fix="use the item ids of the prepared dataset's items.jsonl")
+        ids.append(str(i))
+    return ids
+
+
+def check_counts(k: Any, num_beams: Any) -> None:
+    """ConfigError unless k is an integer >= 1 and num_beams is None or an integer >= 1."""
+    for name, value in (("k", k), ("num_beams", num_beams)):
+        if value is None and name == "num_beams":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}. Fix: e.g. {name}=10.")
 
 
 def gather_records(records: list[dict], world: int) -> list[dict]:
@@ -184,18 +214,20 @@ def gather_records(records: list[dict], world: int) -> list[dict]:
     return sorted((rec for part in gathered for rec in part), key=lambda r: r["index"])
 
 
-def read_histories(path: str | Path) -> list[Interaction]:
-    """Rows of a JSON Lines file of `{"history": [item ids], "user_id"?: str, "target"?: item id}`."""
+def read_histories(path: str | Path) -> list[tuple[int, Interaction]]:
+    """(line number, row) of each line of a JSON Lines file of `{"history": [item ids], "user_id"?, "target"?}`."""
     from .io import read_jsonl
 
     rows = []
-    for line, obj in enumerate(read_jsonl(path), start=1):
+    for line, obj in read_jsonl(path, with_lines=True):
         history = obj.get("history")
         if not isinstance(history, list):
             raise DataError("needs a \"history\" list of item ids.", path=path, line=line,
                             fix='write one {"history": ["id1", "id2", ...]} object per line')
-        rows.append(Interaction(user_id=str(obj.get("user_id", line)), history=tuple(str(i) for i in history),
-                                target=str(obj["target"]) if obj.get("target") is not None else "", timestamp=0))
+        history = item_id_list(history, f"{path}, line {line}: the history")
+        rows.append((line, Interaction(user_id=str(obj.get("user_id", line)), history=tuple(history),
+                                       target=str(obj["target"]) if obj.get("target") is not None else "",
+                                       timestamp=0)))
     return rows
 
 

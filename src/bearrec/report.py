@@ -12,13 +12,17 @@ Run-directory contract (one directory per trained model and seed; all JSON):
                                 "n_in_exact_top_b": int, "pruned_token_outside_top_b_share": float,
                                 "pruned_step_histogram": {"1": n, "2": n, ...},
                                 "positive_token_rank_histogram": {"1": n, ..., "B": n, ">B": n}}
+                               (a diagnosis of the first N rows, diagnosis-firstN.json, stands in when
+                               there is none of the whole split; the report says which file it used)
   predictions.jsonl  optional  the decoder's predictions on the same split as metrics.json;
                                used for the paired bootstrap of BEAR against each other method
 A missing optional file drops the matching plot or section with a note in the report; a
-missing or malformed required file raises DataError naming the file and the fix.
+missing or malformed required file raises DataError naming the file and the fix. File names are
+`RunDir`'s (bearrec.run_dir).
 
 Runs are grouped into methods by config["method"] (else config["objective"]); numbers are mean ± std
-(ddof=1) over the runs (seeds) of each method.
+(ddof=1) over the runs (seeds) of each method. Runs of different datasets (by the fingerprint `bearrec
+train` records, else the dataset path) are refused: averaging them would mix datasets.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import numpy as np
 from .errors import BearrecError, ConfigError, DataError
 from .io import atomic_open, read_jsonl, write_json
 from .metrics import per_row_metrics
+from .run_dir import RunDir, read_json_file
 from .stats import paired_bootstrap, summarize_seeds
 
 REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")
@@ -58,6 +63,13 @@ class RunResult:
     diagnosis: dict | None = None
     predictions_path: Path | None = None
     run_dir: Path | None = None
+    diagnosis_path: Path | None = None
+
+    @property
+    def dataset(self) -> str:
+        """What the run was evaluated on: the dataset's fingerprint where recorded, else its path."""
+        return str(self.config.get("dataset_fingerprint") or self.config.get("dataset_path")
+                   or self.config.get("dataset", ""))
 
     @property
     def method(self) -> str:
@@ -75,46 +87,31 @@ class RunResult:
         return self.run_dir.name if self.run_dir is not None else f"{self.method}-seed{self.seed}"
 
 
-def _read_json(path: Path, expected: type, fix: str) -> object:
-    """Load one JSON file of the contract, with errors that name it and say how to fix it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise DataError("required file is missing.", path=path, fix=fix) from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON ({e.msg}, line {e.lineno}).", path=path, fix=fix) from None
-    if not isinstance(obj, expected):
-        raise DataError(f"expected a JSON {expected.__name__}.", path=path, fix=fix)
-    return obj
-
-
 def load_run(run_dir: str | Path) -> RunResult:
-    """Read one run directory (see the module docstring for its files)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BearrecError(f"{run_dir}: not a run directory. Fix: pass directories written by training/evaluation.")
-    config = _read_json(run_dir / "config.json", dict,
-                        'write the run settings, at least {"objective": ..., "seed": ...}')
+    """Read one run directory (see the module docstring for its files) through `RunDir`."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise BearrecError(f"{run.path}: not a run directory. Fix: pass directories written by training/evaluation.")
+    config = read_json_file(run.config_path, dict, 'write the run settings, at least {"objective": ..., "seed": ...}')
     for key in ("objective", "seed"):
         if key not in config:
-            raise DataError(f"lacks {key!r}.", path=run_dir / "config.json",
+            raise DataError(f"lacks {key!r}.", path=run.config_path,
                             fix='config.json needs {"objective": str, "seed": int, ...}')
     if not isinstance(config["seed"], int) or isinstance(config["seed"], bool):
-        raise DataError(f"'seed' must be an integer, got {config['seed']!r}.", path=run_dir / "config.json")
-    metrics = _read_json(run_dir / "metrics.json", dict,
-                         "write the dict returned by bearrec.metrics.evaluate_predictions")
-    history = _read_json(run_dir / "log_history.json", list,
-                         "write trainer.state.log_history, or [] for an untrained run")
-    diag_path = run_dir / "diagnosis.json"
-    diagnosis = _read_json(diag_path, dict, "write the diagnosis dict") if diag_path.exists() else None
+        raise DataError(f"'seed' must be an integer, got {config['seed']!r}.", path=run.config_path)
+    metrics = read_json_file(run.artefact("metrics"), dict,
+                             "evaluate the run on the test split (`bearrec evaluate RUN_DIR`)")
+    history = read_json_file(run.log_history_path, list, "write trainer.state.log_history, or [] for an untrained run")
+    best = run.best("diagnosis")
+    diagnosis = read_json_file(best[1], dict, "diagnose the run again (`bearrec diagnose RUN_DIR`)") if best else None
     if diagnosis is not None:
         for key in ("pruned_step_histogram", "positive_token_rank_histogram"):
             hist = diagnosis.get(key, {})
             if not isinstance(hist, dict) or not all(_is_number(v) and v >= 0 for v in hist.values()):
-                raise DataError(f"{key!r} must map buckets to counts >= 0.", path=diag_path)
-    preds = run_dir / "predictions.jsonl"
-    return RunResult(config, metrics, history, diagnosis, preds if preds.exists() else None, run_dir)
+                raise DataError(f"{key!r} must map buckets to counts >= 0.", path=best[1])
+    preds = run.artefact("predictions")
+    return RunResult(config, metrics, history, diagnosis, preds if preds.exists() else None, run.path,
+                     best[1] if best else None)
 
 
 def discover_runs(root: str | Path) -> list[Path]:
@@ -415,9 +412,14 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
     without = [r.name for rs in groups.values() for r in rs if r.diagnosis is None]
     with_diag = {m: rs for m, rs in with_diag.items() if rs}
     if without:
-        blocks.append(("note", f"No diagnosis.json in {', '.join(without)}: left out of this section."))
+        blocks.append(("note", f"No diagnosis file in {', '.join(without)}: left out of this section."))
     if not with_diag:
         return blocks, {}
+    used = [f"{r.name}: {r.diagnosis_path.name} ({r.diagnosis.get('n_rows', '?')} rows)"
+            for rs in with_diag.values() for r in rs if r.diagnosis_path is not None]
+    if used:
+        blocks.append(("note", "Diagnoses used (the full split where diagnosed, else the most rows): "
+                               + "; ".join(used) + "."))
     summaries = {m: summarize_seeds([r.diagnosis for r in rs]) for m, rs in with_diag.items()}
     keys = sorted({k for s in summaries.values() for k in s}, key=_cutoff_key)
     blocks.append(_table(["method", "seeds"] + keys,
@@ -519,6 +521,13 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
     loaded = [r if isinstance(r, RunResult) else load_run(r) for r in runs]
     if not loaded:
         raise BearrecError("no runs to report on. Fix: pass at least one run directory.")
+    datasets: dict[str, list[str]] = {}
+    for run in loaded:
+        datasets.setdefault(run.dataset, []).append(run.name)
+    if len(datasets) > 1:
+        listing = "; ".join(f"{', '.join(names)} on {str(run_dataset(loaded, d))}" for d, names in datasets.items())
+        raise ConfigError(f"these runs were evaluated on {len(datasets)} different datasets ({listing}); averaging "
+                          "them would mix datasets. Fix: report the runs of each dataset separately.")
     groups = _group(loaded)
     colors = _colors(groups)
     summaries = {m: summarize_seeds([r.metrics for r in rs]) for m, rs in groups.items()}
@@ -547,22 +556,17 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
         f.write(_render_html(title, blocks))
     with atomic_open(md_path, "w", encoding="utf-8") as f:
         f.write(_render_markdown(title, blocks, figure_files))
-    write_json(out / "summary.json", _json_safe({
+    write_json(out / "summary.json", {
         "methods": {m: {"seeds": [r.seed for r in rs], "runs": [r.name for r in rs], "metrics": summaries[m],
                         "diagnosis": diag_summaries.get(m)} for m, rs in groups.items()},
-        "paired_bootstrap": boot}))
+        "paired_bootstrap": boot})
     return html_path, md_path
 
 
-def _json_safe(obj: object) -> object:
-    """Replace NaN (std of a single seed) by None so summary.json stays strict JSON."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return obj
+def run_dataset(runs: Sequence[RunResult], key: str) -> str:
+    """The dataset path a run with dataset `key` names (for messages)."""
+    run = next(r for r in runs if r.dataset == key)
+    return str(run.config.get("dataset_path") or run.config.get("dataset") or key)
 
 
 def _version() -> str:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bearrec.data import load_dataset, prepare
+from bearrec.data import format_stats, load_dataset, prepare
 from bearrec.errors import ConfigError, DataError
 
 
@@ -83,7 +83,6 @@ def test_missing_column_names_header_line(tmp_path, write_bear):
     ("{}", "catalog is empty"),
     ('{"1": "a",\n "2": }', "not valid JSON"),
     ('["a"]', "expected a JSON object"),
-    ('{"1": "  "}', "has no title"),
 ])
 def test_bad_catalogs(tmp_path, catalog, message, write_bear):
     folder = write_bear(tmp_path, catalog, ['u,"[1, 1]",1'], ['u,"[1, 1]",2'])
@@ -122,3 +121,93 @@ def test_real_office_and_clothing(shared_data, tmp_path):
 def test_real_toy_has_no_train_split(shared_data):
     with pytest.raises(DataError, match="train.csv is missing"):
         prepare("bear-csv", shared_data / "amazon" / "Toy", None)
+
+
+# ---------------------------------------------------------------- items without a usable title (--untitled)
+
+def _untitled_folder(tmp_path, write_bear):
+    """Item 3's title is whitespace only, item 4's is null; item 3 is in one train row and the test row."""
+    catalog = {"1": "Pen", "2": "Ink", "3": "  ", "4": None, "5": "Pad"}
+    train = ['u,"[1, 2]",5', 'u,"[2, 3]",6', 'v,"[1, 5]",7', 'v,"[5, 2]",8']
+    return write_bear(tmp_path, catalog, train, ['u,"[1, 3]",9', 'v,"[2, 1]",10'])
+
+
+def test_untitled_items_are_kept_under_a_placeholder_by_default(tmp_path, write_bear):
+    folder = _untitled_folder(tmp_path, write_bear)
+    ds = prepare("bear-csv", folder, tmp_path / "out", valid_size=1)
+    assert ds.items["3"] == "unknown item 3" and ds.items["4"] == "unknown item 4" and ds.items["1"] == "Pen"
+    assert len(ds.train) + len(ds.valid) == 4 and len(ds.test) == 2  # every published row kept
+    s = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert s["untitled_items"] == {"policy": "keep", "found": 2, "kept": 2,
+                                   "by_reason": {"with_empty_title": 1, "without_title": 1}}
+    assert s["options"]["untitled"] == "keep" and s["dropped"]["rows_with_untitled_item"] == 0
+    assert any("unknown item" in note and "3, 4" in note for note in s["notes"])
+    assert "untitled items 2" in format_stats(s) and "kept" in format_stats(s)
+
+
+def test_untitled_items_can_be_dropped_with_their_rows(tmp_path, write_bear):
+    folder = _untitled_folder(tmp_path, write_bear)
+    ds = prepare("bear-csv", folder, None, untitled="drop", valid_size=1)
+    assert set(ds.items) == {"1", "2", "5"}
+    assert all("3" not in (*r.history, r.target) for rows in ds.splits.values() for r in rows)
+    d = ds.stats["dropped"]
+    assert (d["items_with_empty_title"], d["items_without_title"], d["rows_with_untitled_item"]) == (1, 1, 2)
+    assert len(ds.train) + len(ds.valid) == 3 and len(ds.test) == 1
+    assert ds.stats["untitled_items"]["kept"] == 0 and ds.stats["untitled_items"]["policy"] == "drop"
+    assert "rows with untitled item 2" in format_stats(ds.stats)
+    with pytest.raises(ConfigError, match="untitled='maybe'"):
+        prepare("bear-csv", folder, None, untitled="maybe")
+
+
+def test_dropping_every_row_of_a_split_is_an_error_not_an_empty_split(tmp_path, write_bear):
+    folder = write_bear(tmp_path, {"1": "Pen", "2": "Ink", "3": ""}, ['u,"[1, 2]",5', 'u,"[2, 1]",6'],
+                        ['u,"[1, 3]",9'])
+    with pytest.raises(DataError, match="every one of the 1 rows was dropped") as err:
+        prepare("bear-csv", folder, None, untitled="drop")
+    assert err.value.path == folder / "test.csv" and "rows_with_untitled_item" in str(err.value)
+
+
+# ---------------------------------------------------------------- CSV errors that say what is wrong
+
+@pytest.mark.parametrize("text, message, line", [
+    # the last line cut off inside the quoted item_ids list, with and without a final newline
+    ('user_id,item_ids,timestamp\nu,"[1, 2]",5\nu,"[2, 1', "file ends inside its quoted item_ids list", 3),
+    ('user_id,item_ids,timestamp\nu,"[1, 2]",5\nu,"[2, 1\n', "file ends inside its quoted item_ids list", 3),
+    # a row cut off inside its list, followed by more rows: the quote runs into the next line
+    ('user_id,item_ids,timestamp\nu,"[1, 2\nu,"[2, 1]",6\n', "closed only 1 line", 2),
+    # too few columns
+    ('user_id,item_ids,timestamp\nu,"[1, 2]",5\nu,"[2, 1]"\n',
+     r"incomplete: expected 3 fields, found 2 \(no timestamp\)", 3),
+    ('user_id,item_ids,timestamp\nu,"[1, 2]",5\nu\n', r"found 1 \(no item_ids, timestamp\)", 3),
+    ('user_id,item_ids,timestamp\nu,"[1, 2]",5\nu,"[2, 1]",', "timestamp is empty: the row is incomplete", 3),
+])
+def test_truncated_rows_are_reported_as_incomplete(tmp_path, text, message, line, write_bear):
+    folder = write_bear(tmp_path, {"1": "a", "2": "b"}, text, ['u,"[1, 2]",8'])
+    with pytest.raises(DataError, match=message) as err:
+        prepare("bear-csv", folder, None, valid_size=1)
+    assert err.value.path == folder / "train.csv" and err.value.line == line
+    assert "incomplete" in str(err.value) and "quote the item_ids list" not in str(err.value)
+
+
+def test_unclosed_list_inside_quotes_says_it_is_cut_off(tmp_path, write_bear):
+    folder = write_bear(tmp_path, {"1": "a", "2": "b"}, ['u,"[1, 2]",5', 'u,"[2, 1",6'], ['u,"[1, 2]",8'])
+    with pytest.raises(DataError, match=r"cut off \(no closing '\]'\)") as err:
+        prepare("bear-csv", folder, None, valid_size=1)
+    assert err.value.line == 3
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path, write_bear):
+    folder = write_bear(tmp_path, {"1": "a", "2": "b"}, ['u,"[1, 2]",5', 'u,"[2, 1]",6'], ['u,"[1, 2]",8'])
+    for name in ("train.csv", "test.csv", "id2name4Rec.json"):
+        path = folder / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    ds = prepare("bear-csv", folder, None, valid_size=1)
+    assert ds.test[0].user_id == "u" and ds.items == {"1": "a", "2": "b"}
+
+
+def test_missing_test_csv_names_the_file(tmp_path, write_bear):
+    folder = write_bear(tmp_path, {"1": "a", "2": "b"}, ['u,"[1, 2]",5', 'u,"[2, 1]",6'], ['u,"[1, 2]",8'])
+    (folder / "test.csv").unlink()
+    with pytest.raises(DataError, match="test.csv is missing") as err:
+        prepare("bear-csv", folder, None)
+    assert err.value.path == folder / "test.csv" and "Fix:" in str(err.value)

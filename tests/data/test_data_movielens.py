@@ -63,6 +63,10 @@ def test_fetch_falls_back_to_wheel_and_caches(tmp_path, monkeypatch):
 
     dropped = prepare("movielens-100k", "-", None, untitled="drop")
     assert dropped.stats["n_items"] == ITEMS - 1 and dropped.stats["dropped"]["items_without_title"] == 1
+    assert ds.stats["untitled_items"] == {"policy": "keep", "found": 1, "kept": 1,
+                                          "by_reason": {"with_unknown_title": 1}}
+    assert dropped.stats["untitled_items"] == {"policy": "drop", "found": 1, "kept": 0,
+                                               "by_reason": {"without_title": 1}}
 
 
 def test_fetch_failure_is_a_clear_error(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bearrec.data import load_dataset, prepare
-from bearrec.errors import DataError
+from bearrec.errors import ConfigError, DataError
 
 N_USERS, PER_USER = 8, 7  # 56 interactions, 48 rows after each user's first
 
@@ -123,3 +123,58 @@ def test_amazon_meta_must_be_findable(tmp_path, write_lines):
     with pytest.raises(DataError, match="missing field 'asin'") as err:
         prepare("amazon", reviews, None)
     assert "meta_x.json, line 1" in str(err.value)
+
+
+def _recbole_with_empty_title(folder, write_lines, bom=False):
+    inter = ["user_id:token\titem_id:token\ttimestamp:float"] + [f"{u}\t{i}\t{t}" for u, i, t in _events()]
+    item = ["item_id:token\ttitle:token_seq"] + [f"B{k:03d}\tFilm {k}" for k in range(6)] + ["B006\t   "]
+    write_lines(folder / "toy.inter", inter)
+    write_lines(folder / "toy.item", item)
+    if bom:
+        for name in ("toy.inter", "toy.item"):
+            (folder / name).write_bytes(b"\xef\xbb\xbf" + (folder / name).read_bytes())
+    return folder
+
+
+def test_recbole_untitled_items_are_dropped_by_default_or_kept(tmp_path, write_lines):
+    folder = _recbole_with_empty_title(tmp_path, write_lines)
+    dropped = prepare("recbole", folder, None, k_core=1)
+    assert "B006" not in dropped.items and dropped.stats["dropped"]["items_with_empty_title"] == 1
+    assert dropped.stats["dropped"]["interactions_of_items_without_usable_title"] == N_USERS
+    assert dropped.stats["untitled_items"] == {"policy": "drop", "found": 1, "kept": 0,
+                                               "by_reason": {"with_empty_title": 1}}
+    kept = prepare("recbole", folder, None, k_core=1, untitled="keep")
+    assert kept.items["B006"] == "unknown item B006" and kept.stats["dropped"]["items_with_empty_title"] == 0
+    assert kept.stats["untitled_items"]["kept"] == 1 and kept.stats["options"]["untitled"] == "keep"
+    assert kept.stats["n_train"] + kept.stats["n_valid"] + kept.stats["n_test"] == N_USERS * (PER_USER - 1)
+    assert any("unknown item" in note and "B006" in note for note in kept.stats["notes"])
+    with pytest.raises(ConfigError, match="untitled='no'"):
+        prepare("recbole", folder, None, untitled="no")
+
+
+def test_recbole_files_with_a_byte_order_mark(tmp_path, write_lines):
+    ds = prepare("recbole", _recbole_with_empty_title(tmp_path, write_lines, bom=True), None)
+    assert ds.items["B000"] == "Film 0" and ds.stats["n_users"] == N_USERS
+
+
+def test_recbole_short_row_is_reported_as_incomplete(tmp_path, write_lines):
+    write_lines(tmp_path / "x.inter", ["user_id:token\titem_id:token\ttimestamp:float", "1\t2\t3", "1\t"])
+    write_lines(tmp_path / "x.item", ["item_id:token\ttitle:token_seq", "2\tTwo"])
+    with pytest.raises(DataError, match="the row is incomplete") as err:
+        prepare("recbole", tmp_path / "x.inter", None)
+    assert err.value.line == 3
+
+
+def test_amazon_untitled_keep_uses_placeholders(tmp_path, write_lines):
+    reviews = write_lines(tmp_path / "Office_Products_5.json", [json.dumps(
+        {"reviewerID": u, "asin": i, "unixReviewTime": t}) for u, i, t in _events()])
+    meta = [json.dumps({"asin": f"B{k:03d}", "title": f"Stapler {k}"}) for k in range(5)]
+    meta.append(json.dumps({"asin": "B005", "title": ""}))  # B006 has no metadata line at all
+    write_lines(tmp_path / "meta_Office_Products.json", meta)
+    ds = prepare("amazon", reviews, None, untitled="keep")
+    assert ds.items["B005"] == "unknown item B005" and ds.items["B006"] == "unknown item B006"
+    assert ds.stats["untitled_items"]["by_reason"] == {"with_empty_title": 1, "without_title": 1}
+    default = prepare("amazon", reviews, None, k_core=1)
+    assert {"B005", "B006"}.isdisjoint(default.items)
+    d = default.stats["dropped"]
+    assert (d["items_with_empty_title"], d["items_without_title"]) == (1, 1)

@@ -6,7 +6,9 @@ wheel recbole==1.2.1 (ml-100k.inter, ml-100k.item), read from the wheel's zip wi
 Defaults keep the published counts (943 users, 1,682 movies): no k-core (GroupLens already kept only users
 with at least 20 ratings; a 5-core would remove the many movies rated fewer than 5 times), and movie 267,
 whose title is "unknown" in the source, is kept under that title and named in stats["notes"]; pass
-untitled="drop" to drop it (counted in stats["dropped"]). Every rating is an interaction.
+untitled="drop" to drop it (counted in stats["dropped"]). Any other movie without a usable title follows
+the same option: kept under the placeholder "unknown item <id>", or dropped with its ratings (see titles).
+stats["untitled_items"] counts them all. Every rating is an interaction.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ..errors import ConfigError, DataError
 from .dataset import Dataset
 from .preprocess import interaction_table, prepare_interactions
 from .raw_logs import parse_number, read_recbole_inter, read_recbole_item
+from .titles import UNTITLED_POLICIES
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_WHEEL = "recbole==1.2.1"
@@ -163,8 +166,8 @@ def read_movielens_100k(folder: Path):
 def prepare_movielens_100k(source: str | Path = "-", *, untitled: str = "keep", k_core: int | None = None,
                            cache_dir: str | Path | None = None, **options) -> Dataset:
     """Prepare MovieLens-100K ('-' = the cached download) with no k-core and the "unknown" movie kept."""
-    if untitled not in ("keep", "drop"):
-        raise ConfigError(f"untitled={untitled!r}; use 'keep' or 'drop'.")
+    if untitled not in UNTITLED_POLICIES:
+        raise ConfigError(f"untitled={untitled!r}; use one of {', '.join(UNTITLED_POLICIES)}.")
     folder = fetch_movielens_100k(cache_dir) if str(source) == "-" else Path(source)
     table, titles = read_movielens_100k(folder)
     unknown = {i: "unknown" for i, t in titles.items() if t.strip().lower() in UNKNOWN_TITLES}
@@ -175,4 +178,5 @@ def prepare_movielens_100k(source: str | Path = "-", *, untitled: str = "keep", 
     else:
         titles = {i: t for i, t in titles.items() if i not in unknown}  # counted as items_without_title
     return prepare_interactions(table, titles, source=folder, format="movielens-100k", k_core=k_core,
-                                fallback_titles=unknown if untitled == "keep" else None, notes=notes, **options)
+                                fallback_titles=unknown if untitled == "keep" else None, untitled=untitled,
+                                notes=notes, **options)

@@ -2,7 +2,9 @@
 
 Steps, each counted in stats["dropped"] when it removes something:
  1. items without a usable title (missing, empty, HTML remnants, longer than `max_title_length`) are
-    removed together with their interactions;
+    removed together with their interactions (untitled="drop", the default of the raw-log formats), or
+    kept under the placeholder title "unknown item <id>" (untitled="keep"; named in stats["notes"]);
+    stats["untitled_items"] counts them either way;
  2. an optional time window keeps interactions with start <= timestamp < end;
  3. exact duplicate (user, item, timestamp) interactions are kept once;
  4. iterative k-core: users and items with fewer than k interactions are removed until none is left
@@ -30,7 +32,8 @@ from ..errors import ConfigError, DataError
 from .dataset import SPLITS, Dataset, Interaction
 from .ordering import TIE_BREAK_RULE, id_ranks, id_sort_key
 from .stats import compute_stats
-from .titles import DEFAULT_MAX_TITLE_LENGTH, clean_title
+from .titles import (DEFAULT_MAX_TITLE_LENGTH, UNKNOWN, UNTITLED_POLICIES, clean_title, placeholder_title,
+                     untitled_note, untitled_summary)
 
 COLUMNS = ("user_id", "item_id", "timestamp")
 DEFAULT_K_CORE = 5
@@ -69,17 +72,27 @@ def interaction_table(users: list[str], items: list[str], timestamps: list[int])
 
 
 def _filter_titles(table: pd.DataFrame, raw_titles: Mapping[str, object], max_title_length: int | None,
-                   fallback_titles: Mapping[str, str], dropped: Counter) -> tuple[pd.DataFrame, dict[str, str]]:
+                   fallback_titles: Mapping[str, str], untitled: str, dropped: Counter,
+                   reasons: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Title every item of `table`; one without a usable title is kept under a placeholder or dropped (`untitled`).
+
+    `reasons` receives {item: reason} for every item without a usable title, fallback-titled ones included.
+    """
     titles: dict[str, str] = {}
     for item in table["item_id"].unique():
         if item in fallback_titles:
             titles[item] = fallback_titles[item]
+            reasons[item] = UNKNOWN
             continue
         title, reason = clean_title(raw_titles.get(item), max_title_length)
-        if title is None:
-            dropped[f"items_{reason}"] += 1
-        else:
+        if title is not None:
             titles[item] = title
+            continue
+        reasons[item] = reason
+        if untitled == "keep":
+            titles[item] = placeholder_title(item)
+        else:
+            dropped[f"items_{reason}"] += 1
     keep = table["item_id"].isin(titles.keys())
     dropped["interactions_of_items_without_usable_title"] += int((~keep).sum())
     return table[keep], titles
@@ -167,15 +180,22 @@ def prepare_interactions(table: pd.DataFrame, raw_titles: Mapping[str, object], 
                          max_title_length: int | None = DEFAULT_MAX_TITLE_LENGTH,
                          split_ratio: tuple[int, int, int] = DEFAULT_SPLIT_RATIO,
                          train_sample: int | None = None, seed: int = 0,
-                         fallback_titles: Mapping[str, str] | None = None,
+                         fallback_titles: Mapping[str, str] | None = None, untitled: str = "drop",
                          notes: list[str] | None = None) -> Dataset:
-    """Apply the documented preprocessing to an interaction table and a raw title map; return the Dataset."""
+    """Apply the documented preprocessing to an interaction table and a raw title map; return the Dataset.
+
+    `fallback_titles` are titles a reader gives items the source marks as untitled (kept whatever `untitled`).
+    """
     if max_history < 1 or min_history < 1 or min_history > max_history:
         raise ConfigError(f"need 1 <= min_history ({min_history}) <= max_history ({max_history}).")
+    if untitled not in UNTITLED_POLICIES:
+        raise ConfigError(f"untitled={untitled!r}; use one of {', '.join(UNTITLED_POLICIES)}.")
     start_s, end_s = parse_time(start, "start"), parse_time(end, "end")
     dropped: Counter = Counter(dict.fromkeys(DROP_REASONS, 0))
     n_input = len(table)
-    table, titles = _filter_titles(table, raw_titles, max_title_length, fallback_titles or {}, dropped)
+    untitled_reasons: dict[str, str] = {}
+    table, titles = _filter_titles(table, raw_titles, max_title_length, fallback_titles or {}, untitled, dropped,
+                                   untitled_reasons)
     if start_s is not None or end_s is not None:
         keep = pd.Series(True, index=table.index)
         if start_s is not None:
@@ -201,8 +221,14 @@ def prepare_interactions(table: pd.DataFrame, raw_titles: Mapping[str, object], 
     splits["train"] = sample_rows(splits["train"], train_sample, seed, dropped)
     options = {"k_core": k_core, "max_history": max_history, "min_history": min_history, "start": start_s,
                "end": end_s, "max_title_length": max_title_length, "split_ratio": list(split_ratio),
-               "train_sample": train_sample, "seed": seed}
+               "train_sample": train_sample, "seed": seed, "untitled": untitled}
+    kept = [i for i in items if i in untitled_reasons]
+    notes = list(notes or [])
+    placeholders = [i for i in kept if untitled_reasons[i] != UNKNOWN]
+    if placeholders:
+        notes.append(untitled_note(placeholders))
     stats = compute_stats(items, splits, dropped=dict(dropped), format=format, source=str(source),
                           n_input_interactions=n_input, n_interactions=len(table), options=options,
-                          tie_break=TIE_BREAK_RULE, notes=list(notes or []))
+                          untitled_items=untitled_summary(untitled, untitled_reasons, len(kept)),
+                          tie_break=TIE_BREAK_RULE, notes=notes)
     return Dataset(items=items, splits=splits, stats=stats)

@@ -1,4 +1,9 @@
-"""Readers of raw interaction logs (RecBole atomic files, Amazon review dumps 2014/2018/2023) feeding preprocess."""
+"""Readers of raw interaction logs (RecBole atomic files, Amazon review dumps 2014/2018/2023) feeding preprocess.
+
+Files are read as UTF-8 (a leading byte-order mark is accepted). Items without a usable title are dropped
+with their interactions by default, as the standard preprocessing does; untitled="keep" (`--untitled keep`)
+keeps them under the placeholder title "unknown item <id>" instead (see preprocess and titles).
+"""
 from __future__ import annotations
 
 import ast
@@ -20,8 +25,8 @@ RECBOLE_TITLE_FIELDS = ("movie_title", "title", "item_name", "name")
 def open_text(path: Path) -> IO[str]:
     """Open a text file, transparently decompressing `.gz` (Amazon dumps are published gzipped)."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def parse_number(text: object, path: Path, line: int, field: str) -> int:
@@ -79,7 +84,7 @@ def read_recbole_inter(path: Path) -> pd.DataFrame:
     users: list[str] = []
     items: list[str] = []
     stamps: list[int] = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         columns = _recbole_header(path, handle.readline())
         _require(columns, ("user_id", "item_id", "timestamp"), path)
         u, i, t = columns["user_id"], columns["item_id"], columns["timestamp"]
@@ -89,8 +94,10 @@ def read_recbole_inter(path: Path) -> pd.DataFrame:
                 continue
             fields = line.rstrip("\n").split("\t")
             if len(fields) < width:
-                raise DataError(f"expected {len(columns)} tab-separated fields, found {len(fields)}.", path=path,
-                                line=lineno, fix="separate fields with tabs, one interaction per line")
+                raise DataError(f"the row is incomplete: expected {len(columns)} tab-separated fields, found "
+                                f"{len(fields)}.", path=path, line=lineno,
+                                fix="complete or remove the row (if the file was cut off, fetch or export it "
+                                    "again); separate fields with tabs, one interaction per line")
             if not fields[u] or not fields[i]:
                 raise DataError("empty user_id or item_id.", path=path, line=lineno)
             users.append(fields[u])
@@ -104,7 +111,7 @@ def read_recbole_inter(path: Path) -> pd.DataFrame:
 def read_recbole_item(path: Path) -> dict[str, str]:
     """Read a RecBole `.item` file into {item_id: title}, appending a `release_year` as "Title (1995)"."""
     titles: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:
         columns = _recbole_header(path, handle.readline())
         _require(columns, ("item_id",), path)
         field = next((f for f in RECBOLE_TITLE_FIELDS if f in columns), None)
@@ -117,8 +124,10 @@ def read_recbole_item(path: Path) -> dict[str, str]:
                 continue
             fields = line.rstrip("\n").split("\t")
             if len(fields) <= max(i, t):
-                raise DataError(f"expected {len(columns)} tab-separated fields, found {len(fields)}.",
-                                path=path, line=lineno)
+                raise DataError(f"the row is incomplete: expected {len(columns)} tab-separated fields, found "
+                                f"{len(fields)}.", path=path, line=lineno,
+                                fix="complete or remove the row (if the file was cut off, fetch or export it "
+                                    "again); separate fields with tabs")
             title = fields[t]
             year = fields[y].strip() if y is not None and y < len(fields) else ""
             if year.isdigit() and len(year) == 4 and title.strip() and not title.rstrip().endswith(f"({year})"):

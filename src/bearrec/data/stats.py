@@ -1,4 +1,10 @@
-"""stats.json: the counts a user checks before training, including every row or item preprocessing dropped."""
+"""stats.json: the counts a user checks before training, including every row or item preprocessing dropped.
+
+Every format writes "untitled_items": {"policy": "keep"|"drop", "found": items read without a usable title,
+"kept": how many of them are in the catalog under a stand-in title, "by_reason": found by titles' reason};
+under "drop" they are also counted in "dropped" (items_<reason> and the rows or interactions they took
+along). save_dataset adds "fingerprint" (see dataset.py).
+"""
 from __future__ import annotations
 
 from collections import Counter
@@ -54,9 +60,17 @@ def format_stats(stats: Mapping) -> str:
     ]
     for name, span in stats.get("period", {}).items():
         lines.append(f"{name:5} period {span['first']} .. {span['last']}")
+    untitled = stats.get("untitled_items")
+    if untitled and untitled.get("found"):
+        reasons = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in untitled.get("by_reason", {}).items())
+        fate = (f"{untitled['kept']:,} kept under stand-in titles (see notes)" if untitled.get("policy") == "keep"
+                else "dropped with their rows (see dropped)")
+        lines.append(f"untitled items {untitled['found']:,} ({reasons}): {fate}")
     dropped = {k: v for k, v in stats.get("dropped", {}).items() if v}
     lines.append("dropped: " + (", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in dropped.items())
                                 if dropped else "nothing"))
     for note in stats.get("notes", []):
         lines.append(f"note: {note}")
+    if stats.get("fingerprint"):
+        lines.append(f"fingerprint {stats['fingerprint']}")
     return "\n".join(lines)

@@ -1,11 +1,17 @@
 """Training configuration: dataclasses read from YAML with dotted command-line overrides."""
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import enum
+import functools
+import math
 import re
+import types
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -37,18 +43,14 @@ class ObjectiveConfig:
     single_child_ce: bool = False
 
     def __post_init__(self) -> None:
+        _check_fields(self, "objective.")
         if self.name not in OBJECTIVES:
             raise ConfigError(f"objective.name={self.name!r} is unknown. Fix: use one of {', '.join(OBJECTIVES)}.")
-        for key in ("weighted", "detach_threshold", "single_child_ce"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"objective.{key} must be true or false, got {getattr(self, key)!r}.")
-        if int(self.beam_size) != self.beam_size or self.beam_size < 1:
-            raise ConfigError(f"objective.beam_size must be an integer >= 1, got {self.beam_size!r}.")
-        for key in ("xi", "tau"):
-            if not float(getattr(self, key)) > 0:
-                raise ConfigError(f"objective.{key} must be > 0, got {getattr(self, key)!r}.")
-        if not float(self.lam) >= 0:
-            raise ConfigError(f"objective.lam must be >= 0, got {self.lam!r}.")
+        _check_range("objective.beam_size", self.beam_size, self.beam_size >= 1, "an integer >= 1", 10)
+        for key, example in (("xi", 2.75), ("tau", 1.0)):
+            value = getattr(self, key)
+            _check_range(f"objective.{key}", value, 0 < value < math.inf, "> 0 and finite", example)
+        _check_range("objective.lam", self.lam, 0 <= self.lam < math.inf, ">= 0 and finite", 0.25)
         if self.weighted and self.name != "bear":
             raise ConfigError("objective.weighted applies to the bear objective only. Fix: set objective.name=bear.")
         if self.base not in BASES:
@@ -95,6 +97,15 @@ class TinyModel:
     num_heads: int = 4
     intermediate_size: int = 256
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "tiny.")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check_range(f"tiny.{f.name}", value, value >= 1, "an integer >= 1", f.default)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"tiny.hidden_size={self.hidden_size} is not a multiple of tiny.num_heads="
+                              f"{self.num_heads}. Fix: e.g. tiny.hidden_size=128 tiny.num_heads=4.")
+
 
 # Our defaults for transformers.TrainingArguments; anything in `training:` overrides them.
 DEFAULT_TRAINING: dict[str, Any] = {
@@ -137,17 +148,21 @@ class TrainConfig:
     max_valid_rows: int | None = None
 
     def __post_init__(self) -> None:
+        _check_fields(self, "")
         if not self.dataset:
             raise ConfigError("dataset is not set. Fix: dataset: path/to/prepared_dataset (from `bearrec prepare`).")
-        if self.max_history < 1:
-            raise ConfigError(f"max_history must be at least 1, got {self.max_history}.")
-        for key in ("max_train_rows", "max_valid_rows"):
+        _check_range("max_history", self.max_history, self.max_history >= 1, "at least 1", 10)
+        _check_range("seed", self.seed, 0 <= self.seed < 2 ** 32, "in [0, 2**32)", 42)
+        for key in ("max_train_rows", "max_valid_rows"):  # the validation rows select the checkpoint: never 0
             value = getattr(self, key)
-            if value is not None and (int(value) != value or value < 1):
-                raise ConfigError(f"{key} must be a positive integer or null, got {value!r}.")
-        if self.max_valid_rows is not None and self.max_valid_rows < 1:
-            raise ConfigError("max_valid_rows must be >= 1: checkpoints are selected on validation.")
-        _check_training_keys(self.training)
+            _check_range(key, value, value is None or value >= 1, "a positive integer or null", 1000)
+        if self.lora is not None:
+            _check_lora(self.lora)
+        if self.load_in_8bit and self.load_in_4bit:
+            raise ConfigError("load_in_8bit and load_in_4bit are both true. Fix: choose one of them.")
+        _check_dtype(self.dtype)
+        _check_template(self.template, self.domain, self.max_history)
+        _check_training(self.training)
         if self.selection_metric is None:
             self.selection_metric = f"eval_ndcg@{self.objective.beam_size}"
         match = re.fullmatch(r"eval_(hr|ndcg|mrr)@(\d+)", self.selection_metric)
@@ -171,18 +186,228 @@ class TrainConfig:
         return asdict(self)
 
 
-def _check_training_keys(training: dict[str, Any]) -> None:
-    """ConfigError for a `training:` key that TrainingArguments lacks or that bearrec sets itself."""
+# ---------------------------------------------------------------------------------------- type and range checks
+# Every value is checked against its field's type hint before anything is written, so that `learning_rate=abc` is a
+# ConfigError naming the key, not a torch traceback in a half-written run. An int fits a float field, a bool fits no
+# number field; an enum field (typed `SomeEnum | str` in TrainingArguments) takes the enum's values only.
+_NONE = type(None)
+_PLURALS = {str: "strings", int: "integers", float: "numbers", bool: "true/false values"}
+
+
+def _members(tp: Any) -> tuple[Any, ...] | None:
+    """The members of a Union / `X | Y` type, less the `str` beside an enum (the string must be one of its values)."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    args = typing.get_args(tp)
+    if any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+        args = tuple(a for a in args if a is not str)
+    return args
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether `value` (as read from YAML or JSON, or given in Python) is of type `tp`."""
+    if tp is Any:
+        return True
+    if tp is None or tp is _NONE:
+        return value is None
+    members = _members(tp)
+    if members is not None:
+        return any(_fits(value, m) for m in members)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (list, tuple, set, collections.abc.Sequence):
+        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
+    if origin in (dict, collections.abc.Mapping):
+        return isinstance(value, dict) and (len(args) != 2 or all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return isinstance(value, tp) or isinstance(value, str) and value in {m.value for m in tp}
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True  # a typing construct these fields do not use: left to the code that reads the value
+
+
+def _describe(tp: Any) -> str:
+    """`tp` in words, as an error message says what a key must be ("an integer", "a string or null")."""
+    if tp is Any:
+        return "any value"
+    if tp is None or tp is _NONE:
+        return "null"
+    members = _members(tp)
+    if members is not None:
+        words = [_describe(m) for m in members if m is not _NONE] + (["null"] if _NONE in members else [])
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return ("" if len(args) == 1 else "one of ") + ", ".join(_yaml_text(a) for a in args)
+    if origin in (list, tuple, set, collections.abc.Sequence):
+        item = args[0] if args else Any
+        return "a list" + (f" of {_PLURALS[item]}" if item in _PLURALS else
+                           "" if item is Any else f" (each {_describe(item)})")
+    if origin in (dict, collections.abc.Mapping) or tp is dict:
+        return "a mapping" + (f" of {_describe(args[1])} values" if len(args) == 2 and args[1] is not Any else "")
+    if tp in (bool, int, float, str):
+        return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        values = [str(m.value) for m in tp]
+        more = f", ... ({len(values)} in all: {tp.__module__}.{tp.__name__})" if len(values) > 15 else ""
+        return "one of " + ", ".join(values[:12] if more else values) + more
+    return f"a {getattr(tp, '__name__', tp)}"
+
+
+def _yaml_text(value: Any) -> str:
+    """How `value` is written in YAML or a key=value override (true, null, 0.0001, [q_proj, v_proj])."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
+    return str(value)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_value(key: str, value: Any, tp: Any, example: Any = None) -> None:
+    """ConfigError unless `value` is of type `tp`, naming the dotted `key`, the type and the value; `example`
+    (a valid value, such as the field's default) is suggested in the fix."""
+    if _fits(value, tp):
+        return
+    wanted = _describe(tp)
+    fix = (f"write a value of that type, e.g. {key}={_yaml_text(example)}" if _good_example(example, tp)
+           else f"set {key} to {wanted}")
+    raise ConfigError(f"{key} must be {wanted}, got {_shown(value)}. Fix: {fix}.")
+
+
+def _good_example(example: Any, tp: Any) -> bool:
+    """Whether `example` is worth suggesting: a non-empty scalar or list (a dict or a section is not) of type `tp`."""
+    return (isinstance(example, (bool, int, float, str, enum.Enum, list, tuple)) and example != ""
+            and _fits(example, tp))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, tuple[Any, Any]]:
+    """{field name: (type, default)} of a dataclass, for the fields its constructor takes. A hint that does not
+    resolve (a name imported only for type checkers) is not checked."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - a hint naming what only type checkers import: check the plain ones only
+        hints = {f.name: Any if isinstance(f.type, str) else f.type for f in dataclasses.fields(cls)}
+    return {f.name: (hints.get(f.name, Any), _default(f)) for f in dataclasses.fields(cls) if f.init}
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    """The type of every field of dataclass instance `obj` (keys named `prefix` + field)."""
+    for name, (tp, default) in _field_types(type(obj)).items():
+        _check_value(prefix + name, getattr(obj, name), tp, default)
+
+
+def _check_range(key: str, value: Any, ok: bool, rule: str, example: Any = None) -> None:
+    """ConfigError naming `key` unless `ok` (a NaN compares false, so `not value > 0` catches it too)."""
+    if not ok:
+        fix = f"e.g. {key}={_yaml_text(example)}" if example is not None else f"choose a value {rule}"
+        raise ConfigError(f"{key} must be {rule}, got {_shown(value)}. Fix: {fix}.")
+
+
+# transformers.TrainingArguments values bearrec checks beyond their types: (rule, test) per key.
+_TRAINING_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "learning_rate": ("> 0", lambda v: v > 0),
+    "num_train_epochs": ("> 0 (or set training.max_steps)", lambda v: v > 0),
+    "per_device_train_batch_size": (">= 1", lambda v: v >= 1),
+    "per_device_eval_batch_size": (">= 1", lambda v: v >= 1),
+    "gradient_accumulation_steps": (">= 1", lambda v: v >= 1),
+    "eval_accumulation_steps": (">= 1", lambda v: v >= 1),
+    "warmup_steps": (">= 0", lambda v: v >= 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "max_grad_norm": (">= 0", lambda v: v >= 0),
+    "adam_beta1": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "adam_beta2": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "adam_epsilon": (">= 0", lambda v: v >= 0),
+    "label_smoothing_factor": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "logging_steps": ("> 0", lambda v: v > 0),
+    "eval_steps": ("> 0", lambda v: v > 0),
+    "save_steps": ("> 0", lambda v: v > 0),
+    "dataloader_num_workers": (">= 0", lambda v: v >= 0),
+}
+
+
+# Where TrainingArguments takes more than its type hint says: fsdp is also true/false or the legacy list of options.
+_TRAINING_TYPES: dict[str, Any] = {"fsdp": bool | str | list[str] | None}
+
+
+def _check_training(training: dict[str, Any]) -> None:
+    """ConfigError for a `training:` key that TrainingArguments lacks or that bearrec sets itself, a value not of
+    the field's type, or a value out of its range."""
     from transformers import TrainingArguments
 
-    valid = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    valid = _field_types(TrainingArguments)
     for key in training:
         if key in RESERVED_TRAINING:
-            raise ConfigError(f"training.{key} is set by bearrec ({RESERVED_TRAINING[key]}).")
+            raise ConfigError(f"training.{key} is set by bearrec ({RESERVED_TRAINING[key]}). Fix: remove "
+                              f"training.{key}.")
         if key not in valid:
-            close = sorted(k for k in valid if key.split("_")[0] in k)[:12]
+            close = sorted(k for k in valid if str(key).split("_")[0] in k)[:12]
             raise ConfigError(f"training.{key} is not a transformers.TrainingArguments field. "
                               f"Fix: check the spelling{'; similar: ' + ', '.join(close) if close else ''}.")
+        tp, default = valid[key]
+        _check_value(f"training.{key}", training[key], _TRAINING_TYPES.get(key, tp), DEFAULT_TRAINING.get(key, default))
+    merged = {**DEFAULT_TRAINING, **training}
+    for key, (rule, test) in _TRAINING_RANGES.items():
+        value = merged.get(key)
+        if value is None or key == "num_train_epochs" and (merged.get("max_steps") or -1) > 0:
+            continue
+        example = DEFAULT_TRAINING.get(key, valid.get(key, (Any, None))[1])
+        _check_range(f"training.{key}", value, test(value), rule, example)
+
+
+def _check_lora(lora: LoraSettings) -> None:
+    """LoraSettings (defined in bearrec.models, which does not check them): types and ranges."""
+    _check_fields(lora, "lora.")
+    _check_range("lora.r", lora.r, lora.r >= 1, ">= 1", 8)
+    _check_range("lora.alpha", lora.alpha, lora.alpha >= 1, ">= 1", 16)
+    _check_range("lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)", 0.05)
+    _check_range("lora.target_modules", lora.target_modules, len(lora.target_modules) >= 1,
+                 "a non-empty list of module names", ["q_proj", "v_proj"])
+
+
+def _check_dtype(dtype: str) -> None:
+    """`dtype` names a torch dtype (or auto), as the model loader will read it."""
+    from ..models import _torch_dtype
+
+    _torch_dtype(dtype)
+
+
+def _check_template(template: Any, domain: str, max_history: int) -> None:
+    """The prompt template resolves: a known name, or a dict of PromptTemplate fields of the right types."""
+    from ..prompts import PromptTemplate, get_template
+
+    if isinstance(template, dict):
+        names = _field_types(PromptTemplate)
+        for key, value in template.items():
+            if key not in names:
+                raise ConfigError(f"unknown key template.{key}. Valid keys: {', '.join(names)}. Fix: check the "
+                                  "spelling, or remove the key.")
+            _check_value(f"template.{key}", value, names[key][0])
+    elif not isinstance(template, (str, PromptTemplate)):
+        raise ConfigError(f"template must be alpaca, compact or a mapping with text and response_header, got "
+                          f"{_shown(template)}. Fix: e.g. template=compact.")
+    get_template(template, domain=domain, max_history=max_history)
 
 
 class _Loader(yaml.SafeLoader):
@@ -220,7 +445,7 @@ def _set_dotted(raw: dict[str, Any], override: str) -> None:
         if node.get(part) is None:
             node[part] = {}
         if not isinstance(node[part], dict):
-            raise ConfigError(f"override {key}: {part} is not a section.")
+            raise ConfigError(f"override {key}: {part} is not a section. Fix: set {part} itself, e.g. {part}=VALUE.")
         node = node[part]
     node[parts[-1]] = value
 
@@ -228,25 +453,47 @@ def _set_dotted(raw: dict[str, Any], override: str) -> None:
 def _build(cls: type, values: Any, where: str) -> Any:
     """cls(**values) with an error naming an unknown key and listing the valid ones."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping of {cls.__name__} fields, got {values!r}.")
+        raise ConfigError(f"{where} must be a mapping of {cls.__name__} fields, got {_shown(values)}. Fix: e.g. "
+                          f"{where}: {{{dataclasses.fields(cls)[0].name}: ...}} in YAML, or {where}."
+                          f"{dataclasses.fields(cls)[0].name}=... on the command line.")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in names:
-            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}. Valid keys: {', '.join(names)}.")
+            raise ConfigError(f"unknown key {where + '.' if where else ''}{key}. Valid keys: {', '.join(names)}. "
+                              "Fix: check the spelling, or remove the key.")
     try:
         return cls(**values)
     except TypeError as e:
         raise ConfigError(f"{where or 'config'}: {e}") from None
 
 
+def _from_run_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields of a RUN_DIR/config.json (`run_record`: the objective's name under `objective`, its
+    fields under `objective_config`, the full TrainingArguments under `training`, run facts beside them)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    raw = {key: value for key, value in record.items() if key in names}
+    raw["objective"] = record["objective_config"]
+    if isinstance(raw.get("training"), dict):  # the keys bearrec sets are set again from the top-level fields
+        raw["training"] = {k: v for k, v in raw["training"].items() if k not in RESERVED_TRAINING}
+    return raw
+
+
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """A TrainConfig from a plain dict (as in YAML or config.json), validating every key and value."""
+    """A TrainConfig from a plain dict (as in YAML, `TrainConfig.to_json()` or a run's config.json), validating
+    every key and value."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config must be a mapping of settings, got {_shown(raw)}. Fix: pass a dict of "
+                          "TrainConfig fields.")
+    if isinstance(raw.get("objective"), str) and isinstance(raw.get("objective_config"), dict):
+        raw = _from_run_record(raw)
     raw = dict(raw)
     for name, cls in _SECTIONS.items():
+        if name != "lora" and name in raw and raw[name] is None:  # an empty section: its defaults
+            del raw[name]
         if name in raw and raw[name] is not None and not isinstance(raw[name], cls):
             raw[name] = _build(cls, raw[name], name)
-    if "training" in raw and not isinstance(raw["training"], dict):
-        raise ConfigError("training must be a mapping of TrainingArguments fields.")
+    if "training" in raw and raw["training"] is None:
+        del raw["training"]
     return _build(TrainConfig, raw, "")
 
 
@@ -257,11 +504,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         try:
             raw = _yaml(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as e:
-            raise ConfigError(f"cannot read the config {path}: {e.strerror}.") from None
+            raise ConfigError(f"cannot read the config {path}: {e.strerror}. Fix: give the path of a YAML config "
+                              "(configs/ has examples).") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+            raise ConfigError(f"{path} is not valid YAML: {e} Fix: correct the YAML at the line named.") from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of settings at the top level.")
+            raise ConfigError(f"{path} must hold a mapping of settings at the top level. Fix: write one `key: value` "
+                              "a line, e.g. dataset: data/office.")
     for override in overrides:
         _set_dotted(raw, override)
     return config_from_dict(raw)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,8 +28,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from .. import losses
 from ..errors import BearrecError, ConfigError, DataError
 from ..io import write_json
+from ..run_dir import RunDir, file_digest
 from ..trie import ItemTrie
-from .config import OBJECTIVES, ObjectiveConfig, TrainConfig
+from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
 from .ranking import RankingEvaluator
 
@@ -163,17 +164,41 @@ class BearTrainer(Trainer):
 
 
 class EpochTimer(TrainerCallback):
-    """Wall-clock seconds of each epoch, for train_summary.json."""
+    """Wall-clock seconds of each finished epoch, kept in RUN_DIR/timing.json so that a resumed run's summary
+    still covers the epochs of the sessions before it."""
 
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.seconds: dict[int, float] = {}
         self._start = 0.0
+
+    def load(self, completed_epochs: int) -> None:
+        """Keep the recorded times of the epochs a resumed checkpoint completed (the later ones are redone)."""
+        if self.path is not None and self.path.is_file():
+            stored = json.loads(self.path.read_text(encoding="utf-8")).get("epoch_seconds", {})
+            self.seconds = {int(k): float(v) for k, v in stored.items() if int(k) < completed_epochs}
 
     def on_epoch_begin(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         self._start = time.perf_counter()
 
     def on_epoch_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
+        self.seconds[math.ceil(state.epoch - 1e-9) - 1 if state.epoch else 0] = time.perf_counter() - self._start
+        if self.path is not None and state.is_world_process_zero:
+            write_json(self.path, {"epoch_seconds": {str(k): v for k, v in sorted(self.seconds.items())}})
+
+    def epoch_seconds(self) -> list[float]:
+        return [v for _, v in sorted(self.seconds.items())]
+
+
+def whole_run_loss(log_history: list[dict[str, Any]]) -> float | None:
+    """The mean training loss over every logged step of the run (each logged mean weighted by its steps), so
+    that a resumed run reports the whole run, not the steps of its last session."""
+    total, steps, last = 0.0, 0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry:
+            n = int(entry["step"]) - last
+            total, steps, last = total + float(entry["loss"]) * n, steps + n, int(entry["step"])
+    return total / steps if steps else None
 
 
 def _model_and_tokenizer(config: TrainConfig, dataset: Any, template: Any, run_dir: Path,
@@ -210,7 +235,8 @@ def subsample(rows: list, n: int | None) -> list:
 
 
 def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
-    """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective, method, score mode)."""
+    """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective, method, score mode).
+    `train` adds where the dataset is and its fingerprint (RunDir.record_dataset) and trie.pt's checksum."""
     record = config.to_json()
     record.update(objective=config.objective.name, method=config.objective.method,
                   objective_config=asdict(config.objective),
@@ -219,30 +245,23 @@ def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     return record
 
 
-def _with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written before an objective field (base, single_child_ce) or `method` existed, read as the
-    defaults it was trained with, so that such a run can still be resumed or reused."""
-    objective = stored.get("objective_config")
-    if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
-        known = {f.name for f in fields(ObjectiveConfig)}
-        filled = {**asdict(ObjectiveConfig(name=objective["name"])), **objective}
-        stored = {**stored, "objective_config": filled}
-        if "method" not in stored and set(filled) <= known:
-            stored["method"] = ObjectiveConfig(**filled).method
-    return stored
-
-
-def check_run_config(run_dir: str | Path, config: TrainConfig) -> None:
-    """ConfigError when RUN_DIR already holds a run made with another config (resuming it would mix the two)."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
+def check_run_config(run_dir: str | Path, config: TrainConfig, fingerprint: str | None = None) -> None:
+    """ConfigError when RUN_DIR already holds a run made with another config, or (given the dataset's current
+    `fingerprint`) on another version of the dataset: resuming it would mix the two."""
+    run = RunDir(run_dir)
+    if not run.config_path.exists():
         return
-    stored = _with_later_defaults(json.loads(path.read_text()))
+    stored = run.config()
     wanted = json.loads(json.dumps(run_record(config, stored.get("model_source", "")), default=str))
-    differ = sorted(k for k in wanted if stored.get(k) != wanted[k])
+    # paths may differ (a run resumed after moving it, or from another folder); the dataset's identity is its fingerprint
+    differ = sorted(k for k in wanted if k not in ("dataset", "output_dir") and stored.get(k) != wanted[k])
     if differ:
-        raise ConfigError(f"{path} was written by a run with a different config (fields: {', '.join(differ)}). "
-                          "Fix: choose another output_dir, or delete that directory to start over.")
+        raise ConfigError(f"{run.config_path} was written by a run with a different config (fields: "
+                          f"{', '.join(differ)}). Fix: choose another output_dir, or delete that directory to start over.")
+    recorded = stored.get("dataset_fingerprint")
+    if fingerprint is not None and recorded is not None and recorded != fingerprint:
+        raise ConfigError(f"{run.config_path}: the run was trained on another version of the dataset {config.dataset} "
+                          "(its fingerprint changed). Fix: restore that dataset, or train into another output_dir.")
 
 
 def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
@@ -256,16 +275,22 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     from ..models import save_trained
     from ..prompts import get_template
 
-    run_dir = Path(config.output_dir)
-    checkpoints = run_dir / "checkpoints"
+    run = RunDir(config.output_dir)
+    run_dir = run.path
+    checkpoints = run.checkpoints_dir
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last is not None and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoints. Fix: pass --resume to continue that run, "
                           "or choose another output_dir.")
-    if resume:
-        check_run_config(run_dir, config)
-    args = TrainingArguments(output_dir=str(checkpoints), **config.training_arguments())
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"output_dir {run_dir} is a file. Fix: choose a folder for output_dir.")
     dataset = load_dataset(config.dataset)
+    check_run_config(run_dir, config, dataset.fingerprint)
+    try:
+        args = TrainingArguments(output_dir=str(checkpoints), **config.training_arguments())
+    except (ValueError, TypeError) as e:  # settings that are valid one by one but not together
+        raise ConfigError(f"the training settings do not fit together: {str(e).strip()} Fix: change the "
+                          "training.* keys named above.") from None
     template = get_template(config.template, domain=config.domain, max_history=config.max_history)
     model, tokenizer, source = _model_and_tokenizer(config, dataset, template, run_dir, args)
     trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
@@ -276,7 +301,9 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     if not train_rows or not valid_rows:
         raise DataError("the train or valid split is empty; checkpoints are selected on valid.",
                         path=config.dataset, fix="prepare the dataset with non-empty train and valid splits")
-    timer = EpochTimer()
+    timer = EpochTimer(run.timing_path)
+    if last is not None and resume:
+        timer.load(int(json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0))
     ranking = None
     if config.selection_metric != "eval_loss":
         ranking = RankingEvaluator(valid_split, tokenizer, trie, template, dataset.items,
@@ -287,27 +314,33 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
         callbacks=[timer, *(callbacks or [])], objective=config.objective, trie=trie, thresholds_fn=thresholds_fn,
         ranking=ranking)
     if trainer.is_world_process_zero():
-        write_json(run_dir / "config.json", run_record(config, source))
-        trie.save(run_dir / "trie.pt")
+        trie.save(run.trie_path)
+        run.write_config({**run_record(config, source), **run.record_dataset(config.dataset, dataset),
+                          "files": {"trie.pt": file_digest(run.trie_path)}})
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last if resume else None)
     elapsed = time.perf_counter() - start
     if trainer.is_world_process_zero():
-        save_trained(trainer.model, tokenizer, run_dir / "model")
-        write_json(run_dir / "log_history.json", trainer.state.log_history)
+        save_trained(trainer.model, tokenizer, run.model_dir)
+        write_json(run.log_history_path, trainer.state.log_history)
         best = trainer.state.best_metric
-        write_json(run_dir / "train_summary.json", {
-            "train_seconds": elapsed, "train_runtime": result.metrics.get("train_runtime"),
-            "epoch_seconds": timer.seconds, "global_step": trainer.state.global_step,
+        previous = read_summary(run_dir) if run.summary_path.is_file() else {}
+        write_json(run.summary_path, {
+            # every session's seconds (a resumed run adds its own to the earlier ones)
+            "train_seconds": previous.get("train_seconds", 0.0) + elapsed if resume else elapsed,
+            "train_runtime": result.metrics.get("train_runtime"),
+            "epoch_seconds": timer.epoch_seconds(), "global_step": trainer.state.global_step,
             "epochs": trainer.state.epoch, "resumed_from": last if resume else None,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "selection_metric": config.selection_metric,
             "best_metric": best if best is None or math.isfinite(best) else None,
-            "train_loss": result.training_loss})
+            "train_loss": whole_run_loss(trainer.state.log_history)})
     trainer.accelerator.wait_for_everyone()
     return run_dir
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """RUN_DIR/train_summary.json as a dict."""
-    return json.loads((Path(run_dir) / "train_summary.json").read_text(encoding="utf-8"))
+    from ..run_dir import read_json_file
+
+    return read_json_file(RunDir(run_dir).summary_path)

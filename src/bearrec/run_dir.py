@@ -1,0 +1,285 @@
+"""The run directory: its layout, its config.json, and the checks that it holds what it was made from.
+
+RUN_DIR (= a training config's output_dir), as `bearrec train` writes it:
+  config.json          the resolved config plus run facts: objective, method, score_mode, the dataset (as given,
+                       absolute, relative to RUN_DIR) and its fingerprint, the size and SHA-256 of trie.pt, and
+                       the checksum of all these settings but the paths (an edited setting is refused)
+  trie.pt              the item trie built with the run's tokenizer and template
+  model/               the selected model (`models.save_trained`; its manifest lists every file's size and SHA-256)
+  checkpoints/         the Trainer's checkpoints (`--resume` continues the last)
+  log_history.json     trainer.state.log_history
+  train_summary.json   train time, time per epoch, steps, best checkpoint, whole-run train loss
+  timing.json          seconds per finished epoch, kept across resumes
+  base_model/          model "tiny" only: the random small Llama the run started from
+and, from `recommend` / `evaluate` / `diagnose`, one file per split and row limit:
+  predictions[-SPLIT][-firstN].jsonl, metrics[-SPLIT][-firstN].json, diagnosis[-SPLIT][-firstN].json
+The split's name is left out for test, `-firstN` when every row was used, so a partial run never stands in for
+the full one. Every command and the report read a run through `RunDir`; nothing else knows these names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from .data.dataset import Dataset
+    from .prompts import PromptTemplate
+    from .trie import ItemTrie
+
+ARTEFACT_EXTENSIONS = {"predictions": "jsonl", "metrics": "json", "diagnosis": "json"}
+# Set to 1 to skip the SHA-256 check of model files on load (it reads every byte once; see docs/benchmarks.md).
+SKIP_VERIFY_ENV = "BEARREC_SKIP_VERIFY"
+
+
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """{"size": bytes, "sha256": hex} of one file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def verify_digest(path: Path, want: dict[str, Any], fix: str) -> None:
+    """DataError naming `path` when it is missing, or its size or SHA-256 differs from `want`."""
+    if not path.is_file():
+        raise DataError("is missing.", path=path, fix=fix)
+    size = path.stat().st_size
+    if size != want.get("size"):
+        raise DataError(f"has {size} bytes, but {want.get('size')} were written (truncated or replaced).",
+                        path=path, fix=fix)
+    if file_digest(path)["sha256"] != want.get("sha256"):
+        raise DataError("does not have the SHA-256 recorded when it was written (corrupted or replaced).",
+                        path=path, fix=fix)
+
+
+def verification_skipped() -> bool:
+    """Whether the user asked, explicitly, to skip the checksum of model files (BEARREC_SKIP_VERIFY=1)."""
+    return os.environ.get(SKIP_VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def read_json_file(path: Path, expected: type = dict, fix: str = "re-run the command that wrote it") -> Any:
+    """One JSON file, with a DataError naming it when it is missing, not JSON, or not of the `expected` type."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise DataError("is missing.", path=path, fix=fix) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"is not valid JSON ({getattr(e, 'msg', e)}).", path=path, fix=fix) from None
+    if not isinstance(obj, expected):
+        raise DataError(f"should hold a JSON {expected.__name__}.", path=path, fix=fix)
+    return obj
+
+
+class RunDir:
+    """One run directory: the paths of its files and the checked loading of its config, dataset, trie and model."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._config: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ layout
+    config_path = property(lambda self: self.path / "config.json")
+    trie_path = property(lambda self: self.path / "trie.pt")
+    model_dir = property(lambda self: self.path / "model")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    base_model_dir = property(lambda self: self.path / "base_model")
+    log_history_path = property(lambda self: self.path / "log_history.json")
+    summary_path = property(lambda self: self.path / "train_summary.json")
+    timing_path = property(lambda self: self.path / "timing.json")
+
+    def artefact(self, kind: str, split: str = "test", limit: int | None = None) -> Path:
+        """`<kind>[-<split>][-first<N>].<ext>`: the split's name is left out for test, the limit when None."""
+        if kind not in ARTEFACT_EXTENSIONS:
+            raise ValueError(f"unknown artefact kind {kind!r}")
+        parts = [kind] + ([split] if split != "test" else []) + ([f"first{limit}"] if limit is not None else [])
+        return self.path / f"{'-'.join(parts)}.{ARTEFACT_EXTENSIONS[kind]}"
+
+    def variants(self, kind: str, split: str = "test") -> list[tuple[int | None, Path]]:
+        """The (limit, path) of every existing `kind` file of `split`: the full one first, then by more rows."""
+        stem = kind + ("" if split == "test" else f"-{split}")
+        pattern = re.compile(re.escape(stem) + r"(?:-first(\d+))?\." + ARTEFACT_EXTENSIONS[kind] + "$")
+        found = []
+        for p in self.path.glob(f"{kind}*"):
+            m = pattern.match(p.name)
+            if m and p.is_file():
+                found.append((None if m[1] is None else int(m[1]), p))
+        return sorted(found, key=lambda lp: (0, 0) if lp[0] is None else (1, -lp[0]))
+
+    def best(self, kind: str, split: str = "test") -> tuple[int | None, Path] | None:
+        """The most complete existing `kind` file of `split` (every row, else the most rows), or None."""
+        found = self.variants(kind, split)
+        return found[0] if found else None
+
+    # ------------------------------------------------------------------ config
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def require(self) -> "RunDir":
+        """Self, or a DataError when the folder is not a run directory."""
+        if not self.path.is_dir():
+            raise DataError("no such run directory.", path=self.path,
+                            fix="pass the output_dir of `bearrec train`")
+        if not self.is_run():
+            raise DataError("not a run directory (config.json is missing).", path=self.path,
+                            fix="pass the output_dir of `bearrec train`")
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """config.json, checked against its checksum, with objective fields added after a run was made read as
+        the defaults it was trained with."""
+        if self._config is None:
+            self.require()
+            stored = read_json_file(self.config_path, dict, "re-run `bearrec train` into a fresh output_dir")
+            want = stored.get("config_sha256")
+            if want is not None and config_checksum(stored) != want:
+                raise DataError("was changed after training (its settings no longer match their recorded "
+                                "checksum), so the run would decode with settings it was not trained with.",
+                                path=self.config_path, fix="restore the file; only the dataset paths (dataset, "
+                                "dataset_path, dataset_run_path) and output_dir may be edited")
+            self._config = with_later_defaults(stored)
+        return self._config
+
+    def write_config(self, record: dict[str, Any]) -> None:
+        """Write config.json with the checksum of its settings (everything but the paths of UNCHECKED_KEYS)."""
+        from .io import strict_json, write_json
+
+        record = {k: v for k, v in strict_json(record).items() if k != "config_sha256"}
+        write_json(self.config_path, {**record, "config_sha256": config_checksum(record)})
+        self._config = None
+
+    def need(self, *keys: str) -> dict[str, Any]:
+        """config(), with a DataError naming config.json when one of `keys` is missing."""
+        config = self.config()
+        for key in keys:
+            if key not in config:
+                raise DataError(f"has no {key!r}.", path=self.config_path,
+                                fix="re-run training with this bearrec version")
+        return config
+
+    def template(self) -> "PromptTemplate":
+        """The prompt template the run was trained with."""
+        from .prompts import get_template
+
+        config = self.need("template")
+        return get_template(config["template"], domain=config.get("domain", "item"),
+                            max_history=int(config.get("max_history", 10)))
+
+    # ------------------------------------------------------------------ dataset
+    def dataset_location(self) -> Path:
+        """Where the run's dataset is now: at its recorded path relative to RUN_DIR (so a project moved or copied
+        with its runs and data keeps working), else at its recorded absolute path, else as given."""
+        config = self.need("dataset")
+        tried = []
+        for candidate in (self.path / config["dataset_run_path"] if config.get("dataset_run_path") else None,
+                          config.get("dataset_path"),
+                          config["dataset"],
+                          self.path / config["dataset"] if not Path(config["dataset"]).is_absolute() else None):
+            if candidate is None:
+                continue
+            candidate = Path(candidate)
+            tried.append(str(candidate))
+            if (candidate / "stats.json").is_file():
+                return candidate
+        raise DataError(f"the dataset this run was trained on is not found (looked in: {', '.join(dict.fromkeys(tried))}).",
+                        path=self.config_path,
+                        fix="move the prepared dataset back, or set \"dataset\" in config.json to its new folder")
+
+    def load_dataset(self, *, on_change: str = "error") -> "Dataset":
+        """The run's prepared dataset; a different fingerprint than training saw is an error (or, with
+        on_change="warn", a loud warning on stderr: for recommending to histories outside the splits)."""
+        from .data import load_dataset
+
+        dataset = load_dataset(self.dataset_location())
+        want = self.config().get("dataset_fingerprint")
+        if want is not None and dataset.fingerprint != want:
+            message = (f"the dataset in {dataset.path} changed after this run was trained on it (fingerprint "
+                       f"{dataset.fingerprint[:19]}…, trained on {want[:19]}…): its catalog or splits differ.")
+            fix = "restore the dataset the run was trained on (or re-prepare it identically), or train a new run"
+            if on_change == "warn":
+                print(f"bearrec: WARNING: {self.config_path}: {message} Recommendations use the new catalog.",
+                      file=sys.stderr)
+            else:
+                raise DataError(message, path=self.config_path, fix=fix)
+        return dataset
+
+    # ------------------------------------------------------------------ trie and model
+    def load_trie(self, tokenizer: Any, template: "PromptTemplate", items: dict[str, str]) -> "ItemTrie":
+        """trie.pt, checked against its recorded checksum, the catalog and the tokenizer (rebuilt if absent)."""
+        from .trie import ItemTrie
+
+        path = self.trie_path
+        if not path.is_file():
+            return ItemTrie.from_catalog(items, tokenizer, template)
+        fix = "delete trie.pt (it is rebuilt from the catalog) or restore the run's own file"
+        recorded = self.config().get("files", {}).get("trie.pt")
+        if recorded is not None:
+            verify_digest(path, recorded, fix)
+        try:
+            trie = ItemTrie.load(path)
+        except Exception as e:  # torch.load of a damaged file raises many types
+            raise DataError(f"is not a readable item trie ({type(e).__name__}).", path=path, fix=fix) from None
+        if set(trie.item_ids) != set(items) or len(trie.item_ids) != len(items):
+            raise DataError(f"holds {len(set(trie.item_ids))} items, not the {len(items)} of the run's catalog "
+                            "(another run's trie, or the dataset changed).", path=path, fix=fix)
+        try:
+            trie.check_tokenizer(tokenizer)
+        except ConfigError as e:
+            raise DataError(str(e), path=path, fix=fix) from None
+        return trie
+
+    def load_model(self, device: Any = None) -> tuple[Any, Any]:
+        """(model in eval mode, tokenizer) from RUN_DIR/model, its files checked against their recorded checksums."""
+        from .models import load_trained
+
+        if not self.model_dir.is_dir():
+            raise DataError("holds no trained model (model/ is missing).", path=self.path,
+                            fix="finish training (`bearrec train CONFIG --resume`)")
+        return load_trained(self.model_dir, device=device)
+
+    # ------------------------------------------------------------------ records
+    def record_dataset(self, given: str, dataset: "Dataset") -> dict[str, Any]:
+        """The config.json fields that let a run find its dataset from anywhere and notice when it changed."""
+        location = Path(dataset.path if dataset.path is not None else given).resolve()
+        return {"dataset": given, "dataset_path": str(location),
+                "dataset_run_path": os.path.relpath(location, self.path.resolve()),
+                "dataset_fingerprint": dataset.fingerprint}
+
+
+# Where things are, not what the run is: a user may fix them by hand after moving a project (the dataset's identity
+# is its fingerprint, which is checked).
+UNCHECKED_KEYS = ("dataset", "dataset_path", "dataset_run_path", "output_dir", "config_sha256")
+
+
+def config_checksum(record: dict[str, Any]) -> str:
+    """SHA-256 of a config.json's settings in canonical JSON, leaving out UNCHECKED_KEYS."""
+    settings = {k: v for k, v in record.items() if k not in UNCHECKED_KEYS}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A config.json written before an objective field (base, single_child_ce) or `method` existed, read as the
+    defaults it was trained with, so that such a run can still be resumed or reused."""
+    from .train.config import OBJECTIVES, ObjectiveConfig
+
+    objective = stored.get("objective_config")
+    if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
+        known = {f.name for f in fields(ObjectiveConfig)}
+        filled = {**asdict(ObjectiveConfig(name=objective["name"])), **objective}
+        stored = {**stored, "objective_config": filled}
+        if "method" not in stored and set(filled) <= known:
+            stored["method"] = ObjectiveConfig(**filled).method
+    return stored
