@@ -522,12 +522,19 @@ def test_a_bad_histories_file_is_refused(run_copy, tmp_path, content, named, cap
     assert_unchanged(before, snapshot(tmp_path))
 
 
-def test_train_with_a_model_path_that_does_not_exist_is_refused(run_copy, tmp_path, config_file, capsys):
+@pytest.mark.parametrize("model", ["./no/such/folder", "no-such-org/no-such-model"], ids=["folder", "hub-name"])
+def test_train_with_a_model_that_does_not_exist_is_refused(run_copy, tmp_path, config_file, model, capsys,
+                                                            monkeypatch):
+    """A missing folder, or a hub name neither cached nor downloadable (offline: refused at once, no retries)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the hub; read when bearrec resolves the name
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     output_dir = tmp_path / "new-run"
     before = snapshot(tmp_path)
     code, out, err = bearrec(capsys, "train", config_file, f"dataset={run_copy.parent / 'data'}",
-                             f"output_dir={output_dir}", "model=./no/such/folder")
-    assert_refused(code, out, err, "no/such/folder")
+                             f"output_dir={output_dir}", f"model={model}")
+    assert_refused(code, out, err, model.lstrip("./"))
     assert not output_dir.exists()
     assert_unchanged(before, snapshot(tmp_path))
 

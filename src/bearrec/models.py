@@ -138,7 +138,31 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     if looks_local and not path.is_dir():
         raise ConfigError(f"model {name!r}: no such folder. Fix: give the folder of a saved model (with its "
                           f"config.json), a Hugging Face hub name (org/name) or {SMOLLM2_ALIAS!r}.")
+    if not looks_local:
+        _check_hub_reachable(name)
     return str(path) if looks_local else name, {}
+
+
+def _check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
+    """ConfigError, in seconds, for a hub model that is neither cached nor downloadable (offline, the hub would
+    be retried for about a minute before transformers gives up with a message about repo ids)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return  # cached: from_pretrained reads it without the network
+    fix = (f"download it where the hub is reachable (`hf download {repo_id}`, into the cache or a folder), "
+           "then give that folder as the model")
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"model {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. Fix: {fix}.")
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        raise ConfigError(f"model {repo_id!r} is neither a folder here nor in the Hugging Face cache, and the hub "
+                          f"({constants.ENDPOINT}) cannot be reached. Fix: {fix}.") from None
 
 
 # ---------------------------------------------------------------------------------------- loading
