@@ -19,10 +19,12 @@ each repeat (the machine is shared); the table gives the fastest repeat of each 
   python bench/bench_decoding.py --model smollm2-135m --prompts 8 --batch-size 8 --beams 10 20 --repeats 2
   python bench/bench_decoding.py --run runs/tiny-bear     # a trained run dir
   python bench/bench_decoding.py --random                 # the synthetic setting
+  python bench/bench_decoding.py --model FOLDER --device cuda --beams 10 50 --json out.json   # on a GPU
 """
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -156,7 +158,7 @@ def floor(st: Setting, B: int, steps: list[int]) -> None:
         plen = mask.long().sum(1)[:, None].expand(P, B)
         full = mask.bool()[:, None, None, :].expand(P, 1, B, -1)
         for t in range(n):
-            cols = torch.ones(P, 1, B, B * (t + 1), dtype=torch.bool)
+            cols = torch.ones(P, 1, B, B * (t + 1), dtype=torch.bool, device=ids.device)
             out = st.model(input_ids=tok, attention_mask=torch.cat([full, cols], 3), position_ids=plen + t,
                            use_cache=True, **{cache_kwarg(st.model): cache})
             cache = output_cache(out)
@@ -185,10 +187,21 @@ def count_forwards(model: Any) -> list[int]:
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """(seconds, result) of one call."""
+    """(seconds, result) of one call (on a GPU, until its queued work has finished)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() and torch.cuda.is_initialized() else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     out = fn()
+    sync()
     return time.perf_counter() - t0, out
+
+
+def to_device(st: Setting, device: str) -> Setting:
+    """The same setting with its model, trie and prompt batches on `device`."""
+    if device == "cpu":
+        return st
+    batches = [(ids.to(device), mask.to(device)) for ids, mask in st.batches]
+    return Setting(st.name, st.model.to(device), st.eos, st.pad, st.sequences, st.trie.to(device), batches)
 
 
 @torch.inference_mode()
@@ -206,6 +219,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-hf", action="store_true", help="skip generate (for profiling ours vs floor)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
+    ap.add_argument("--json", default=None, help="also write the table's rows (and every repeat's seconds) here")
     ap.add_argument("--items", type=int, default=2000, help="--random: catalog size")
     ap.add_argument("--prompt-len", type=int, default=96, help="--random: max prompt tokens")
     ap.add_argument("--title-len", type=int, default=8, help="--random: max title tokens before EOS")
@@ -215,18 +230,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         st = random_setting(args) if args.random else office_setting(args, Path(tmp))
+    st = to_device(st, args.device)
     table = dict_trie(st.sequences)
     calls = count_forwards(st.model)
     warm = Setting(st.name, st.model, st.eos, st.pad, st.sequences, st.trie,
                    [(ids[:2], mask[:2]) for ids, mask in st.batches[:1]])
     ours(warm, 4), hf_generate(warm, table, 4)
     print(f"model: {st.name}")
+    device = args.device
+    if device.startswith("cuda"):
+        device += f" ({torch.cuda.get_device_name(torch.device(args.device))})"
     print(f"prompts={st.num_prompts} in {len(st.batches)} batches of <= {args.batch_size}, threads="
-          f"{torch.get_num_threads()}, device=cpu, torch {torch.__version__}, repeats={args.repeats} "
+          f"{torch.get_num_threads()}, device={device}, torch {torch.__version__}, repeats={args.repeats} "
           f"(interleaved; times and ratios from the fastest repeat of each)")
     print(f"{'B':>4} {'ours p/s':>9} {'HF p/s':>8} {'floor p/s':>9} {'beamfl p/s':>10} {'HF/ours':>8} "
           f"{'ours/floor':>10} {'HF/beamfl':>9} {'same items':>11}")
     log: list[str] = []
+    rows: list[dict[str, Any]] = []
     for B in args.beams:
         t: dict[str, list[float]] = {"ours": [], "hf": [], "floor": [], "beamfloor": []}
         same = "-"
@@ -250,10 +270,15 @@ def main() -> None:
         best = {k: min(v) if v else float("nan") for k, v in t.items()}
         ratio = lambda a, b: best[a] / best[b]
         log.append(f"B={B} seconds per repeat: " + ", ".join(f"{k} {' '.join(f'{x:.2f}' for x in v)}" for k, v in t.items() if v))
+        rows.append({"beams": B, "prompts": P, "same_items": same, "seconds": t,
+                     **{f"{k}_prompts_per_s": P / v for k, v in best.items() if v == v}})
         print(f"{B:>4} {P / best['ours']:>9.2f} {P / best['hf']:>8.2f} {P / best['floor']:>9.2f} "
               f"{P / best['beamfloor']:>10.2f} {ratio('hf', 'ours'):>7.2f}x {ratio('ours', 'floor'):>9.2f}x "
               f"{ratio('hf', 'beamfloor'):>8.2f}x {same:>11}", flush=True)
     print("\n".join(log))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": st.name, "device": device, "torch": torch.__version__,
+                                               "batch_size": args.batch_size, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

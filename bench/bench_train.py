@@ -3,9 +3,14 @@ same model and the same batches.
 
     python bench/bench_train.py                # tiny model + a 49,152-vocabulary Llama, CPU, < 4 min
     python bench/bench_train.py --smollm2      # the real SmolLM2-135M instead of the random 49k model
+    python bench/bench_train.py --smollm2 --model FOLDER --kinds 49k --objectives sft bear --dtype bfloat16 \
+        --batch-size 32 --json train.json   # on a GPU: SmolLM2 saved in FOLDER, bf16 autocast (as Trainer's bf16)
 
 Step time: forward + loss + backward + AdamW step, median over --steps timed steps after --warmup
 steps; the objectives are interleaved step by step so that load from other jobs hits them alike.
+Tokens/s: the batch's non-padding tokens (prompt + response) over the median step time.
+--dtype bfloat16 runs forward and loss under torch.autocast(bfloat16) on float32 weights, as
+transformers.Trainer does with bf16=True.
 Peak memory: on CUDA, torch.cuda.max_memory_allocated over one step (exact). On CPU (Linux), a separate
 process per (model, objective) resets its peak RSS (/proc/self/clear_refs = 5), runs the first step and
 reports VmHWM minus the RSS before it (activations, logits, gradients, AdamW state): the allocator's
@@ -30,6 +35,7 @@ from pathlib import Path
 import torch
 
 OBJECTIVES = ("sft", "msl", "msl+ce", "bear", "bear-sft", "direct")  # methods (ObjectiveConfig.for_method)
+KINDS = ("tiny", "49k")
 
 
 def build(kind: str, root: Path, smollm2: bool):
@@ -55,8 +61,8 @@ def build(kind: str, root: Path, smollm2: bool):
     if kind == "tiny":
         model = models.load_model(folder, dtype="float32")
     elif smollm2:
-        tok = models.load_tokenizer("smollm2-135m")
-        model = models.load_model("smollm2-135m", dtype="float32")
+        tok = models.load_tokenizer(ARGS.model)
+        model = models.load_model(ARGS.model, dtype="float32")
     else:  # SmolLM2-135M's shapes (fewer layers by default) with its 49,152-entry vocabulary
         torch.manual_seed(0)
         model = LlamaForCausalLM(LlamaConfig(
@@ -79,17 +85,21 @@ def make_step(model, trie, batch, name: str):
     objective = ObjectiveConfig.for_method(name, beam_size=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     steps = int((batch["labels"] != IGNORE).sum(1).max())
+    device = batch["input_ids"].device
+    dtype = getattr(ARGS, "dtype", "float32")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     def step() -> None:
         thresholds = None
-        if name == "direct":
-            model.eval()
-            with torch.no_grad():
-                thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 10,
-                                             score=objective.score_mode, max_steps=steps)
-            model.train()
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)
+        with autocast:
+            if name == "direct":
+                model.eval()
+                with torch.no_grad():
+                    thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 10,
+                                                 score=objective.score_mode, max_steps=steps)
+                model.train()
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)
         (total / count).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -99,7 +109,7 @@ def make_step(model, trie, batch, name: str):
 
 def measure_memory(kind: str, name: str) -> float:
     """Peak memory (MB) of one training step of `name`, in a fresh process on CPU (see the module docstring)."""
-    if torch.cuda.is_available():
+    if next(MODELS[kind][0].parameters()).is_cuda:
         model, trie, batch = MODELS[kind]
         step = make_step(model, trie, batch, name)
         step()  # optimizer state allocated
@@ -110,7 +120,8 @@ def measure_memory(kind: str, name: str) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     args = [sys.executable, __file__, "--_memory", kind, name, "--layers", str(ARGS.layers),
-            "--batch-size", str(ARGS.batch_size)] + (["--smollm2"] if ARGS.smollm2 else [])
+            "--batch-size", str(ARGS.batch_size), "--dtype", ARGS.dtype, "--model", ARGS.model,
+            "--device", "cpu"] + (["--smollm2"] if ARGS.smollm2 else [])
     out = subprocess.run(args, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
@@ -139,49 +150,57 @@ def _status_kb(field: str) -> int:
 def main() -> None:
     global MODELS
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = ARGS.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    objectives = tuple(ARGS.objectives)
+    if "sft" not in objectives:
+        objectives = ("sft",) + objectives  # the baseline of the "x SFT" columns
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         MODELS = {}
-        for kind in ("tiny", "49k"):
+        for kind in ARGS.kinds:
             model, trie, batch = build(kind, Path(tmp) / kind, ARGS.smollm2)
             model.to(device).train()
             trie = trie.to(device)
             batch = {k: v.to(device) for k, v in batch.items()}
             MODELS[kind] = (model, trie, batch)
-            steps = {name: make_step(model, trie, batch, name) for name in OBJECTIVES}
-            times: dict[str, list[float]] = {name: [] for name in OBJECTIVES}
+            steps = {name: make_step(model, trie, batch, name) for name in objectives}
+            times: dict[str, list[float]] = {name: [] for name in objectives}
             for i in range(ARGS.warmup + ARGS.steps):
-                for name in OBJECTIVES:
+                for name in objectives:
                     if name == "direct" and i >= ARGS.warmup + ARGS.direct_steps:
                         continue
-                    if device == "cuda":
+                    if device.startswith("cuda"):
                         torch.cuda.synchronize()
                     start = time.perf_counter()
                     steps[name]()
-                    if device == "cuda":
+                    if device.startswith("cuda"):
                         torch.cuda.synchronize()
                     if i >= ARGS.warmup:
                         times[name].append(time.perf_counter() - start)
             # memory on the 49k model only: on the tiny one the differences are below the RSS noise
-            measure = ARGS.memory and (kind == "49k" or device == "cuda")
-            memory = {name: measure_memory(kind, name) for name in OBJECTIVES} if measure else {}
+            measure = ARGS.memory and (kind == "49k" or device.startswith("cuda"))
+            memory = {name: measure_memory(kind, name) for name in objectives} if measure else {}
             base = statistics.median(times["sft"])
             n_params = sum(p.numel() for p in model.parameters())
-            for name in OBJECTIVES:
+            tokens = int(batch["attention_mask"].sum())
+            for name in objectives:
                 t = statistics.median(times[name])
                 rows.append({"model": kind, "params_M": round(n_params / 1e6, 1),
                              "vocab": model.config.vocab_size, "objective": name, "steps": len(times[name]),
+                             "device": device, "dtype": ARGS.dtype, "batch_rows": int(batch["input_ids"].shape[0]),
+                             "batch_tokens": tokens, "tokens_per_s": round(tokens / t, 1),
                              "step_ms": round(1000 * t, 1), "x_sft": round(t / base, 3),
                              "min_x_sft": round(min(times[name]) / min(times["sft"]), 3),
                              "peak_MB": round(memory[name], 1) if memory else None})
-    print(f"device={device} batch={ARGS.batch_size} rows, B=10, torch threads={torch.get_num_threads()}")
-    print(f"{'model':6} {'params':>7} {'vocab':>6} {'method':9} {'steps':>5} {'step ms':>9} {'x SFT':>7} "
-          f"{'min x':>6} {'peak MB':>8}")
+    name = f" ({torch.cuda.get_device_name(torch.device(device))})" if device.startswith("cuda") else ""
+    print(f"device={device}{name} dtype={ARGS.dtype} batch={ARGS.batch_size} rows, B=10, "
+          f"torch threads={torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"{'model':6} {'params':>7} {'vocab':>6} {'method':9} {'steps':>5} {'step ms':>9} {'tokens/s':>9} "
+          f"{'x SFT':>7} {'min x':>6} {'peak MB':>8}")
     for r in rows:
         peak = "-" if r["peak_MB"] is None else f"{r['peak_MB']:.1f}"
         print(f"{r['model']:6} {r['params_M']:>6}M {r['vocab']:>6} {r['objective']:9} {r['steps']:>5} "
-              f"{r['step_ms']:>9.1f} {r['x_sft']:>7.3f} {r['min_x_sft']:>6.3f} {peak:>8}")
+              f"{r['step_ms']:>9.1f} {r['tokens_per_s']:>9.0f} {r['x_sft']:>7.3f} {r['min_x_sft']:>6.3f} {peak:>8}")
     if ARGS.json:
         Path(ARGS.json).write_text(json.dumps(rows, indent=2) + "\n")
 
@@ -194,6 +213,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--direct-steps", type=int, default=2, help="timed steps for the (slow) direct objective")
     p.add_argument("--layers", type=int, default=2, help="layers of the random 49k model (SmolLM2-135M: 30)")
     p.add_argument("--smollm2", action="store_true", help="use the real SmolLM2-135M (bearrec.models)")
+    p.add_argument("--model", default="smollm2-135m", help="with --smollm2: where SmolLM2 is read from (its bearrec "
+                   "alias, default, or a folder it was saved to)")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="models measured (default both)")
+    p.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=list(OBJECTIVES),
+                   help="methods measured (sft is always added: the baseline)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: autocast forward and loss on float32 weights (Trainer's bf16=True)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--json", help="also write the rows here")
     p.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)

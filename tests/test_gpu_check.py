@@ -1,0 +1,97 @@
+"""bench/gpu_check.sh: its CPU dry run (every stage in a few steps, tiny model, a slice of Office) writes every summary
+file with plausible content, and a missing input stops it with the name of what is missing and the fix."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu_check.sh"
+OFFICE = ROOT.parent / "shared" / "data" / "amazon" / "Office"
+SUMMARIES = {"gpu_check.log", "stages.json", "env.json", "tests.txt", "train.json", "decoding.txt", "office.md",
+             "office.json"}
+STAGES = ["setup", "model", "tests", "train", "decoding", "office"]
+
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                                reason="needs bash and coreutils' timeout")
+
+
+def run_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@needs_bash
+def test_usage_and_bad_options():
+    help_ = run_script("--help", timeout=60)
+    assert help_.returncode == 0 and "--dry-run" in help_.stdout and "--smollm2-dir" in help_.stdout
+    bad = run_script("--no-such-option", timeout=60)
+    assert bad.returncode == 2 and "unknown option --no-such-option" in bad.stderr
+
+
+@needs_bash
+def test_missing_wheels_stop_setup_with_the_fix(tmp_path):
+    empty = tmp_path / "wheels"
+    empty.mkdir()
+    out = tmp_path / "out"
+    proc = run_script(str(out), "--dry-run", "--wheels", str(empty), "--work", str(tmp_path / "work"), timeout=120)
+    assert proc.returncode == 1
+    log = (out / "gpu_check.log").read_text()
+    assert f"MISSING: no *.whl in --wheels {empty}. Fix:" in log
+    assert "setup failed: the later stages need it; stopping" in log
+    assert json.loads((out / "stages.json").read_text())[0]["status"] == "failed"
+
+
+@pytest.mark.slow
+@needs_bash
+@pytest.mark.skipif(not (OFFICE / "train.csv").is_file(),
+                    reason=f"the Office CSVs are not in {OFFICE} (../shared/data beside the checkout)")
+def test_dry_run_writes_every_summary(tmp_path):
+    out = tmp_path / "out"
+    proc = run_script(str(out), "--dry-run", "--office", str(OFFICE), "--work", str(tmp_path / "work"),
+                      "--budget-s", "500")
+    log = (out / "gpu_check.log").read_text() if (out / "gpu_check.log").exists() else ""
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{log[-6000:]}"
+    assert {p.name for p in out.iterdir()} == SUMMARIES  # only the summary files: work files stay out of OUT_DIR
+
+    stages = json.loads((out / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == STAGES
+    for s in stages:  # the model stage (SmolLM2) is skipped on a dry run; every other stage ran and passed
+        assert s["status"] == ("skipped" if s["stage"] == "model" else "ok"), s
+        assert 0 <= s["seconds"] <= s["limit_s"] + 15
+        assert f"stage {s['stage']}: {s['status'].upper()} in " in log
+    assert "done in " in log and "0 stage(s) failed" in log
+
+    env = json.loads((out / "env.json").read_text())
+    assert env["missing"] == [] and env["gpu"]["cuda_available"] is False
+    assert env["packages"]["torch"]["version"] and env["settings"]["dry_run"] == "1"
+
+    tests = (out / "tests.txt").read_text()
+    assert "skipped" in tests and "needs a CUDA GPU" in tests and "failed" not in tests
+
+    train = json.loads((out / "train.json").read_text())
+    assert {r["objective"] for r in train} == {"sft", "bear"}
+    assert all(r["tokens_per_s"] > 0 and r["step_ms"] > 0 for r in train)
+
+    decoding = (out / "decoding.txt").read_text()
+    assert "same items" in decoding and "4/4" in decoding
+
+    office = json.loads((out / "office.json").read_text())
+    assert set(office["methods"]) == {"sft", "bear"}
+    assert all(st["status"] == "ok" for st in office["steps"])
+    assert {(st["method"], st["step"]) for st in office["steps"]} >= {
+        ("data", "prepare"), ("all", "report"), *((m, s) for m in ("sft", "bear") for s in ("train", "evaluate",
+                                                                                             "diagnose"))}
+    for method, r in office["methods"].items():
+        assert r["test"]["n_rows"] == office["dataset"]["n_test"] == 12, method
+        assert all(0 <= r["test"][k] <= 1 for k in ("hr@1", "hr@5", "hr@10", "ndcg@1", "ndcg@5", "ndcg@10"))
+        assert r["diagnosis"]["n_rows"] == 4 and r["train"]["tokens"] > 0 and r["train"]["tokens_per_s"] > 0
+    md = (out / "office.md").read_text()
+    assert "| sft | 12 |" in md and "| bear | 12 |" in md and "## bearrec report" in md
