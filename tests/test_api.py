@@ -75,6 +75,8 @@ def test_train_and_evaluate_are_their_subpackages():
 
 @pytest.mark.parametrize("argv, message", [
     (["recommend", "r", "--beams", "0"], "argument --beams: must be an integer >= 1, got 0"),
+    (["recommend", "r", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
+    (["diagnose", "r", "--batch-size", "-2"], "argument --batch-size: must be an integer >= 1, got -2"),
     (["recommend", "r", "--beams", "x"], "argument --beams: must be an integer >= 1, got 'x'"),
     (["recommend", "r", "--limit", "-1"], "argument --limit: must be an integer >= 1, got -1"),
     (["recommend", "r", "--limit", "0"], "argument --limit: must be an integer >= 1, got 0"),

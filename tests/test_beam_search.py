@@ -38,6 +38,15 @@ def hf_generate(model, ids, mask, seqs, B, length_penalty, early_stopping):
     return res
 
 
+def assert_same_as_generate(ours, theirs) -> None:
+    """Our hypotheses equal `hf_generate`'s: the same token sequences in the same order, and the same scores."""
+    for p, (mine, ref) in enumerate(zip(ours, theirs)):
+        assert [tuple(h.tokens) for h in mine] == [t for t, _ in ref], f"prompt {p}"
+        for h, (_, s) in zip(mine, ref):
+            if s is not None:
+                assert h.score == pytest.approx(s, abs=1e-4)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("B,length_penalty,early_stopping",
                          [(5, 0.0, False), (5, 0.0, "never"), (5, 1.0, "never"), (10, 0.0, "never"),
@@ -57,11 +66,7 @@ def test_parity_with_hf_generate(seed, B, length_penalty, early_stopping):
     ids, mask = random_prompts(3, V, seed=seed)
     ours = beam_search(model, ids, mask, trie, B, length_penalty=length_penalty)
     theirs = hf_generate(model, ids, mask, seqs, B, length_penalty, early_stopping)
-    for p, (mine, ref) in enumerate(zip(ours, theirs)):
-        assert [tuple(h.tokens) for h in mine] == [t for t, _ in ref], f"prompt {p}"
-        for h, (_, s) in zip(mine, ref):
-            if s is not None:
-                assert h.score == pytest.approx(s, abs=1e-4)
+    assert_same_as_generate(ours, theirs)
     if B == 1:
         flat = [h for hyps in ours for h in hyps]
         tf = sequence_log_probs(model, ids, mask, [h.tokens for h in flat], trie=trie).totals()

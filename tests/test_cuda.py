@@ -233,18 +233,14 @@ def test_exact_top_k_on_cuda_equals_cpu(score):
 @pytest.mark.parametrize("B,length_penalty,early_stopping", [(5, 0.0, False), (10, 1.0, "never"), (1, 0.0, False)])
 def test_parity_with_hf_generate_on_cuda(seed, B, length_penalty, early_stopping):
     """tests/test_beam_search.py's oracle (HF generate + prefix_allowed_tokens_fn), with everything on CUDA."""
-    from test_beam_search import hf_generate
+    from test_beam_search import assert_same_as_generate, hf_generate
 
     model = tiny_llama(V, seed=seed).to(DEVICE)
     seqs = random_sequences(60, V, seed=seed + 10)
     ids, mask = (t.to(DEVICE) for t in random_prompts(3, V, seed=seed))
     ours = beam_search(model, ids, mask, item_trie(seqs), B, length_penalty=length_penalty)
     theirs = hf_generate(model, ids, mask, seqs, B, length_penalty, early_stopping)
-    for p, (mine, ref) in enumerate(zip(ours, theirs)):
-        assert [tuple(h.tokens) for h in mine] == [t for t, _ in ref], f"prompt {p}"
-        for h, (_, s) in zip(mine, ref):
-            if s is not None:
-                assert h.score == pytest.approx(s, abs=1e-4)
+    assert_same_as_generate(ours, theirs)
 
 
 # ------------------------------------------------------------------------------------------ LoRA

@@ -95,3 +95,13 @@ def test_dry_run_writes_every_summary(tmp_path):
         assert r["diagnosis"]["n_rows"] == 4 and r["train"]["tokens"] > 0 and r["train"]["tokens_per_s"] > 0
     md = (out / "office.md").read_text()
     assert "| sft | 12 |" in md and "| bear | 12 |" in md and "## bearrec report" in md
+
+
+def test_stages_runs_only_the_stages_named(tmp_path):
+    """--stages reruns part of the check (setup always runs first): here only the decoding benchmark."""
+    out = tmp_path / "out"
+    proc = run_script(str(out), "--dry-run", "--stages", "decoding", "--office", str(OFFICE), "--work",
+                      str(tmp_path / "work"), timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [s["stage"] for s in json.loads((out / "stages.json").read_text())] == ["setup", "decoding"]
+    assert "same items" in (out / "decoding.txt").read_text()

@@ -70,12 +70,13 @@ def test_recommend_split_format_and_rebuilt_trie(run_dir, tmp_path):
     assert [r["index"] for r in lines] == list(range(13))
     assert lines[4]["user_id"] == "u4" and lines[4]["target"] == rec.dataset.test[4].target
     assert lines[4]["recommendations"] == rec.recommend(list(rec.dataset.test[4].history), k=3)
-    # without trie.pt the trie is rebuilt from the catalog: same output
+    # without trie.pt the trie is rebuilt from the catalog, and 13 prompts a batch instead of 4: same output
     copy = tmp_path / "run"
     copy.mkdir()
     for name in ("config.json", "model"):
         (copy / name).symlink_to(run_dir / name)
-    again = Recommender.from_run(copy, device="cpu")
+    again = Recommender.from_run(copy, device="cpu", batch_size=13)
+    assert again.batch_size == 13
     again.recommend_split("test", tmp_path / "q.jsonl", k=3, progress=False)
     for a, b in zip((tmp_path / "q.jsonl").read_text().splitlines(), lines):
         a = json.loads(a)

@@ -47,7 +47,8 @@ def _recommend(args: argparse.Namespace) -> int:
     if args.histories and not args.output:
         raise ConfigError("--histories needs --output FILE for the recommendations.")
     run = RunDir(args.run_dir).require()
-    rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error")
+    rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error",
+                               batch_size=args.batch_size)
     if args.histories:
         output = args.output
         n = rec.recommend_file(args.histories, output, k=args.beams)
@@ -61,7 +62,8 @@ def _recommend(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    metrics = evaluate(args.source, split=args.split, beams=args.beams, output=args.output, limit=args.limit)
+    metrics = evaluate(args.source, split=args.split, beams=args.beams, output=args.output, limit=args.limit,
+                       batch_size=args.batch_size)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -70,7 +72,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     from .diagnose import diagnose_run
 
     result = diagnose_run(args.run_dir, split=args.split, beams=args.beams, limit=args.limit,
-                          max_expansions=args.max_expansions)
+                          max_expansions=args.max_expansions, batch_size=args.batch_size)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--device")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="prompts decoded at once (default 16; "
+                   "raise it on a GPU)")
     p.set_defaults(func=_recommend)
 
     p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
@@ -154,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="beams, when a run directory must decode its predictions (default 10)")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--output", help="metrics.json path (default beside the source)")
+    p.add_argument("--batch-size", type=positive_int, default=16,
+                   help="prompts decoded at once, when a run directory must decode (default 16; raise it on a GPU)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("diagnose", help="PruningRate@B and where beam search loses the positive item")
@@ -163,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--max-expansions", type=positive_int, default=2000,
                    help="model evaluations per row allowed to the exact top-K search (default 2000)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts diagnosed at once (default 8)")
     p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("report", help="an HTML page and a Markdown twin comparing runs")

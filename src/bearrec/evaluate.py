@@ -77,7 +77,7 @@ def check_predictions(rows: list[dict], path: Path, split_rows: Sequence[Interac
 
 
 def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output: str | Path | None = None,
-             limit: int | None = None, dataset: Dataset | None = None) -> dict:
+             limit: int | None = None, dataset: Dataset | None = None, batch_size: int = 16) -> dict:
     """Metrics of a predictions file, or of a run directory on `split` (decoding first if needed)."""
     source = Path(source)
     config: dict = {}
@@ -90,7 +90,8 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
         if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams):
             from .recommend import Recommender
 
-            Recommender.from_run(run.path).recommend_split(split, predictions_path, k=beams, limit=limit)
+            Recommender.from_run(run.path, batch_size=batch_size).recommend_split(split, predictions_path, k=beams,
+                                                                                  limit=limit)
         output = output or run.artefact("metrics", split, limit)
     elif source.is_file():
         predictions_path = source

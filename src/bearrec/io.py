@@ -78,29 +78,38 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     return n
 
 
+def jsonl_objects(path: str | os.PathLike, data: bytes, *, fix_encoding: str = "save it as UTF-8 JSON Lines"
+                  ) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file already read as `data`; a malformed
+    line raises DataError naming the file and the line."""
+    from .errors import DataError
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError("is not UTF-8 text.", path=path, line=data[:e.start].count(b"\n") + 1,
+                        fix=fix_encoding) from None
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg} at column {e.colno}).", path=path, line=lineno,
+                            fix="each line must hold one JSON object") from None
+        if not isinstance(obj, dict):
+            raise DataError("expected a JSON object.", path=path, line=lineno)
+        yield lineno, obj
+
+
 def read_jsonl(path: str | os.PathLike, *, with_lines: bool = False) -> Iterator[Any]:
     """Yield the objects of a JSON Lines file (with their line numbers: (line, obj)); a malformed line raises
     DataError naming it. Blank lines are skipped."""
     from .errors import DataError
 
     try:
-        handle = open(path, encoding="utf-8")
+        data = Path(path).read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise DataError("no such file.", path=path, fix="check the path") from None
-    with handle as f:
-        try:
-            lines = list(enumerate(f, start=1))
-        except UnicodeDecodeError as e:
-            raise DataError(f"is not UTF-8 text (byte {e.start}).", path=path,
-                            fix="save it as UTF-8 JSON Lines") from None
-        for lineno, line in lines:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg} at column {e.colno}).", path=path, line=lineno,
-                                fix="each line must hold one JSON object") from None
-            if not isinstance(obj, dict):
-                raise DataError("expected a JSON object.", path=path, line=lineno)
-            yield (lineno, obj) if with_lines else obj
+    for lineno, obj in jsonl_objects(path, data):
+        yield (lineno, obj) if with_lines else obj

@@ -55,11 +55,12 @@ class Recommender:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None, *,
-                 on_dataset_change: str = "error") -> "Recommender":
+                 on_dataset_change: str = "error", batch_size: int = 16) -> "Recommender":
         """The run's model, tokenizer, trie and dataset, each checked (see `bearrec.run_dir.RunDir`).
 
         A dataset that changed since training is an error; `on_dataset_change="warn"` only warns (for
-        recommending to histories outside the splits, where the catalog alone matters)."""
+        recommending to histories outside the splits, where the catalog alone matters). `batch_size` prompts are
+        decoded at once (more keep a GPU busy; scores can differ in their last digits with the padding)."""
         from .run_dir import RunDir
 
         run = RunDir(run_dir).require()
@@ -76,7 +77,7 @@ class Recommender:
         else:
             trie = run.load_trie(tokenizer, template, dataset.items)
         return cls(model=model, tokenizer=tokenizer, trie=trie, template=template, items=dataset.items,
-                   score_mode=config.get("score_mode", "full"), dataset=dataset)
+                   score_mode=config.get("score_mode", "full"), dataset=dataset, batch_size=batch_size)
 
     # ------------------------------------------------------------------ decoding
     def encode(self, history: Sequence[str], where: str = "the history") -> list[int]:

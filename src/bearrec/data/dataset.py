@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import DataError
-from ..io import atomic_open, write_json
+from ..io import atomic_open, jsonl_objects, write_json
 
 SPLITS = ("train", "valid", "test")
 # The files the fingerprint covers, in its order; stats.json is written after them and marks completion.
@@ -140,23 +140,8 @@ def save_dataset(dataset: Dataset, directory: str | Path, *, files: Mapping[str,
 
 
 def _jsonl_objects(path: Path, data: bytes) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSON Lines file already read as `data`."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError("not UTF-8 text.", path=path, line=data[:e.start].count(b"\n") + 1,
-                        fix="re-run `bearrec prepare` to write the dataset again") from None
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"not valid JSON ({e.msg} at column {e.colno}).", path=path, line=lineno,
-                            fix="each line must hold one JSON object") from None
-        if not isinstance(obj, dict):
-            raise DataError("expected a JSON object.", path=path, line=lineno)
-        yield lineno, obj
+    """(line number, object) for each non-blank line of a dataset file already read as `data`."""
+    return jsonl_objects(path, data, fix_encoding="re-run `bearrec prepare` to write the dataset again")
 
 
 def load_dataset(directory: str | Path) -> Dataset:
