@@ -35,7 +35,8 @@
 #             `bearrec prepare bear-csv --train-sample 10000 --seed 0`. Then, per method (sft, msl, bear):
 #             `bearrec train`: SmolLM2-135M fully fine-tuned for 1 epoch, compact prompt, bf16 autocast on float32
 #             weights, batch 32, lr 2e-4 cosine; the checkpoint is selected by NDCG@10 on 200 validation rows (seeded).
-#             `bearrec evaluate`: decodes the whole test split (1,925 rows) with B = 10 beams, HR/NDCG@{1,5,10}.
+#             `bearrec evaluate --batch-size 64`: decodes the whole test split (1,925 rows) with B = 10 beams,
+#             HR/NDCG@{1,5,10}.
 #             `bearrec diagnose --limit 200`: PruningRate@10 against the exact top-10 search, if time is left.
 #             Last, `bearrec report`. The methods run at once (--jobs 3): a 135M model leaves most of an H100 idle,
 #             and decoding is bound by kernel launches, so three processes share the GPU well. Training time and
@@ -139,12 +140,13 @@ case "$WORK/" in "$OUT"/*) die "--work must not be inside OUT_DIR (only the summ
 DRY_TRAIN_LINES=400 DRY_TEST_LINES=12
 if ((DRY)); then
     : "${JOBS:=2}" "${TRAIN_ROWS:=64}" "${VALID_ROWS:=8}" "${DIAG_ROWS:=4}"
-    METHODS=${METHODS:-sft bear} MAX_EXPANSIONS=200
+    METHODS=${METHODS:-sft bear} MAX_EXPANSIONS=200 DECODE_BATCH=8
     DEVICE=cpu
     THREADS=1
 else
     : "${JOBS:=2}" "${TRAIN_ROWS:=10000}" "${VALID_ROWS:=200}" "${DIAG_ROWS:=200}"
-    METHODS=${METHODS:-sft msl bear} MAX_EXPANSIONS=1000
+    # decoding at 16 prompts a batch ran at the speed of kernel launches on an H100 (docs/benchmarks.md): batch more
+    METHODS=${METHODS:-sft msl bear} MAX_EXPANSIONS=1000 DECODE_BATCH=64
     DEVICE=${DEVICE:-cuda}
     THREADS=4
 fi
@@ -427,7 +429,7 @@ office_method() {  # train, evaluate (decode the test split, B = 10), diagnose: 
     office_step "$method" train "$OFFICE_TRAIN_CAP" "$PY" -m bearrec train "$config" "dataset=$OFFICE_WORK/data" \
         "output_dir=$run" "${overrides[@]}" "${extra[@]}" || return 1
     office_step "$method" evaluate "$OFFICE_EVAL_CAP" "$PY" -m bearrec evaluate "$run" --split test --beams 10 \
-        || return 1
+        --batch-size "$DECODE_BATCH" || return 1
     office_summary >/dev/null 2>&1
     if (($(remaining) - OFFICE_RESERVE < OFFICE_DIAG_MIN)); then
         printf '%s\tdiagnose\tskipped\t0\t0\t0\tless than %s s left\n' "$method" "$OFFICE_DIAG_MIN" >>"$STEPS"
@@ -436,7 +438,7 @@ office_method() {  # train, evaluate (decode the test split, B = 10), diagnose: 
     fi
     # optional ("if time allows"): a diagnosis cut by the budget is recorded as a timeout, not a failure
     office_step "$method" diagnose "$OFFICE_DIAG_CAP" "$PY" -m bearrec diagnose "$run" --split test --beams 10 \
-        --limit "$DIAG_ROWS" --max-expansions "$MAX_EXPANSIONS"
+        --limit "$DIAG_ROWS" --max-expansions "$MAX_EXPANSIONS" --batch-size "$DECODE_BATCH"
     local rc=$?
     office_summary >/dev/null 2>&1
     [[ $rc == 0 || $rc == 124 || $rc == 137 ]]
