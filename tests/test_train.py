@@ -142,6 +142,35 @@ def test_collator_walks_the_trie_along_each_response(env):
         assert batch["prompt_ids"][i][batch["prompt_mask"][i].bool()].tolist() == prompt
 
 
+@pytest.mark.parametrize("method", ["sft", "msl", "bear", "bear-sft", "msl+ce"])
+def test_loss_of_a_left_padded_batch_with_kept_logits_equals_each_row_alone(env, tmp_path, method, monkeypatch):
+    """The collator left-pads with position ids, and compute_loss computes the logits of the last `longest
+    response + 1` positions only (logits_to_keep): the batch's summed loss equals the sum over its rows each
+    computed alone with every position's logits."""
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    import bearrec.train.trainer as trainer_module
+
+    ds_dir, model_dir, tok, template, ds = env
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    trie = ItemTrie.from_catalog(ds.items, tok, template)
+    rows = encode_rows(ds.train[:6], ds.items, tok, template)
+    assert len({len(r["input_ids"]) for r in rows}) > 1  # the batch really is padded
+    collate = TrainCollator(tok.pad_token_id, trie)
+    trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
+                                                              remove_unused_columns=False),
+                          objective=ObjectiveConfig.for_method(method, beam_size=3), trie=trie)
+    kept = []
+    monkeypatch.setattr(trainer_module, "logits_to_keep", lambda m, n: kept.append(n) or {"logits_to_keep": n})
+    with torch.no_grad():
+        batch = trainer.compute_loss(model, collate(rows))
+        assert kept and kept[0] < collate(rows)["input_ids"].shape[1] / 2  # far fewer positions than the batch has
+        monkeypatch.setattr(trainer_module, "logits_to_keep", lambda m, n: {})  # every position's logits
+        alone = [trainer.compute_loss(model, collate([r])) for r in rows]
+    n_labels = [sum(t != IGNORE for t in r["labels"][1:]) for r in rows]
+    assert float(batch) == pytest.approx(sum(float(a) * n for a, n in zip(alone, n_labels)) / sum(n_labels), rel=1e-5)
+
+
 def trie_sequence(ds, tok, template, item):
     from bearrec.prompts import encode_response
 
@@ -232,7 +261,8 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path, base):
     steps = int((batch["labels"] != IGNORE).sum(1).max())
     thr = reference_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 2, score=score,
                                max_steps=steps)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"]).logits
     base_loss, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, ObjectiveConfig(name=base))
     # the explicit (3.1) relaxation, row by row
     extra = 0.0

@@ -281,6 +281,21 @@ def _add_lora(model: "PreTrainedModel", lora: LoraSettings) -> "PreTrainedModel"
                           "target_modules to names of its linear layers (e.g. q_proj, v_proj for Llama).") from e
 
 
+def logits_to_keep(model: Any, n: int) -> dict[str, int]:
+    """{"logits_to_keep": n} when the model's forward takes transformers' public `logits_to_keep` argument (then only
+    the last n positions go through the output layer), else {} (all positions, as before)."""
+    import inspect
+
+    net = getattr(model, "module", model)  # under DDP / accelerate, the wrapped model
+    if hasattr(net, "get_base_model"):  # peft passes the argument on to its base model
+        net = net.get_base_model()
+    try:
+        accepts = "logits_to_keep" in inspect.signature(net.forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return {"logits_to_keep": int(n)} if accepts else {}
+
+
 # ---------------------------------------------------------------------------------------- saving
 def _save_atomically(output_dir: Path, write: Any) -> None:
     """Run `write(tmp_dir)` in a fresh folder beside `output_dir`, then swap it in place of `output_dir`."""

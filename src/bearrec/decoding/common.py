@@ -96,8 +96,10 @@ def prepare_inputs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
 
 def prefill(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """One forward over the (left-padded) prompts: the last position's float32 logits and the KV cache."""
+    from ..models import logits_to_keep
+
     out = model(input_ids=input_ids, attention_mask=attention_mask,
-                position_ids=positions_from_mask(attention_mask), use_cache=True)
+                position_ids=positions_from_mask(attention_mask), use_cache=True, **logits_to_keep(model, 1))
     return out.logits[:, -1, :].float(), output_cache(out)
 
 

@@ -57,7 +57,9 @@ def encode_rows(rows: Sequence[Interaction], items: Mapping[str, str], tokenizer
 
 @dataclass
 class TrainCollator:
-    """Right-pads rows into a batch and adds `trie_nodes`: the trie node of each label token's prefix (-1 elsewhere).
+    """Left-pads rows into a batch (every response ends in the last column, so the loss needs the logits of only the
+    last `response length + 1` positions: `logits_to_keep`), with the position ids that make a padded row compute
+    what the unpadded row would, and `trie_nodes`: the trie node of each label token's prefix (-1 elsewhere).
 
     With `with_prompts`, it also adds left-padded `prompt_ids`/`prompt_mask` for the direct objective's beam search.
     """
@@ -73,13 +75,14 @@ class TrainCollator:
         attention = torch.zeros((n, width), dtype=torch.long)
         for i, f in enumerate(features):
             k = len(f["input_ids"])
-            input_ids[i, :k] = torch.as_tensor(f["input_ids"])
-            labels[i, :k] = torch.as_tensor(f["labels"])
-            attention[i, :k] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+            input_ids[i, width - k:] = torch.as_tensor(f["input_ids"])
+            labels[i, width - k:] = torch.as_tensor(f["labels"])
+            attention[i, width - k:] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention,
+                 "position_ids": (attention.cumsum(1) - 1).clamp(min=0), "labels": labels,
                  "trie_nodes": self.label_nodes(labels)}
         if self.with_prompts:
-            batch.update(self.prompts(input_ids, labels))
+            batch.update(self.prompts(input_ids, attention, labels))
         return batch
 
     def label_nodes(self, labels: torch.Tensor) -> torch.Tensor:
@@ -99,13 +102,15 @@ class TrainCollator:
         nodes[rows, cols] = prefix_nodes[rows, position[rows, cols]]
         return nodes
 
-    def prompts(self, input_ids: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Left-padded prompt tokens (everything before the first label) and their attention mask."""
-        lengths = (labels == IGNORE).long().cumprod(1).sum(1)
+    def prompts(self, input_ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor
+                ) -> dict[str, torch.Tensor]:
+        """Left-padded prompt tokens (every attended token before the first label) and their attention mask."""
+        is_prompt = attention.bool() & (labels == IGNORE) & ((labels != IGNORE).cumsum(1) == 0)
+        lengths = is_prompt.sum(1)
         width = int(lengths.max())
         ids = torch.full((len(lengths), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for i, k in enumerate(lengths.tolist()):
-            ids[i, width - k:] = input_ids[i, :k]
+            ids[i, width - k:] = input_ids[i][is_prompt[i]]
             mask[i, width - k:] = 1
         return {"prompt_ids": ids, "prompt_mask": mask}

@@ -28,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .. import losses
 from ..errors import BearrecError, ConfigError, DataError
 from ..io import write_json
+from ..models import logits_to_keep
 from ..run_dir import RunDir, file_digest
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
@@ -125,8 +126,14 @@ class BearTrainer(Trainer):
         if self.objective.name == "direct":
             steps = int((labels[:, 1:] != IGNORE).sum(1).max())
             thresholds = self.beam_thresholds(model, prompt_ids, prompt_mask, steps)
-        outputs = model(**inputs)
-        total, count = objective_loss(outputs.logits, labels, nodes, self.trie, self.objective, thresholds)
+        # Batches are left-padded, so every label sits in the last `longest response + 1` columns: only those go
+        # through the output layer (a 128k-entry vocabulary times every prompt position is gigabytes otherwise).
+        keep = int((labels != IGNORE).sum(1).max()) + 1
+        outputs = model(**inputs, **logits_to_keep(model, keep))
+        width = outputs.logits.shape[1]
+        total, count = objective_loss(outputs.logits, labels[:, -width:],
+                                      nodes[:, -width:] if nodes is not None else None, self.trie, self.objective,
+                                      thresholds)
         if num_items_in_batch is not None and model.training:
             # normalised over the whole accumulated (and, with average_tokens_across_devices, global) batch;
             # DDP averages gradients over ranks, so undo that average as Trainer.compute_loss does
