@@ -2,6 +2,7 @@
 
     python bench/bench_logits.py                 # random 2-layer Llama, 128,256-entry vocabulary, CPU, ~3 min
     python bench/bench_logits.py --device cuda   # the same on a GPU (peak memory from torch.cuda)
+    python bench/bench_logits.py --prefill       # beam search's prefill on SmolLM2-135M, last position vs all
 
 The setting of issue 12: Llama 3's vocabulary (128,256), prompts of about 383 tokens and responses of 33 (the
 paper's alpaca prompt on Office), 4 rows a batch, left-padded by TrainCollator. Each step is the real
@@ -114,6 +115,38 @@ def _memory_child(name: str, mode: str) -> None:
     print((status("VmHWM:") - before) / 1024)
 
 
+def prefill_main() -> None:
+    """Prefill (one forward over left-padded prompts, the last position's logits) on SmolLM2-135M, with
+    logits_to_keep=1 against every position's logits, interleaved; 16 prompts of 405 random tokens."""
+    import bearrec.models as models_module
+    from bearrec import models
+    from bearrec.decoding.common import prefill
+
+    device = ARGS.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = models.load_model("smollm2-135m", dtype="float32").to(device).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (16, 405), device=device)
+    mask = torch.ones_like(ids)
+    keep = models_module.logits_to_keep
+    times: dict[str, list[float]] = {"last": [], "all": []}
+    with torch.no_grad():
+        for repeat in range(ARGS.steps + 1):
+            for mode in times:
+                models_module.logits_to_keep = keep if mode == "last" else (lambda m, n: {})
+                sync(device)
+                start = time.perf_counter()
+                logits, _ = prefill(model, ids, mask)
+                sync(device)
+                if repeat:  # the first round warms up
+                    times[mode].append(time.perf_counter() - start)
+        models_module.logits_to_keep = keep
+    print(f"SmolLM2-135M prefill, 16 prompts x 405 tokens, device {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    for mode, t in times.items():
+        print(f"{mode:<5} logits: median {statistics.median(t):.3f} s  ({', '.join(f'{x:.3f}' for x in t)})")
+    print(f"all / last: {statistics.median(times['all']) / statistics.median(times['last']):.2f}x")
+
+
 def main() -> None:
     device = ARGS.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, trainers, batch = setup(device)
@@ -155,9 +188,12 @@ if __name__ == "__main__":
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--device")
     p.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--prefill", action="store_true", help="time beam search's prefill on SmolLM2-135M instead")
     p.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     ARGS = p.parse_args()
     if ARGS._memory:
         _memory_child(*ARGS._memory)
+    elif ARGS.prefill:
+        prefill_main()
     else:
         main()

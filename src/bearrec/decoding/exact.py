@@ -241,14 +241,18 @@ def sequence_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torc
     seq_mask = (torch.arange(d, device=dev)[None, :] < lens[:, None]).to(attention_mask.dtype)
     full_ids = torch.cat([input_ids, seq], 1)
     full_mask = torch.cat([attention_mask, seq_mask], 1)
+    from ..models import logits_to_keep
+
+    # the prompt's last position and the sequence's: the last d + 1 columns (all of them where the model lacks
+    # logits_to_keep; `first` is where they start either way)
     logits = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions_from_mask(full_mask),
-                   use_cache=False).logits
-    width = input_ids.shape[1]
+                   use_cache=False, **logits_to_keep(model, d + 1)).logits
+    first = logits.shape[1] - (d + 1)
     node = torch.zeros(N, dtype=torch.long, device=dev)
     cols: dict[str, list[torch.Tensor]] = {"lp": [], "rank": [], "vrank": [], "nvalid": []}
     for j in range(d):
         live = j < lens
-        step_logits = logits[:, width - 1 + j].float()
+        step_logits = logits[:, first + j].float()
         tok = seq[:, j]
         children, valid = trie.padded_children(node.clamp(min=0))
         nxt = trie.step(node, tok)
