@@ -14,10 +14,8 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
-import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -215,13 +213,11 @@ def run_summary(run: Path) -> dict[str, Any]:
 
 
 def test_file(run: Path, kind: str) -> Path | None:
-    """RUN/<kind>.json of the whole test split, else the one of its first N rows with the largest N, else None."""
-    found = {}
-    for p in run.glob(f"{kind}*.json"):
-        m = re.fullmatch(re.escape(kind) + r"(?:-first(\d+))?\.json", p.name)
-        if m:
-            found[math.inf if m[1] is None else int(m[1])] = p
-    return found[max(found)] if found else None
+    """The run's <kind> file of the whole test split, else of its first N rows with the largest N (RunDir.best)."""
+    from bearrec.run_dir import RunDir
+
+    best = RunDir(run).best(kind)
+    return best[1] if best else None
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

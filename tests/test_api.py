@@ -76,6 +76,9 @@ def test_train_and_evaluate_are_their_subpackages():
 @pytest.mark.parametrize("argv, message", [
     (["recommend", "r", "--beams", "0"], "argument --beams: must be an integer >= 1, got 0"),
     (["recommend", "r", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
+    (["recommend", "r", "--search", "greedy"], "argument --search: invalid choice: 'greedy'"),
+    (["evaluate", "r", "--search", "exact", "--max-expansions", "0"],
+     "argument --max-expansions: must be an integer >= 1, got 0"),
     (["diagnose", "r", "--batch-size", "-2"], "argument --batch-size: must be an integer >= 1, got -2"),
     (["recommend", "r", "--beams", "x"], "argument --beams: must be an integer >= 1, got 'x'"),
     (["recommend", "r", "--limit", "-1"], "argument --limit: must be an integer >= 1, got -1"),

@@ -139,3 +139,27 @@ def test_two_processes_write_the_single_process_output(run_dir, tmp_path):
     two = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+
+
+def test_exact_search_returns_the_exact_top_k_with_its_certificate(run_dir, tmp_path):
+    from bearrec.decoding import exact_top_k, left_pad
+
+    rec = Recommender.from_run(run_dir, device="cpu")
+    history = list(rec.dataset.test[2].history)
+    got = rec.recommend(history, k=3, search="exact")
+    ids, mask = left_pad([rec.encode(history)], rec.pad_token_id)
+    want = exact_top_k(rec.model, ids, mask, rec.trie, 3, score=rec.score_mode)[0]
+    assert [e["item_ids"] for e in got] == [list(h.item_ids) for h in want.items]
+    assert all(e["certified"] is want.certified for e in got) and want.certified
+    scores = [e["score"] for e in got]
+    assert scores == sorted(scores, reverse=True)
+    beam = rec.recommend(history, k=3)  # beam search never finds a more probable list than the certified exact one
+    assert beam[0]["score"] <= scores[0] + 1e-5 and "certified" not in beam[0]
+    rec.search = "exact"
+    n = rec.recommend_split("test", tmp_path / "p.jsonl", k=3, limit=4, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert n == 4 and all(r["search"] == "exact" and r["k"] == 3 and isinstance(r["certified"], bool) for r in rows)
+    assert [e["item_ids"] for e in rows[2]["recommendations"]] == [e["item_ids"] for e in got]  # batched: same items
+    assert [e["score"] for e in rows[2]["recommendations"]] == pytest.approx(scores, abs=1e-5)
+    with pytest.raises(ConfigError, match="search must be one of beam, exact"):
+        rec.recommend(history, k=3, search="greedy")

@@ -116,3 +116,13 @@ def test_an_edited_setting_in_config_json_is_refused_but_paths_may_be_fixed(smal
     (moved / "config.json").write_text(json.dumps(config))
     with pytest.raises(DataError, match=r"config\.json: was changed after training.*Fix: restore the file"):
         RunDir(moved).config()
+
+
+def test_exact_search_files_have_their_own_names(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.artefact("predictions", search="exact") == tmp_path / "predictions-exact.jsonl"
+    assert run.artefact("metrics", "valid", 20, search="exact") == tmp_path / "metrics-exact-valid-first20.json"
+    (tmp_path / "metrics-exact-first20.json").write_text("{}")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert run.best("metrics", search="exact") == (20, tmp_path / "metrics-exact-first20.json")
+    assert run.best("metrics") == (None, tmp_path / "metrics.json")

@@ -48,12 +48,12 @@ def _recommend(args: argparse.Namespace) -> int:
         raise ConfigError("--histories needs --output FILE for the recommendations.")
     run = RunDir(args.run_dir).require()
     rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error",
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
     if args.histories:
         output = args.output
         n = rec.recommend_file(args.histories, output, k=args.beams)
     else:
-        output = args.output or run.artefact("predictions", args.split, args.limit)
+        output = args.output or run.artefact("predictions", args.split, args.limit, args.search)
         n = rec.recommend_split(args.split, output, k=args.beams, limit=args.limit)
     print(f"wrote {n} recommendation lists to {output}")
     return 0
@@ -63,7 +63,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     metrics = evaluate(args.source, split=args.split, beams=args.beams, output=args.output, limit=args.limit,
-                       batch_size=args.batch_size)
+                       batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--batch-size", type=positive_int, default=16, help="prompts decoded at once (default 16; "
                    "raise it on a GPU)")
+    _search_arguments(p)
     p.set_defaults(func=_recommend)
 
     p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="metrics.json path (default beside the source)")
     p.add_argument("--batch-size", type=positive_int, default=16,
                    help="prompts decoded at once, when a run directory must decode (default 16; raise it on a GPU)")
+    _search_arguments(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("diagnose", help="PruningRate@B and where beam search loses the positive item")
@@ -184,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
     p.set_defaults(func=_demo)
     return parser
+
+
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    """--search and --max-expansions of recommend and evaluate."""
+    from .cli_args import positive_int
+
+    p.add_argument("--search", choices=["beam", "exact"], default="beam",
+                   help="beam: constrained beam search (default); exact: the k most probable items of the whole "
+                        "catalog, each row marked certified when proved exact")
+    p.add_argument("--max-expansions", type=positive_int, default=2000,
+                   help="exact search: model evaluations per row before it stops uncertified (default 2000)")
 
 
 def _version() -> str:

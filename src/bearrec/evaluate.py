@@ -23,12 +23,14 @@ from .run_dir import RunDir
 KS = (1, 5, 10, 20)
 
 
-def predictions_are_current(path: Path, n_rows: int, beams: int) -> bool:
-    """True when `path` holds exactly `n_rows` rows decoded with `beams` beams."""
+def predictions_are_current(path: Path, n_rows: int, beams: int, search: str = "beam") -> bool:
+    """True when `path` holds exactly `n_rows` rows decoded by `search` with `beams` beams (exact: `beams` items)."""
     if not path.exists():
         return False
     rows = list(read_jsonl(path))
-    return len(rows) == n_rows and all(r.get("beams") == beams for r in rows)
+    if search == "exact":
+        return len(rows) == n_rows and all(r.get("search") == "exact" and r.get("k") == beams for r in rows)
+    return len(rows) == n_rows and all(r.get("search", "beam") == "beam" and r.get("beams") == beams for r in rows)
 
 
 def popularity(dataset: Dataset) -> Counter:
@@ -77,22 +79,24 @@ def check_predictions(rows: list[dict], path: Path, split_rows: Sequence[Interac
 
 
 def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output: str | Path | None = None,
-             limit: int | None = None, dataset: Dataset | None = None, batch_size: int = 16) -> dict:
-    """Metrics of a predictions file, or of a run directory on `split` (decoding first if needed)."""
+             limit: int | None = None, dataset: Dataset | None = None, batch_size: int = 16, search: str = "beam",
+             max_expansions: int = 2000) -> dict:
+    """Metrics of a predictions file, or of a run directory on `split` (decoding first if needed, with `search`
+    "beam" or "exact"); exact predictions add `certified_share`, the share of rows proved exact."""
     source = Path(source)
     config: dict = {}
     if source.is_dir():
         run = RunDir(source).require()
         config = run.config()
-        predictions_path = run.artefact("predictions", split, limit)
+        predictions_path = run.artefact("predictions", split, limit, search)
         if dataset is None:
             dataset = run.load_dataset()
-        if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams):
+        if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams, search):
             from .recommend import Recommender
 
-            Recommender.from_run(run.path, batch_size=batch_size).recommend_split(split, predictions_path, k=beams,
-                                                                                  limit=limit)
-        output = output or run.artefact("metrics", split, limit)
+            rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions)
+            rec.recommend_split(split, predictions_path, k=beams, limit=limit)
+        output = output or run.artefact("metrics", split, limit, search)
     elif source.is_file():
         predictions_path = source
         run = RunDir(source.parent)
@@ -108,7 +112,10 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
     check_predictions(predictions, predictions_path, dataset.split(split) if dataset else None, split)
     metrics = evaluate_predictions(predictions, KS, catalog=dataset.items if dataset else None,
                                    popularity=popularity(dataset) if dataset else None)
-    metrics.update(split=split, limit=limit, predictions=str(predictions_path), bearrec_version=code_version(),
-                   config=config)
+    searches = {r.get("search", "beam") for r in predictions}
+    if searches == {"exact"}:
+        metrics["certified_share"] = sum(bool(r.get("certified")) for r in predictions) / len(predictions)
+    metrics.update(split=split, limit=limit, search="/".join(sorted(searches)), predictions=str(predictions_path),
+                   bearrec_version=code_version(), config=config)
     write_json(output, metrics)
     return metrics

@@ -1,7 +1,8 @@
 """Recommendations from a trained run: `Recommender.from_run(RUN_DIR)`, then `recommend` or `recommend_split`.
 
-A recommendation list is the result of trie-constrained beam search with `num_beams` beams (default k),
-best first; each entry is one title with every catalog item carrying it. When the catalog has fewer
+A recommendation list is the result of trie-constrained beam search with `num_beams` beams (default k), or with
+`search="exact"` the k most probable titles over the whole catalog (`exact_top_k`; each row says whether that is
+certified), best first; each entry is one title with every catalog item carrying it. When the catalog has fewer
 distinct titles than k, fewer entries come back (never padding, never invented items). Under
 `accelerate launch` / `torchrun`, `recommend_split` gives each process a contiguous block of batches and
 the main process writes all rows in their original order.
@@ -16,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from .data.dataset import Dataset, Interaction
-from .decoding import Hypothesis, beam_search, left_pad
+from .decoding import Hypothesis, beam_search, exact_top_k, left_pad
 from .errors import ConfigError, DataError
 from .io import atomic_open
 from .prompts import PromptTemplate, encode_prompt
@@ -35,8 +36,14 @@ class Recommender:
     score_mode: str = "full"
     dataset: Dataset | None = None
     batch_size: int = 16
+    # "beam": constrained beam search with max(k, num_beams) beams; "exact": the k most probable items over the whole
+    # catalog (best-first search on the trie, `exact_top_k`), each row marked certified when proved exact within
+    # max_expansions model evaluations
+    search: str = "beam"
+    max_expansions: int = 2000
 
     def __post_init__(self) -> None:
+        check_search(self.search)
         self.trie.check_tokenizer(self.tokenizer)
         vocab = self.model.get_input_embeddings().weight.shape[0]
         if self.trie.edge_token.numel() and int(self.trie.edge_token.max()) >= vocab:
@@ -55,7 +62,8 @@ class Recommender:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None, *,
-                 on_dataset_change: str = "error", batch_size: int = 16) -> "Recommender":
+                 on_dataset_change: str = "error", batch_size: int = 16, search: str = "beam",
+                 max_expansions: int = 2000) -> "Recommender":
         """The run's model, tokenizer, trie and dataset, each checked (see `bearrec.run_dir.RunDir`).
 
         A dataset that changed since training is an error; `on_dataset_change="warn"` only warns (for
@@ -77,7 +85,8 @@ class Recommender:
         else:
             trie = run.load_trie(tokenizer, template, dataset.items)
         return cls(model=model, tokenizer=tokenizer, trie=trie, template=template, items=dataset.items,
-                   score_mode=config.get("score_mode", "full"), dataset=dataset, batch_size=batch_size)
+                   score_mode=config.get("score_mode", "full"), dataset=dataset, batch_size=batch_size,
+                   search=search, max_expansions=max_expansions)
 
     # ------------------------------------------------------------------ decoding
     def encode(self, history: Sequence[str], where: str = "the history") -> list[int]:
@@ -98,23 +107,33 @@ class Recommender:
                             fix=f"lower max_history (now {self.template.max_history}) or use a shorter template")
         return ids
 
-    def _decode(self, prompts: list[list[int]], k: int, num_beams: int | None) -> list[list[dict]]:
-        """Beam search over a batch of prompt token lists (left-padded here); k entries per prompt."""
-        beams = max(k, num_beams or k)
+    def _decode(self, prompts: list[list[int]], k: int, num_beams: int | None, search: str
+                ) -> list[tuple[list[dict], dict]]:
+        """(k entries, facts of the search) per prompt of a batch of prompt token lists (left-padded here)."""
         ids, mask = left_pad(prompts, self.pad_token_id)
+        if search == "exact":
+            found = exact_top_k(self.model, ids, mask, self.trie, k, score=self.score_mode,
+                                max_expansions=self.max_expansions)
+            return [([self._entry(h) for h in r.items], {"search": "exact", "certified": r.certified,
+                                                         "expansions": r.expansions}) for r in found]
+        beams = max(k, num_beams or k)
         hyps = beam_search(self.model, ids, mask, self.trie, beams, score=self.score_mode)
-        return [[self._entry(h) for h in row[:k]] for row in hyps]
+        return [([self._entry(h) for h in row[:k]], {"search": "beam", "beams": beams}) for row in hyps]
 
     def _entry(self, h: Hypothesis) -> dict:
         return {"item_ids": list(h.item_ids), "title": self.items[h.item_ids[0]], "score": float(h.score)}
 
-    def recommend(self, history: Sequence[str], k: int = 10, *, num_beams: int | None = None) -> list[dict]:
+    def recommend(self, history: Sequence[str], k: int = 10, *, num_beams: int | None = None,
+                  search: str | None = None) -> list[dict]:
         """The top-k titles for one history (item ids, oldest first): [{item_ids, title, score}], best first.
 
         Item ids are strings, as in the prepared dataset; integers are accepted and read as their decimal string
-        (as the CLI reads JSON histories). A bare string is refused: it is one id, not a history."""
+        (as the CLI reads JSON histories). A bare string is refused: it is one id, not a history. `search`
+        ("beam" or "exact", default self.search): with "exact", each entry also says whether the list is certified."""
         check_counts(k, num_beams)
-        return self._decode([self.encode(history)], k, num_beams)[0]
+        search = check_search(search or self.search)
+        entries, facts = self._decode([self.encode(history)], k, num_beams, search)[0]
+        return [{**e, "certified": facts["certified"]} for e in entries] if search == "exact" else entries
 
     def recommend_rows(self, rows: Sequence[Interaction], k: int = 10, *, num_beams: int | None = None,
                        progress: bool = True, rank: int = 0, world: int = 1,
@@ -135,9 +154,10 @@ class Recommender:
         records: list[dict] = []
         with tqdm(total=sum(map(len, mine)), desc="recommend", unit="row", disable=not progress) as bar:
             for chunk in mine:
-                for i, out in zip(chunk, self._decode([prompts[i] for i in chunk], k, num_beams)):
-                    records.append({"index": i, "user_id": rows[i].user_id, "target": rows[i].target,
-                                    "beams": max(k, num_beams or k), "recommendations": out})
+                for i, (out, facts) in zip(chunk, self._decode([prompts[i] for i in chunk], k, num_beams,
+                                                               self.search)):
+                    records.append({"index": i, "user_id": rows[i].user_id, "target": rows[i].target, "k": k,
+                                    **facts, "recommendations": out})
                 bar.update(len(chunk))
         return sorted(records, key=lambda r: r["index"])
 
@@ -193,6 +213,16 @@ def item_id_list(history: Any, where: str = "the history") -> list[str]:
                             fix="use the item ids of the prepared dataset's items.jsonl")
         ids.append(str(i))
     return ids
+
+
+SEARCHES = ("beam", "exact")
+
+
+def check_search(search: Any) -> str:
+    """`search` when it is one of SEARCHES, else a ConfigError."""
+    if search not in SEARCHES:
+        raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}. Fix: e.g. search=\"exact\".")
+    return search
 
 
 def check_counts(k: Any, num_beams: Any) -> None:

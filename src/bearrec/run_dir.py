@@ -12,9 +12,10 @@ RUN_DIR (= a training config's output_dir), as `bearrec train` writes it:
   timing.json          seconds per finished epoch, kept across resumes
   base_model/          model "tiny" only: the random small Llama the run started from
 and, from `recommend` / `evaluate` / `diagnose`, one file per split and row limit:
-  predictions[-SPLIT][-firstN].jsonl, metrics[-SPLIT][-firstN].json, diagnosis[-SPLIT][-firstN].json
+  predictions[-exact][-SPLIT][-firstN].jsonl, metrics[-exact][-SPLIT][-firstN].json,
+  diagnosis[-SPLIT][-firstN].json
 The split's name is left out for test, `-firstN` when every row was used, so a partial run never stands in for
-the full one. Every command and the report read a run through `RunDir`; nothing else knows these names.
+the full one; `-exact` marks the exact search's recommendations and their metrics. Every command and the report read a run through `RunDir`; nothing else knows these names.
 """
 from __future__ import annotations
 
@@ -100,16 +101,18 @@ class RunDir:
     summary_path = property(lambda self: self.path / "train_summary.json")
     timing_path = property(lambda self: self.path / "timing.json")
 
-    def artefact(self, kind: str, split: str = "test", limit: int | None = None) -> Path:
-        """`<kind>[-<split>][-first<N>].<ext>`: the split's name is left out for test, the limit when None."""
+    def artefact(self, kind: str, split: str = "test", limit: int | None = None, search: str = "beam") -> Path:
+        """`<kind>[-exact][-<split>][-first<N>].<ext>`: left out are the split's name for test, the limit when
+        None, and the search mode for beam search (so beam-search files keep their names)."""
         if kind not in ARTEFACT_EXTENSIONS:
             raise ValueError(f"unknown artefact kind {kind!r}")
-        parts = [kind] + ([split] if split != "test" else []) + ([f"first{limit}"] if limit is not None else [])
+        parts = ([kind] + ([search] if search != "beam" else []) + ([split] if split != "test" else [])
+                 + ([f"first{limit}"] if limit is not None else []))
         return self.path / f"{'-'.join(parts)}.{ARTEFACT_EXTENSIONS[kind]}"
 
-    def variants(self, kind: str, split: str = "test") -> list[tuple[int | None, Path]]:
+    def variants(self, kind: str, split: str = "test", search: str = "beam") -> list[tuple[int | None, Path]]:
         """The (limit, path) of every existing `kind` file of `split`: the full one first, then by more rows."""
-        stem = kind + ("" if split == "test" else f"-{split}")
+        stem = kind + ("" if search == "beam" else f"-{search}") + ("" if split == "test" else f"-{split}")
         pattern = re.compile(re.escape(stem) + r"(?:-first(\d+))?\." + ARTEFACT_EXTENSIONS[kind] + "$")
         found = []
         for p in self.path.glob(f"{kind}*"):
@@ -118,9 +121,9 @@ class RunDir:
                 found.append((None if m[1] is None else int(m[1]), p))
         return sorted(found, key=lambda lp: (0, 0) if lp[0] is None else (1, -lp[0]))
 
-    def best(self, kind: str, split: str = "test") -> tuple[int | None, Path] | None:
+    def best(self, kind: str, split: str = "test", search: str = "beam") -> tuple[int | None, Path] | None:
         """The most complete existing `kind` file of `split` (every row, else the most rows), or None."""
-        found = self.variants(kind, split)
+        found = self.variants(kind, split, search)
         return found[0] if found else None
 
     # ------------------------------------------------------------------ config
