@@ -124,7 +124,8 @@ def run_demo(output: str | Path = "demo-output", *, quick: bool = False, seed: i
 
 def comparison_table(run_dirs: list[Path]) -> str:
     """A plain-text table of each run's test metrics and PruningRate@10, naming run, seed and config."""
-    from .run_dir import RunDir, read_json_file
+    from .io import read_json_file
+    from .run_dir import RunDir
 
     lines = [f"{'run':<16}{'seed':>5}" + "".join(f"{k:>17}" for k in TABLE_KEYS)]
     rows, diagnosed = None, None

@@ -89,12 +89,12 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
         run = RunDir(source).require()
         config = run.config()
         predictions_path = run.artefact("predictions", split, limit, search)
-        if dataset is None:
-            dataset = run.load_dataset()
+        dataset = run.load_dataset(dataset=dataset)
         if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams, search):
             from .recommend import Recommender
 
-            rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions)
+            rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,
+                                       dataset=dataset)
             rec.recommend_split(split, predictions_path, k=beams, limit=limit)
         output = output or run.artefact("metrics", split, limit, search)
     elif source.is_file():
@@ -102,8 +102,7 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
         run = RunDir(source.parent)
         if run.is_run():
             config = run.config()
-            if dataset is None:
-                dataset = run.load_dataset()
+            dataset = run.load_dataset(dataset=dataset)
         output = output or source.with_name(source.stem.replace("predictions", "metrics") + ".json")
     else:
         raise DataError("no such predictions file or run directory.", path=source,

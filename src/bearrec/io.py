@@ -113,3 +113,20 @@ def read_jsonl(path: str | os.PathLike, *, with_lines: bool = False) -> Iterator
         raise DataError("no such file.", path=path, fix="check the path") from None
     for lineno, obj in jsonl_objects(path, data):
         yield (lineno, obj) if with_lines else obj
+
+
+def read_json_file(path: str | os.PathLike, expected: type = dict, fix: str = "re-run the command that wrote it"
+                   ) -> Any:
+    """One JSON file, with a DataError naming it when it is missing, not JSON, or not of the `expected` type."""
+    from .errors import DataError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise DataError("is missing.", path=path, fix=fix) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"is not valid JSON ({getattr(e, 'msg', e)}).", path=path, fix=fix) from None
+    if not isinstance(obj, expected):
+        raise DataError(f"should hold a JSON {expected.__name__}.", path=path, fix=fix)
+    return obj

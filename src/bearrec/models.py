@@ -369,7 +369,8 @@ def load_trained(path: str | Path, *, dtype: str | torch.dtype = "auto",
     environment sets BEARREC_SKIP_VERIFY=1; a damaged file is a DataError naming it, never a silent load.
     """
     from .errors import DataError
-    from .run_dir import read_json_file, verification_skipped, verify_digest
+    from .io import read_json_file
+    from .run_dir import verification_skipped, verify_digest
 
     path = Path(path)
     if not path.is_dir():

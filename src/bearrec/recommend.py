@@ -63,24 +63,25 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None, *,
                  on_dataset_change: str = "error", batch_size: int = 16, search: str = "beam",
-                 max_expansions: int = 2000) -> "Recommender":
+                 max_expansions: int = 2000, dataset: Dataset | None = None) -> "Recommender":
         """The run's model, tokenizer, trie and dataset, each checked (see `bearrec.run_dir.RunDir`).
 
         A dataset that changed since training is an error; `on_dataset_change="warn"` only warns (for
-        recommending to histories outside the splits, where the catalog alone matters). `batch_size` prompts are
+        recommending to histories outside the splits, where the catalog alone matters). A `dataset` the caller
+        loaded already is checked the same way instead of being read again. `batch_size` prompts are
         decoded at once (more keep a GPU busy; scores can differ in their last digits with the padding)."""
         from .run_dir import RunDir
 
         run = RunDir(run_dir).require()
         config = run.need("dataset", "template")
-        dataset = run.load_dataset(on_change=on_dataset_change)
+        dataset = run.load_dataset(on_change=on_dataset_change, dataset=dataset)
         if device is None:
             from accelerate import PartialState
 
             device = PartialState().device
         template = run.template()
         model, tokenizer = run.load_model(device=device)
-        if config.get("dataset_fingerprint") not in (None, dataset.fingerprint):  # on_dataset_change="warn"
+        if run.dataset_changed(dataset):  # on_dataset_change="warn": the trie of the new catalog
             trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
         else:
             trie = run.load_trie(tokenizer, template, dataset.items)

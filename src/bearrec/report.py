@@ -41,9 +41,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import BearrecError, ConfigError, DataError
-from .io import atomic_open, read_jsonl, write_json
+from .io import atomic_open, read_json_file, read_jsonl, write_json
 from .metrics import per_row_metrics
-from .run_dir import RunDir, read_json_file
+from .run_dir import RunDir
 from .stats import paired_bootstrap, summarize_seeds
 
 REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")

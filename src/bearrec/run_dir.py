@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DataError
+from .io import read_json_file
 
 if TYPE_CHECKING:
     from .data.dataset import Dataset
@@ -65,20 +66,6 @@ def verify_digest(path: Path, want: dict[str, Any], fix: str) -> None:
 def verification_skipped() -> bool:
     """Whether the user asked, explicitly, to skip the checksum of model files (BEARREC_SKIP_VERIFY=1)."""
     return os.environ.get(SKIP_VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-def read_json_file(path: Path, expected: type = dict, fix: str = "re-run the command that wrote it") -> Any:
-    """One JSON file, with a DataError naming it when it is missing, not JSON, or not of the `expected` type."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise DataError("is missing.", path=path, fix=fix) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"is not valid JSON ({getattr(e, 'msg', e)}).", path=path, fix=fix) from None
-    if not isinstance(obj, expected):
-        raise DataError(f"should hold a JSON {expected.__name__}.", path=path, fix=fix)
-    return obj
 
 
 class RunDir:
@@ -200,14 +187,20 @@ class RunDir:
                         path=self.config_path,
                         fix="move the prepared dataset back, or set \"dataset\" in config.json to its new folder")
 
-    def load_dataset(self, *, on_change: str = "error") -> "Dataset":
-        """The run's prepared dataset; a different fingerprint than training saw is an error (or, with
-        on_change="warn", a loud warning on stderr: for recommending to histories outside the splits)."""
+    def dataset_changed(self, dataset: "Dataset") -> bool:
+        """Whether `dataset` differs from the one the run was trained on (by the fingerprint training recorded)."""
+        want = self.config().get("dataset_fingerprint")
+        return want is not None and dataset.fingerprint != want
+
+    def load_dataset(self, *, on_change: str = "error", dataset: "Dataset | None" = None) -> "Dataset":
+        """The run's prepared dataset (or `dataset`, already loaded by the caller), checked: a different fingerprint
+        than training saw is an error (or, with on_change="warn", a loud warning on stderr: for recommending to
+        histories outside the splits)."""
         from .data import load_dataset
 
-        dataset = load_dataset(self.dataset_location())
-        want = self.config().get("dataset_fingerprint")
-        if want is not None and dataset.fingerprint != want:
+        dataset = dataset if dataset is not None else load_dataset(self.dataset_location())
+        if self.dataset_changed(dataset):
+            want = self.config()["dataset_fingerprint"]
             message = (f"the dataset in {dataset.path} changed after this run was trained on it (fingerprint "
                        f"{dataset.fingerprint[:19]}…, trained on {want[:19]}…): its catalog or splits differ.")
             fix = "restore the dataset the run was trained on (or re-prepare it identically), or train a new run"

@@ -348,6 +348,6 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """RUN_DIR/train_summary.json as a dict."""
-    from ..run_dir import read_json_file
+    from ..io import read_json_file
 
     return read_json_file(RunDir(run_dir).summary_path)
