@@ -19,6 +19,8 @@ PUBLIC = {
     "ObjectiveConfig": ("bearrec.train.config", "ObjectiveConfig"),
     "write_report": ("bearrec.report", "write_report"),
     "diagnose_run": ("bearrec.diagnose", "diagnose_run"),
+    "load_experiment": ("bearrec.experiment", "load_experiment"),
+    "run_experiment": ("bearrec.experiment", "run_experiment"),
     "BearrecError": ("bearrec.errors", "BearrecError"),
     "DataError": ("bearrec.errors", "DataError"),
     "ConfigError": ("bearrec.errors", "ConfigError"),

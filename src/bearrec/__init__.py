@@ -22,6 +22,8 @@ _LAZY: dict[str, str] = {
     "ObjectiveConfig": "bearrec.train",
     "write_report": "bearrec.report",
     "diagnose_run": "bearrec.diagnose",
+    "load_experiment": "bearrec.experiment",
+    "run_experiment": "bearrec.experiment",
 }
 
 __all__ = [*_LAZY, "BearrecError", "ConfigError", "DataError", "__version__"]

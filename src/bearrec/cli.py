@@ -85,10 +85,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _experiment(args: argparse.Namespace) -> int:
+    from .experiment import load_experiment, run_experiment
 
-    run_demo(args.output, quick=args.quick)
+    run_experiment(load_experiment(args.config, args.overrides), args.output)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .experiment import DEMO_QUICK, demo_config_path, load_experiment, run_experiment
+
+    run_experiment(load_experiment(demo_config_path(), DEMO_QUICK if args.quick else ()), args.output)
     return 0
 
 
@@ -181,7 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-row metric of the paired bootstrap: hr@K, ndcg@K or mrr@K (default ndcg@10)")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("demo", help="MovieLens-100K, tiny model, SFT vs MSL vs BEAR, end to end")
+    p = sub.add_parser("experiment", help="a whole comparison from one YAML file: datasets x methods x seeds, "
+                       "tuned on validation, evaluated, diagnosed and reported (resumable)")
+    p.add_argument("config", help="the experiment's YAML file (configs/experiments/ has examples)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, dotted: seeds=[0] "
+                   "methods.bear.grid.objective.lam=[0.1,1.0] train.training.num_train_epochs=1")
+    p.add_argument("--output", help="the output folder (default: the config's `output`, else runs/NAME)")
+    p.set_defaults(func=_experiment)
+
+    p = sub.add_parser("demo", help="MovieLens-100K, tiny model, SFT vs MSL vs BEAR beside popularity and SASRec, "
+                       "end to end (the experiment in bearrec/configs/demo.yaml)")
     p.add_argument("--output", default="demo-output")
     p.add_argument("--quick", action="store_true", help="a much smaller run, for smoke tests")
     p.set_defaults(func=_demo)

@@ -90,7 +90,13 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
         config = run.config()
         predictions_path = run.artefact("predictions", split, limit, search)
         dataset = run.load_dataset(dataset=dataset)
-        if not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams, search):
+        if config.get("kind") == "baseline":  # nothing to decode: a baseline's predictions are written when fitted
+            if search != "beam" or not predictions_path.is_file():
+                raise DataError(f"is a {config.get('method')} baseline run without predictions of the {split} split"
+                                + (f" ({search} search applies to language models only)" if search != "beam" else "")
+                                + ".", path=run.path, fix="fit it with `bearrec experiment` (or "
+                                "bearrec.baselines.run_baseline), which writes its predictions")
+        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams, search):
             from .recommend import Recommender
 
             rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,

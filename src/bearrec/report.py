@@ -1,24 +1,30 @@
 """Comparison report over training/evaluation runs: one self-contained HTML page and a Markdown twin.
 
-Run-directory contract (one directory per trained model and seed; all JSON):
+Run-directory contract (one directory per trained model, or fitted baseline, and seed; all JSON):
   config.json        required  {"objective": "sft"|"msl"|"bear"|"direct"|..., "seed": int,
-                                "model": str, "dataset": str, ...any other settings}
+                                "model": str, "dataset": str, ...any other settings}; "kind" is "llm"
+                               (or absent) for a language model, "baseline" for a non-LLM baseline, whose
+                               "method" and "objective" are its name ("popularity", "sasrec")
   metrics.json       required  the dict returned by bearrec.metrics.evaluate_predictions
                                (test split): {"hr@10": float, "ndcg@10": float, ...}
   log_history.json   required  the HF Trainer `state.log_history` list: dicts with "step",
                                "epoch" and "loss" (training) or "eval_loss" (validation);
-                               `[]` for a run that was not trained (e.g. a zero-shot base model)
+                               `[]` for a run that was not trained (a zero-shot base model) and for baselines
+  train_summary.json optional  {"epoch_seconds": [float, ...], "train_seconds": float, ...}: the min/epoch
+                               column (a baseline's "train_seconds" is shown as its whole fit time)
   diagnosis.json     optional  {"pruning_rate@B": float, "certified_fraction": float,
-                                "n_in_exact_top_b": int, "pruned_token_outside_top_b_share": float,
+                                "n_in_exact_top_b": int, "n_pruned": int, "pruned_token_outside_top_b_share": float,
                                 "pruned_step_histogram": {"1": n, "2": n, ...},
                                 "positive_token_rank_histogram": {"1": n, ..., "B": n, ">B": n}}
                                (a diagnosis of the first N rows, diagnosis-firstN.json, stands in when
-                               there is none of the whole split; the report says which file it used)
+                               there is none of the whole split; the report says which file it used);
+                               never read for baselines, which do not decode with beam search (shown as n/a)
+  metrics-exact.json optional  the metrics of the exact top-K search on the test split, with "certified_share"
   predictions.jsonl  optional  the decoder's predictions on the same split as metrics.json;
-                               used for the paired bootstrap of BEAR against each other method
-A missing optional file drops the matching plot or section with a note in the report; a
-missing or malformed required file raises DataError naming the file and the fix. File names are
-`RunDir`'s (bearrec.run_dir).
+                               used for the paired bootstrap of every method against every other
+A missing optional file drops the matching plot, column or section with a note in the report; a
+missing or malformed required file (or a malformed optional one) raises DataError naming the file and
+the fix. File names are `RunDir`'s (bearrec.run_dir).
 
 Runs are grouped into methods by config["method"] (else config["objective"]); numbers are mean ± std
 (ddof=1) over the runs (seeds) of each method. Runs of different datasets (by the fingerprint `bearrec
@@ -47,10 +53,14 @@ from .run_dir import RunDir
 from .stats import paired_bootstrap, summarize_seeds
 
 REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")
-METHOD_ORDER = ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce", "bear-sft")
-REFERENCE_METHOD = "bear"
+RUN_KINDS = ("llm", "baseline")
+BASELINE_METHODS = ("popularity", "sasrec")
+METHOD_ORDER = BASELINE_METHODS + ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce",
+                                   "bear-sft")
+# The metrics the "What this shows" section ranks methods by (those present).
+HEADLINE_METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
 # Settings that legitimately differ between runs of one method.
-_RUN_SPECIFIC = re.compile(r"^(seed|objective|run_name|output_dir|run_dir)$|_(dir|path)$")
+_RUN_SPECIFIC = re.compile(r"^(seed|objective|method|kind|run_name|output_dir|run_dir)$|_(dir|path)$")
 
 
 @dataclass
@@ -64,6 +74,8 @@ class RunResult:
     predictions_path: Path | None = None
     run_dir: Path | None = None
     diagnosis_path: Path | None = None
+    train_summary: dict | None = None
+    metrics_exact: dict | None = None
 
     @property
     def dataset(self) -> str:
@@ -77,6 +89,15 @@ class RunResult:
             return str(self.config["method"])
         objective = self.config["objective"]
         return str(objective["name"] if isinstance(objective, dict) else objective)
+
+    @property
+    def kind(self) -> str:
+        """"llm" (a language model decoding with beam search) or "baseline" (popularity, SASRec)."""
+        return str(self.config.get("kind", "llm"))
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind == "baseline"
 
     @property
     def seed(self) -> int:
@@ -99,10 +120,14 @@ def load_run(run_dir: str | Path) -> RunResult:
                             fix='config.json needs {"objective": str, "seed": int, ...}')
     if not isinstance(config["seed"], int) or isinstance(config["seed"], bool):
         raise DataError(f"'seed' must be an integer, got {config['seed']!r}.", path=run.config_path)
+    if config.get("kind", "llm") not in RUN_KINDS:
+        raise DataError(f"'kind' must be one of {', '.join(RUN_KINDS)}, got {config['kind']!r}.",
+                        path=run.config_path, fix='leave "kind" out (or "llm") for a language model, '
+                                              '"baseline" for popularity or SASRec')
     metrics = read_json_file(run.artefact("metrics"), dict,
                              "evaluate the run on the test split (`bearrec evaluate RUN_DIR`)")
     history = read_json_file(run.log_history_path, list, "write trainer.state.log_history, or [] for an untrained run")
-    best = run.best("diagnosis")
+    best = None if config.get("kind") == "baseline" else run.best("diagnosis")
     diagnosis = read_json_file(best[1], dict, "diagnose the run again (`bearrec diagnose RUN_DIR`)") if best else None
     if diagnosis is not None:
         for key in ("pruned_step_histogram", "positive_token_rank_histogram"):
@@ -110,8 +135,27 @@ def load_run(run_dir: str | Path) -> RunResult:
             if not isinstance(hist, dict) or not all(_is_number(v) and v >= 0 for v in hist.values()):
                 raise DataError(f"{key!r} must map buckets to counts >= 0.", path=best[1])
     preds = run.artefact("predictions")
+    exact_path = run.artefact("metrics", search="exact")
+    exact = (read_json_file(exact_path, dict, "evaluate the run again (`bearrec evaluate RUN_DIR --search exact`)")
+             if exact_path.is_file() else None)
     return RunResult(config, metrics, history, diagnosis, preds if preds.exists() else None, run.path,
-                     best[1] if best else None)
+                     best[1] if best else None, _read_train_summary(run), exact)
+
+
+def _read_train_summary(run: RunDir) -> dict | None:
+    """train_summary.json, its timing fields checked, or None where there is none."""
+    path = run.summary_path
+    if not path.is_file():
+        return None
+    fix = "re-run training, or delete train_summary.json (the report only reads its timing)"
+    summary = read_json_file(path, dict, fix)
+    epochs = summary.get("epoch_seconds")
+    if epochs is not None and not (isinstance(epochs, list) and all(_is_number(s) and s >= 0 for s in epochs)):
+        raise DataError("'epoch_seconds' must be a list of seconds >= 0.", path=path, fix=fix)
+    total = summary.get("train_seconds")
+    if total is not None and not (_is_number(total) and total >= 0):
+        raise DataError(f"'train_seconds' must be a number >= 0, got {total!r}.", path=path, fix=fix)
+    return summary
 
 
 def discover_runs(root: str | Path) -> list[Path]:
@@ -133,25 +177,101 @@ def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     return {m: sorted(groups[m], key=lambda r: r.seed) for m in order}
 
 
+def _baselines(groups: dict[str, list[RunResult]]) -> list[str]:
+    """The methods whose runs are all baselines (no beam search, no logged loss)."""
+    return [m for m, rs in groups.items() if all(r.is_baseline for r in rs)]
+
+
+# Column order of metric families in tables; unknown keys follow, alphabetically.
+_FAMILY_ORDER = ("hr", "ndcg", "mrr", "coverage", "mean_popularity_rank", "pruning_rate", "pruning_rate_certified",
+                 "certified_fraction", "certified_share", "n_in_exact_top_b", "n_pruned", "n_returned",
+                 "pruned_token_outside_top_b_share", "invalid_rate", "empty_rate", "num_beams", "n_rows")
+
+
 def _cutoff_key(key: str) -> tuple:
-    """Sort metric keys by family then cut-off: hr@1, hr@5, ..., ndcg@1, ..."""
+    """Sort metric keys by family (_FAMILY_ORDER) then cut-off: hr@1, hr@5, ..., ndcg@1, ..., n_rows."""
     name, _, k = key.partition("@")
-    return (name, int(k) if k.isdigit() else math.inf, key)
+    rank = _FAMILY_ORDER.index(name) if name in _FAMILY_ORDER else len(_FAMILY_ORDER)
+    return (rank, name, int(k) if k.isdigit() else math.inf, key)
+
+
+def _is_count(key: str) -> bool:
+    return key.startswith("n_") or key == "num_beams"
 
 
 def _fmt(stat: dict | None, key: str = "") -> str:
-    """'mean ± std' (std left out for a single seed); counts (n_*) and large values with fewer digits."""
-    if stat is None:
+    """'mean ± std' (no std for a single seed); counts as integers where whole, large values with fewer digits."""
+    if stat is None or not _is_number(stat.get("mean")) or math.isnan(stat["mean"]):
         return "–"
-    mean, std = stat["mean"], stat["std"]
-    if key.startswith("n_") and float(mean).is_integer() and (math.isnan(std) or std == 0):
-        return str(int(mean))
-    digits = 1 if key.startswith("n_") or abs(mean) >= 100 else 4
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    mean, std = stat["mean"], stat.get("std")
+    no_std = not _is_number(std) or math.isnan(std)
+    if _is_count(key):
+        text = str(int(mean)) if float(mean).is_integer() else f"{mean:.1f}"
+        return text if no_std or std == 0 else f"{text} ± {std:.1f}"
+    digits = 1 if abs(mean) >= 100 else 4
+    return f"{mean:.{digits}f}" if no_std else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p_value(p: float, equals: str = "") -> str:
+    """A bootstrap p-value as printed: 3 decimals, or "< 0.001" (a resampled p is never exactly 0)."""
+    return "< 0.001" if p < 0.001 else f"{equals}{p:.3f}"
 
 
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+# ---------------------------------------------------------------- column names and their meanings
+
+_LABELS = {"invalid_rate": "Invalid", "empty_rate": "Empty", "n_rows": "Rows", "certified_fraction": "Certified",
+           "certified_share": "Certified", "n_in_exact_top_b": "In exact top-B", "n_pruned": "Pruned",
+           "n_returned": "Returned", "num_beams": "Beams", "pruned_token_outside_top_b_share": "Pruned outside top-B"}
+_FAMILY_LABELS = {"hr": "HR", "ndcg": "NDCG", "mrr": "MRR", "coverage": "Coverage", "mean_popularity_rank": "Pop. rank",
+                  "pruning_rate": "PruningRate", "pruning_rate_certified": "Certified PruningRate"}
+_MEANINGS = {
+    "hr": "hit rate: share of rows whose target item is in the top {k}",
+    "ndcg": "normalised discounted cumulative gain of the target in the top {k} (1/log2(1 + rank), 0 when absent)",
+    "mrr": "mean reciprocal rank of the target in the top {k} (0 when absent)",
+    "coverage": "share of the catalog recommended in at least one row's top {k}",
+    "mean_popularity_rank": "mean training-popularity rank of the recommended items in the top {k} (1 = most popular)",
+    "pruning_rate": "share of positives in the exact top-{k} that beam search of width {k} prunes (lower is better)",
+    "pruning_rate_certified": "PruningRate over the positives of rows whose exact search is certified",
+    "invalid_rate": "share of recommended entries that are not catalog items",
+    "empty_rate": "share of rows with no recommendation",
+    "n_rows": "rows evaluated (mean over seeds)",
+    "certified_fraction": "share of diagnosed rows whose exact top-B search is proved complete",
+    "certified_share": "share of rows whose exact top-K search is proved complete",
+    "n_in_exact_top_b": "positives inside the exact top-B (B = beam width)",
+    "n_pruned": "of those, positives that beam search does not return",
+    "n_returned": "rows whose positive beam search returns",
+    "num_beams": "beam width B",
+    "pruned_token_outside_top_b_share": "share of pruned positives whose token, at the step it is pruned, "
+                                        "ranks below B in the next-token distribution",
+}
+_SEEDS_MEANING = "the seeds (one run each) that the mean ± std is over"
+_MIN_PER_EPOCH_MEANING = ("median minutes per training epoch over every epoch of every seed (train_summary.json); "
+                          "'(fit)': a baseline's whole fit time in minutes (median over seeds)")
+
+
+def column_name(key: str) -> str:
+    """The readable column name of a metric key (hr@10 -> HR@10); an unknown key stays as it is."""
+    if key in _LABELS:
+        return _LABELS[key]
+    family, sep, k = key.partition("@")
+    return f"{_FAMILY_LABELS[family]}@{k}" if sep and family in _FAMILY_LABELS else key
+
+
+def _legend(keys: Sequence[str], extra: Sequence[tuple[str, str]] = ()) -> tuple:
+    """A legend block: (column names, meaning) for `extra` then `keys`, the cut-offs of one family on one line."""
+    items: list[tuple[str, str]] = list(extra)
+    families: dict[str, list[str]] = {}
+    for key in keys:
+        family, sep, _ = key.partition("@")
+        meaning_key = family if sep else key
+        if meaning_key in _MEANINGS:
+            families.setdefault(meaning_key, []).append(column_name(key))
+    items += [(", ".join(labels), _MEANINGS[m].format(k="K")) for m, labels in families.items()]
+    return ("legend", items)
 
 
 # ---------------------------------------------------------------- blocks rendered to HTML and Markdown
@@ -177,10 +297,19 @@ def _render_html(title: str, blocks: list[tuple]) -> str:
             parts.append(f"<p>{html.escape(block[1])}</p>")
         elif kind == "note":
             parts.append(f'<p class="note">{html.escape(block[1])}</p>')
+        elif kind == "list":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in block[1]) + "</ul>")
+        elif kind == "legend":
+            items = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(meaning)}</li>"
+                            for name, meaning in block[1])
+            parts.append(f'<div class="legend">Columns:<ul>{items}</ul></div>')
         elif kind == "table":
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block[2])
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            # long cells (settings) may wrap; numbers stay on one line
+            body = "".join("<tr>" + "".join(('<td class="long">' if len(c) > 40 else "<td>") + f"{html.escape(c)}</td>"
+                                            for c in row) + "</tr>" for row in block[2])
+            parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+                         f"<tbody>{body}</tbody></table></div>")
         elif kind == "figure":
             fig: _Figure = block[1]
             data = base64.b64encode(fig.png).decode("ascii")
@@ -193,6 +322,11 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+            + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
+
+
 def _render_markdown(title: str, blocks: list[tuple], figure_files: dict[str, str]) -> str:
     lines = [f"# {title}", ""]
     for block in blocks:
@@ -203,11 +337,12 @@ def _render_markdown(title: str, blocks: list[tuple], figure_files: dict[str, st
             lines += [block[1], ""]
         elif kind == "note":
             lines += [f"> {block[1]}", ""]
+        elif kind == "list":
+            lines += [f"- {s}" for s in block[1]] + [""]
+        elif kind == "legend":
+            lines += ["Columns:"] + [f"- **{name}**: {meaning}" for name, meaning in block[1]] + [""]
         elif kind == "table":
-            lines.append("| " + " | ".join(_md_cell(h) for h in block[1]) + " |")
-            lines.append("|" + "---|" * len(block[1]))
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block[2]]
-            lines.append("")
+            lines += _md_table(block[1], block[2]) + [""]
         elif kind == "figure":
             fig: _Figure = block[1]
             lines += [f"![{fig.caption}]({figure_files[fig.name]})", "", f"*{fig.caption}*", ""]
@@ -222,11 +357,18 @@ _HTML_TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <style>
+*, *::before, *::after {{ box-sizing: border-box; }}
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+h1, h2, p, li, figcaption {{ overflow-wrap: anywhere; }}
+.scroll {{ overflow-x: auto; max-width: 100%; margin: 0.5em 0 0.5em; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }}
 th {{ background: #f0f0f0; }}
+td {{ white-space: nowrap; font-variant-numeric: tabular-nums; }}
+td.long {{ white-space: normal; min-width: 24em; overflow-wrap: anywhere; }}
 tbody tr:nth-child(even) {{ background: #fafafa; }}
+.legend {{ color: #555; font-size: 0.85em; margin: 0 0 1.5em; }}
+.legend ul {{ margin: 0.2em 0; padding-left: 1.5em; }}
 figure {{ margin: 1em 0 2em; }}
 img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
 figcaption {{ color: #555; font-size: 0.9em; }}
@@ -242,6 +384,8 @@ figcaption {{ color: #555; font-size: 0.9em; }}
     var imgs = Array.prototype.slice.call(document.images);
     var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
     document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
+    document.body.setAttribute("data-scroll-width", document.documentElement.scrollWidth);
+    document.body.setAttribute("data-window-width", window.innerWidth);
   }}
   if (document.readyState === "complete") {{ check(); }} else {{ window.addEventListener("load", check); }}
 }})();
@@ -254,7 +398,8 @@ figcaption {{ color: #555; font-size: 0.9em; }}
 # ---------------------------------------------------------------- plots
 
 def _colors(methods: Iterable[str]) -> dict[str, str]:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
     return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
 
 
@@ -291,7 +436,7 @@ def _plot_metrics(summaries: dict[str, dict], keys: list[str], colors: dict[str,
     fig, (ax,) = _new_figure(max(6.0, 1.1 * len(keys) + 2))
     series = {m: ([s[k]["mean"] if k in s else 0.0 for k in keys], [s[k]["std"] if k in s else 0.0 for k in keys])
               for m, s in summaries.items()}
-    _grouped_bars(ax, keys, series, colors)
+    _grouped_bars(ax, [column_name(k) for k in keys], series, colors)
     ax.set_ylabel("mean over seeds (± std)")
     ax.set_title("Test metrics per method")
     return _png(fig)
@@ -328,7 +473,7 @@ def _plot_pruning(summaries: dict[str, dict], key: str, colors: dict[str, str]) 
     means = [summaries[m][key]["mean"] for m in methods]
     stds = [0.0 if math.isnan(summaries[m][key]["std"]) else summaries[m][key]["std"] for m in methods]
     ax.bar(methods, means, yerr=stds, capsize=4, color=[colors[m] for m in methods])
-    ax.set_ylabel(f"{key} (mean ± std over seeds)")
+    ax.set_ylabel(f"{column_name(key)} (mean ± std over seeds)")
     ax.set_ylim(0, max(1.0, max(means) * 1.1))
     ax.set_title("Share of exact top-B positives that beam search prunes (lower is better)")
     return _png(fig)
@@ -352,65 +497,274 @@ def _plot_histogram(hists: dict[str, dict[str, float]], colors: dict[str, str], 
     return _png(fig)
 
 
+# ---------------------------------------------------------------- paired comparisons
+
+class _RowVectors:
+    """Per-row metric vectors of runs' predictions; each file is read once, each (file, metric) computed once."""
+
+    def __init__(self) -> None:
+        self._rows: dict[Path, tuple[list[dict], list]] = {}
+        self._vectors: dict[tuple[Path, str], np.ndarray] = {}
+
+    def get(self, run: RunResult, metric: str) -> tuple[list, np.ndarray]:
+        """Row keys (index, target) and the per-row `metric` of the run's predictions."""
+        path = run.predictions_path
+        if path not in self._rows:
+            rows = list(read_jsonl(path))
+            self._rows[path] = (rows, [(r.get("index", i), str(r.get("target"))) for i, r in enumerate(rows)])
+        rows, keys = self._rows[path]
+        if (path, metric) not in self._vectors:
+            k = int(metric.split("@")[1])
+            vecs = per_row_metrics(rows, ks=(k,))
+            if metric not in vecs:
+                raise DataError(f"{metric} is not defined: recommendation lists are shorter than {k}.", path=path)
+            self._vectors[path, metric] = vecs[metric]
+        return keys, self._vectors[path, metric]
+
+
+def _compare(groups: dict[str, list[RunResult]], a: str, b: str, metric: str, vectors: _RowVectors,
+             n_resamples: int) -> dict | str:
+    """Paired bootstrap of a − b on per-row `metric` averaged over the seeds both have; else why it cannot be done."""
+    runs_a = {r.seed: r for r in groups[a] if r.predictions_path is not None}
+    runs_b = {r.seed: r for r in groups[b] if r.predictions_path is not None}
+    seeds = sorted(set(runs_a) & set(runs_b))
+    if not seeds:
+        return "no seed with predictions.jsonl in both methods"
+    try:
+        va = [vectors.get(runs_a[s], metric) for s in seeds]
+        vb = [vectors.get(runs_b[s], metric) for s in seeds]
+    except DataError as e:
+        return str(e)
+    keys = va[0][0]
+    if any(v[0] != keys for v in va + vb):
+        return "predictions cover different rows (index/target)"
+    mean_a = np.mean([v[1] for v in va], axis=0)
+    mean_b = np.mean([v[1] for v in vb], axis=0)
+    res = paired_bootstrap(mean_b, mean_a, n_resamples=n_resamples)  # its mean_diff is mean(a - b)
+    return {"comparison": f"{a} - {b}", "metric": metric, "seeds": seeds, **res}
+
+
+def _excludes_zero(res: dict) -> bool:
+    return res["low"] > 0 or res["high"] < 0
+
+
+def _bootstrap_section(groups, metric: str, n_resamples: int, vectors: _RowVectors) -> tuple[list[tuple], list[dict]]:
+    """Paired bootstrap of every pair of methods (a before b in METHOD_ORDER, a − b) on per-row `metric`."""
+    blocks: list[tuple] = [("h2", f"Paired bootstrap between methods ({column_name(metric)})")]
+    with_preds = [m for m, rs in groups.items() if any(r.predictions_path is not None for r in rs)]
+    without = [m for m in groups if m not in with_preds]
+    notes: list[tuple] = []
+    if without:
+        notes.append(("note", f"No predictions.jsonl in any run of {', '.join(without)}: left out of the paired "
+                              "bootstrap."))
+    if len(with_preds) < 2:
+        notes.append(("note", "The paired bootstrap needs two methods with predictions on the same rows."))
+        return blocks + notes, []
+    rows, results = [], []
+    for i, a in enumerate(with_preds):
+        for b in with_preds[i + 1:]:
+            res = _compare(groups, a, b, metric, vectors, n_resamples)
+            if isinstance(res, str):
+                notes.append(("note", f"{a} − {b}: {res}; comparison left out."))
+                continue
+            results.append(res)
+            rows.append([f"{a} − {b}", ", ".join(map(str, res["seeds"])), str(res["n_rows"]),
+                         f"{res['mean_diff']:+.4f}", f"[{res['low']:+.4f}, {res['high']:+.4f}]",
+                         _p_value(res["p_value"]), "yes" if _excludes_zero(res) else "no"])
+    if rows:
+        blocks.append(("p", f"Every pair of methods, a listed before b: per-row {column_name(metric)} averaged over "
+                            f"the seeds both methods have, then rows resampled with replacement ({n_resamples} "
+                            "resamples); a positive difference means a is better."))
+        blocks.append(_table(["Difference (a − b)", "Seeds", "Rows", "Mean difference", "95% CI", "p-value",
+                              "CI excludes 0"], rows))
+        blocks.append(("legend", [
+            ("Difference (a − b)", f"per-row {column_name(metric)} of a minus that of b"),
+            ("Seeds", "the seeds both methods have; each row's value is averaged over them"),
+            ("Rows", "test rows paired"), ("Mean difference", "mean over rows of a − b"),
+            ("95% CI", "percentile bootstrap interval of the mean difference"),
+            ("p-value", "two-sided bootstrap p-value for 'no difference'"),
+            ("CI excludes 0", "yes: the two methods are separable on these rows at 95%")]))
+    return blocks + notes, results
+
+
+def _what_this_shows(groups, summaries, vectors: _RowVectors, n_resamples: int) -> tuple[list[str], list[dict]]:
+    """Sentences naming, per headline metric, the best method, the runner-up and whether a paired CI separates them."""
+    seeds_of = {m: ", ".join(str(r.seed) for r in rs) for m, rs in groups.items()}
+    keys = [k for k in HEADLINE_METRICS if any(_is_number(s.get(k, {}).get("mean")) for s in summaries.values())]
+    if len(groups) == 1:
+        method = next(iter(groups))
+        values = "; ".join(f"{column_name(k)} {_fmt(summaries[method].get(k), k)}" for k in keys)
+        return [f"Only one method, {method} (seeds {seeds_of[method]}), is in this report: there is nothing to "
+                f"compare it with" + (f" ({values})." if values else ".")], []
+    if not keys:
+        return [f"No headline metric ({', '.join(column_name(k) for k in HEADLINE_METRICS)}) in the runs' metrics: "
+                "nothing to rank."], []
+    sentences, boots = [], []
+    for key in keys:
+        means = {m: s[key]["mean"] for m, s in summaries.items()
+                 if key in s and _is_number(s[key].get("mean")) and not math.isnan(s[key]["mean"])}
+        ranked = sorted(means, key=lambda m: -means[m])  # stable: ties keep METHOD_ORDER
+        if len(ranked) < 2:
+            sentences.append(f"{column_name(key)}: only {ranked[0]} reports it ({means[ranked[0]]:.4f}).")
+            continue
+        best, second = ranked[:2]
+        text = (f"{column_name(key)}: {best} has the best mean ({means[best]:.4f}), {second} is the runner-up "
+                f"({means[second]:.4f}), difference {means[best] - means[second]:+.4f}")
+        res = _compare(groups, best, second, key, vectors, n_resamples)
+        if isinstance(res, str):
+            sentences.append(f"{text}; no paired bootstrap: {res}.")
+            continue
+        boots.append(res)
+        ci = f"the {round(100 * res['confidence'])}% CI [{res['low']:+.4f}, {res['high']:+.4f}]"
+        verdict = f"{ci} excludes 0." if _excludes_zero(res) else f"{ci} includes 0: not separable on these rows."
+        sentences.append(f"{text}; paired bootstrap of {best} − {second} over {res['n_rows']} rows and seeds "
+                         f"{', '.join(map(str, res['seeds']))}: {verdict}")
+    return sentences, boots
+
+
 # ---------------------------------------------------------------- sections
 
 def _runs_section(groups: dict[str, list[RunResult]]) -> list[tuple]:
     """Which runs, seeds and settings produced the numbers, plus warnings about mixed settings."""
     runs = [r for rs in groups.values() for r in rs]
-    keys = sorted({k for r in runs for k in r.config if not _RUN_SPECIFIC.search(k)})
-    varying = [k for k in keys if len({_canonical(r.config.get(k)) for r in runs}) > 1]
-    shown = [k for k in varying if k not in ("model", "dataset")]
-    headers = ["method", "seed", "run", "model", "dataset"] + (["settings that vary between runs"] if shown else [])
-    rows = [[r.method, str(r.seed), r.name, str(r.config.get("model", "–")), str(r.config.get("dataset", "–"))]
-            + ([", ".join(f"{k}={_canonical(r.config.get(k))}" for k in shown)] if shown else []) for r in runs]
+
+    def varying(rs: list[RunResult]) -> list[str]:
+        keys = sorted({k for r in rs for k in r.config if not _RUN_SPECIFIC.search(k)})
+        return [k for k in keys if len({_canonical(r.config.get(k)) for r in rs}) > 1]
+
+    # settings are compared among runs of one kind: a baseline has none of a language model's settings
+    shown = {kind: [k for k in varying([r for r in runs if r.kind == kind]) if k not in ("model", "dataset")]
+             for kind in {r.kind for r in runs}}
+    any_shown = any(shown.values())
+    headers = (["Method", "Kind", "Seed", "Run", "Model", "Dataset"]
+               + (["Settings that vary between runs"] if any_shown else []))
+    rows = [[r.method, r.kind, str(r.seed), r.name, str(r.config.get("model", "–")),
+             str(r.config.get("dataset", "–"))]
+            + ([", ".join(f"{k}={_canonical(r.config.get(k))}" for k in shown[r.kind])] if any_shown else [])
+            for r in runs]
     blocks = [("h2", "Runs"), _table(headers, rows)]
     for method, rs in groups.items():
-        mixed = [k for k in keys if len({_canonical(r.config.get(k)) for r in rs}) > 1]
+        mixed = varying(rs)
         if mixed:
             blocks.append(("note", f"The runs of {method} differ in {', '.join(mixed)}: "
                                    "its mean ± std mixes configurations, not only seeds."))
         seeds = [r.seed for r in rs]
         if len(set(seeds)) < len(seeds):
             blocks.append(("note", f"{method} has several runs with the same seed: {seeds}."))
-    for key in ("model", "dataset"):
-        if key in varying:
+    llm_runs = [r for r in runs if not r.is_baseline]
+    for key, among in (("model", llm_runs), ("dataset", runs)):
+        if len({_canonical(r.config.get(key)) for r in among}) > 1:
             blocks.append(("note", f"The runs do not all share the same {key}; compare methods with care."))
     return blocks
 
 
-def _metrics_section(groups, summaries, colors) -> list[tuple]:
-    """The comparison table (HR/NDCG), the secondary metrics table and the metrics plot."""
+def _timing(runs: list[RunResult]) -> tuple[float | None, float | None]:
+    """(median minutes per epoch over every epoch of every run, else a baseline's median fit minutes over seeds)."""
+    epochs = [s for r in runs if r.train_summary for s in (r.train_summary.get("epoch_seconds") or [])]
+    if epochs:
+        return float(np.median(epochs)) / 60, None
+    fits = [r.train_summary["train_seconds"] for r in runs
+            if r.is_baseline and r.train_summary and _is_number(r.train_summary.get("train_seconds"))]
+    return None, (float(np.median(fits)) / 60 if fits else None)
+
+
+def _minutes_cell(per_epoch: float | None, fit: float | None) -> str:
+    if per_epoch is not None:
+        return f"{per_epoch:.1f}"
+    return "–" if fit is None else f"{fit:.1f} (fit)"
+
+
+def _headline_columns(keys: Sequence[str]) -> list[str]:
+    """The HEADLINE_METRICS among `keys` (else every HR/NDCG key): the columns of the main tables."""
+    head = [k for k in keys if k in HEADLINE_METRICS]
+    return head or [k for k in keys if k.split("@")[0] in ("hr", "ndcg")]
+
+
+def _metrics_section(groups, summaries, colors, timing) -> list[tuple]:
+    """The comparison table (headline metrics, min/epoch), the table of the other metrics and the metrics plot."""
     all_keys = sorted({k for s in summaries.values() for k in s}, key=_cutoff_key)
-    main = [k for k in all_keys if k.split("@")[0] in ("hr", "ndcg")]
+    main = _headline_columns(all_keys)
     other = [k for k in all_keys if k not in main]
+    timed = any(t != (None, None) for t in timing.values())
     blocks: list[tuple] = [("h2", "Comparison (test split)"),
                            ("p", "Mean ± sample std over the seeds of each method; exact item match, "
                                  "K up to the beam size.")]
     seeds = {m: ", ".join(str(r.seed) for r in rs) for m, rs in groups.items()}
-    blocks.append(_table(["method", "seeds"] + main,
-                         [[m, seeds[m]] + [_fmt(summaries[m].get(k), k) for k in main] for m in groups]))
+    blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in main] + (["min/epoch"] if timed else []),
+                         [[m, seeds[m]] + [_fmt(summaries[m].get(k), k) for k in main]
+                          + ([_minutes_cell(*timing[m])] if timed else []) for m in groups]))
+    blocks.append(_legend(main, [("Seeds", _SEEDS_MEANING)]
+                          + ([("min/epoch", _MIN_PER_EPOCH_MEANING)] if timed else [])))
     if other:
-        blocks.append(_table(["method"] + other, [[m] + [_fmt(summaries[m].get(k), k) for k in other] for m in groups]))
+        blocks.append(("p", "Other test metrics (mean ± std over seeds):"))
+        blocks.append(_table(["Method"] + [column_name(k) for k in other],
+                             [[m] + [_fmt(summaries[m].get(k), k) for k in other] for m in groups]))
+        blocks.append(_legend(other))
     if main:
         blocks.append(("figure", _Figure("metrics", _plot_metrics(summaries, main, colors),
                                          "Test metrics per method (error bars: std over seeds)")))
     return blocks
 
 
+def _exact_section(groups) -> tuple[list[tuple], dict[str, dict]]:
+    """Headline metrics and certified share of the exact top-K search, per method that has metrics-exact.json."""
+    have = {m: [r for r in rs if r.metrics_exact is not None] for m, rs in groups.items()}
+    have = {m: rs for m, rs in have.items() if rs}
+    if not have:
+        return [], {}
+    summaries = {m: summarize_seeds([r.metrics_exact for r in rs]) for m, rs in have.items()}
+    keys = _headline_columns(sorted({k for s in summaries.values() for k in s}, key=_cutoff_key))
+    blocks: list[tuple] = [("h2", "Exact top-K search (test split)"),
+                           ("p", "The same metrics when each model's top K is found by exact search instead of "
+                                 "beam search (metrics-exact.json); mean ± std over seeds.")]
+    blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"],
+                         [[m, ", ".join(str(r.seed) for r in rs)] + [_fmt(summaries[m].get(k), k) for k in keys]
+                          + [_fmt(summaries[m].get("certified_share"), "certified_share")] for m, rs in have.items()]))
+    blocks.append(_legend(keys + ["certified_share"], [("Seeds", "the seeds with metrics-exact.json")]))
+    missing = [r.name for rs in groups.values() for r in rs if r.metrics_exact is None and not r.is_baseline]
+    baselines = [m for m in _baselines(groups) if m not in have]
+    left_out = ([f"runs without metrics-exact.json ({', '.join(missing)})"] if missing else []) + (
+        [f"the baselines {', '.join(baselines)} (n/a: they score the whole catalog)"] if baselines else [])
+    if left_out:
+        blocks.append(("note", "Left out of this table: " + "; ".join(left_out) + "."))
+    return blocks, summaries
+
+
 def _loss_section(groups, colors) -> list[tuple]:
     blocks: list[tuple] = [("h2", "Training and validation loss")]
-    png = _plot_losses(groups, colors)
+    baselines = _baselines(groups)
+    llm = {m: rs for m, rs in groups.items() if m not in baselines}
+    if baselines:
+        blocks.append(("p", f"Baselines ({', '.join(baselines)}) log no loss history: no curve for them."))
+    png = _plot_losses(llm, colors) if llm else None
     if png is None:
-        return blocks + [("note", "No run logged a training or validation loss (log_history.json is empty).")]
+        if llm:
+            blocks.append(("note", "No run logged a training or validation loss (log_history.json is empty)."))
+        return blocks
     return blocks + [("figure", _Figure("losses", png, "Loss per logged step; one line per run (seed)"))]
 
 
+def _diagnosis_totals(runs: list[RunResult]) -> dict | None:
+    """n_pruned and n_in_exact_top_b summed over the runs that report both."""
+    have = [r.diagnosis for r in runs if r.diagnosis is not None
+            and _is_number(r.diagnosis.get("n_pruned")) and _is_number(r.diagnosis.get("n_in_exact_top_b"))]
+    if not have:
+        return None
+    return {"n_pruned": int(sum(d["n_pruned"] for d in have)),
+            "n_in_exact_top_b": int(sum(d["n_in_exact_top_b"] for d in have)), "runs": len(have)}
+
+
 def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
-    """PruningRate@B table and plots from diagnosis.json, where present."""
+    """PruningRate@B table and plots from diagnosis.json, where present; baselines shown as n/a."""
     blocks: list[tuple] = [("h2", "Beam-search pruning diagnosis")]
-    with_diag = {m: [r for r in rs if r.diagnosis is not None] for m, rs in groups.items()}
-    without = [r.name for rs in groups.values() for r in rs if r.diagnosis is None]
+    baselines = _baselines(groups)
+    llm = {m: rs for m, rs in groups.items() if m not in baselines}
+    with_diag = {m: [r for r in rs if r.diagnosis is not None] for m, rs in llm.items()}
+    without = [r.name for rs in llm.values() for r in rs if r.diagnosis is None]
     with_diag = {m: rs for m, rs in with_diag.items() if rs}
+    if baselines:
+        blocks.append(("p", f"n/a for the baselines {', '.join(baselines)}: they do not decode with beam search, "
+                            "so nothing is pruned."))
     if without:
         blocks.append(("note", f"No diagnosis file in {', '.join(without)}: left out of this section."))
     if not with_diag:
@@ -422,13 +776,20 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
                                + "; ".join(used) + "."))
     summaries = {m: summarize_seeds([r.diagnosis for r in rs]) for m, rs in with_diag.items()}
     keys = sorted({k for s in summaries.values() for k in s}, key=_cutoff_key)
-    blocks.append(_table(["method", "seeds"] + keys,
-                         [[m, ", ".join(str(r.seed) for r in with_diag[m])] + [_fmt(summaries[m].get(k), k) for k in keys]
-                          for m in with_diag]))
+    rows = []
+    for m, rs in groups.items():
+        if m in with_diag:
+            rows.append([m, ", ".join(str(r.seed) for r in with_diag[m])]
+                        + [_fmt(summaries[m].get(k), k) for k in keys])
+        elif m in baselines:
+            rows.append([m, ", ".join(str(r.seed) for r in rs)] + ["n/a"] * len(keys))
+    blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in keys], rows))
+    blocks.append(_legend(keys, [("Seeds", "the seeds with a diagnosis file"), ("n/a", "not applicable to a baseline")]
+                          if baselines else [("Seeds", "the seeds with a diagnosis file")]))
     for key in [k for k in keys if k.startswith("pruning_rate@")]:
         have = {m: s for m, s in summaries.items() if key in s}
         blocks.append(("figure", _Figure(key.replace("@", "_at_"), _plot_pruning(have, key, colors),
-                                         f"PruningRate@{key.split('@')[1]} per method (mean ± std over seeds)")))
+                                         f"{column_name(key)} per method (mean ± std over seeds)")))
     for field, name, xlabel, caption in (
             ("pruned_step_histogram", "pruned_steps", "decoding step (1 = first response token)",
              "Where positives are pruned: decoding step at which the positive leaves the beam"),
@@ -449,63 +810,6 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
     return blocks, summaries
 
 
-def _row_vectors(run: RunResult, metric: str) -> tuple[list, np.ndarray]:
-    """Row keys (index, target) and the per-row metric of a run's predictions."""
-    rows = list(read_jsonl(run.predictions_path))
-    k = int(metric.split("@")[1])
-    vecs = per_row_metrics(rows, ks=(k,))
-    if metric not in vecs:
-        raise DataError(f"{metric} is not defined: recommendation lists are shorter than {k}.",
-                        path=run.predictions_path)
-    keys = [(r.get("index", i), str(r.get("target"))) for i, r in enumerate(rows)]
-    return keys, vecs[metric]
-
-
-def _bootstrap_section(groups, metric: str, n_resamples: int) -> tuple[list[tuple], list[dict]]:
-    """Paired bootstrap of BEAR minus each other method on per-row `metric`, averaged over shared seeds."""
-    blocks: list[tuple] = [("h2", f"Paired bootstrap: {REFERENCE_METHOD} vs the other methods ({metric})")]
-    if REFERENCE_METHOD not in groups or len(groups) < 2:
-        return blocks + [("note", f"Needs {REFERENCE_METHOD} runs and at least one other method.")], []
-    ref = {r.seed: r for r in groups[REFERENCE_METHOD] if r.predictions_path is not None}
-    rows, results = [], []
-    cache: dict[Path, tuple[list, np.ndarray]] = {}
-
-    def vectors(run: RunResult) -> tuple[list, np.ndarray]:
-        if run.predictions_path not in cache:
-            cache[run.predictions_path] = _row_vectors(run, metric)
-        return cache[run.predictions_path]
-
-    for method, runs in groups.items():
-        if method == REFERENCE_METHOD:
-            continue
-        other = {r.seed: r for r in runs if r.predictions_path is not None}
-        seeds = sorted(set(ref) & set(other))
-        if not seeds:
-            blocks.append(("note", f"{method}: no seed with predictions.jsonl in both methods; comparison left out."))
-            continue
-        try:
-            pairs = [(vectors(other[s]), vectors(ref[s])) for s in seeds]
-        except DataError as e:
-            blocks.append(("note", f"{method}: comparison left out: {e}"))
-            continue
-        keys = pairs[0][0][0]
-        if any(a[0] != keys or b[0] != keys for a, b in pairs):
-            blocks.append(("note", f"{method}: predictions cover different rows (index/target) than "
-                                   f"{REFERENCE_METHOD}'s; comparison left out."))
-            continue
-        a = np.mean([a[1] for a, _ in pairs], axis=0)
-        b = np.mean([b[1] for _, b in pairs], axis=0)
-        res = paired_bootstrap(a, b, n_resamples=n_resamples)
-        results.append({"comparison": f"{REFERENCE_METHOD} - {method}", "metric": metric, "seeds": seeds, **res})
-        rows.append([f"{REFERENCE_METHOD} − {method}", ", ".join(map(str, seeds)), str(res["n_rows"]),
-                     f"{res['mean_diff']:+.4f}", f"[{res['low']:+.4f}, {res['high']:+.4f}]", f"{res['p_value']:.4f}"])
-    if rows:
-        blocks.insert(1, ("p", f"Per-row {metric} averaged over the seeds both methods have, then rows resampled "
-                               f"with replacement ({n_resamples} resamples); positive = {REFERENCE_METHOD} better."))
-        blocks.insert(2, _table(["difference", "seeds", "rows", "mean", "95% CI", "p (two-sided)"], rows))
-    return blocks, results
-
-
 # ---------------------------------------------------------------- entry point
 
 def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path, *,
@@ -513,8 +817,8 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
                  n_resamples: int = 10000) -> tuple[Path, Path]:
     """Write report.html (self-contained) and report.md (+ PNG files) comparing methods over seeds.
 
-    Also writes summary.json (per-method mean/std/n of every metric, diagnosis and bootstrap
-    result) beside them, for scripts. Returns (html_path, md_path).
+    Also writes summary.json (per method: metrics, diagnosis, timing, exact-search metrics; the
+    pairwise bootstrap and the "what this shows" sentences) beside them, for scripts. Returns (html_path, md_path).
     """
     if not re.fullmatch(r"(hr|ndcg|mrr)@[1-9]\d*", bootstrap_metric):
         raise ConfigError(f"bootstrap_metric must look like 'ndcg@10', got {bootstrap_metric!r}.")
@@ -531,11 +835,17 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
     groups = _group(loaded)
     colors = _colors(groups)
     summaries = {m: summarize_seeds([r.metrics for r in rs]) for m, rs in groups.items()}
+    timing = {m: _timing(rs) for m, rs in groups.items()}
+    vectors = _RowVectors()
 
+    shows, headline_boot = _what_this_shows(groups, summaries, vectors, n_resamples)
     blocks: list[tuple] = [("p", f"{len(loaded)} runs, {len(groups)} methods; generated by bearrec "
-                                 f"{_version()} on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC.")]
-    blocks += _metrics_section(groups, summaries, colors)
-    boot_blocks, boot = _bootstrap_section(groups, bootstrap_metric, n_resamples)
+                                 f"{_version()} on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC."),
+                           ("h2", "What this shows"), ("list", shows)]
+    blocks += _metrics_section(groups, summaries, colors, timing)
+    exact_blocks, exact_summaries = _exact_section(groups)
+    blocks += exact_blocks
+    boot_blocks, boot = _bootstrap_section(groups, bootstrap_metric, n_resamples, vectors)
     blocks += boot_blocks
     diag_blocks, diag_summaries = _diagnosis_section(groups, colors)
     blocks += diag_blocks
@@ -556,11 +866,80 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
         f.write(_render_html(title, blocks))
     with atomic_open(md_path, "w", encoding="utf-8") as f:
         f.write(_render_markdown(title, blocks, figure_files))
+    baselines = _baselines(groups)
     write_json(out / "summary.json", {
-        "methods": {m: {"seeds": [r.seed for r in rs], "runs": [r.name for r in rs], "metrics": summaries[m],
-                        "diagnosis": diag_summaries.get(m)} for m, rs in groups.items()},
-        "paired_bootstrap": boot})
+        "methods": {m: {"kind": "baseline" if m in baselines else "llm", "seeds": [r.seed for r in rs],
+                        "runs": [r.name for r in rs], "metrics": summaries[m], "diagnosis": diag_summaries.get(m),
+                        "diagnosis_totals": _diagnosis_totals(rs), "metrics_exact": exact_summaries.get(m),
+                        "minutes_per_epoch": timing[m][0], "fit_minutes": timing[m][1]}
+                    for m, rs in groups.items()},
+        "paired_bootstrap": boot, "headline_bootstrap": headline_boot, "what_this_shows": shows})
     return html_path, md_path
+
+
+def results_markdown(summary: dict, *, title: str | None = None) -> str:
+    """The compact results table, the "what this shows" sentences and the pairwise bootstrap, from a summary.json dict.
+
+    For scripts and `bearrec experiment` (its results.md); `title` adds a level-2 heading.
+    """
+    methods = summary.get("methods") if isinstance(summary, dict) else None
+    if not isinstance(methods, dict) or not methods:
+        raise DataError("the summary has no 'methods'.", fix="pass the dict of a summary.json written by write_report")
+    entries = {m: e if isinstance(e, dict) else {} for m, e in methods.items()}
+    keys = [k for k in ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10")
+            if any(k in (e.get("metrics") or {}) for e in entries.values())]
+    widths = sorted({int(k.split("@")[1]) for e in entries.values() for k in (e.get("diagnosis") or {})
+                     if re.fullmatch(r"pruning_rate@\d+", k)})
+    b = 10 if 10 in widths else (widths[0] if widths else None)
+    with_totals = any(e.get("diagnosis_totals") for e in entries.values())
+    with_certified = any("certified_fraction" in (e.get("diagnosis") or {}) for e in entries.values())
+    timed = any(e.get("minutes_per_epoch") is not None or e.get("fit_minutes") is not None for e in entries.values())
+    top = f"top-{b}" if b is not None else "top-B"
+    headers = (["Method", "Seeds"] + [column_name(k) for k in keys] + ([f"PruningRate@{b}"] if b is not None else [])
+               + ([f"Pruned / in exact {top}"] if with_totals else []) + (["Certified"] if with_certified else [])
+               + (["min/epoch"] if timed else []))
+    rows = []
+    for method, e in entries.items():
+        baseline = e.get("kind") == "baseline"
+        diag, totals = e.get("diagnosis") or {}, e.get("diagnosis_totals")
+        row = [method, ", ".join(str(s) for s in e.get("seeds", []))]
+        row += [_fmt((e.get("metrics") or {}).get(k), k) for k in keys]
+        if b is not None:
+            row.append("n/a" if baseline else _fmt(diag.get(f"pruning_rate@{b}")))
+        if with_totals:
+            row.append("n/a" if baseline else "–" if not totals
+                       else f"{totals['n_pruned']} / {totals['n_in_exact_top_b']}")
+        if with_certified:
+            row.append("n/a" if baseline else _fmt(diag.get("certified_fraction")))
+        if timed:
+            row.append(_minutes_cell(e.get("minutes_per_epoch"), e.get("fit_minutes")))
+        rows.append(row)
+    lines = ([f"## {title}", ""] if title else []) + _md_table(headers, rows) + [""]
+    legend = [("Seeds", _SEEDS_MEANING)] + [(column_name(k), _MEANINGS[k.split("@")[0]].format(k=k.split("@")[1]))
+                                            for k in keys]
+    if b is not None:
+        legend.append((f"PruningRate@{b}", _MEANINGS["pruning_rate"].format(k=b)))
+    if with_totals:
+        legend.append((f"Pruned / in exact {top}", f"positives beam search pruned / positives inside the exact {top}, "
+                                                   "summed over seeds"))
+    if with_certified:
+        legend.append(("Certified", _MEANINGS["certified_fraction"]))
+    if timed:
+        legend.append(("min/epoch", _MIN_PER_EPOCH_MEANING))
+    any_baseline = any(e.get("kind") == "baseline" for e in entries.values())
+    lines += ["Cells: mean ± std over seeds" + ("; n/a: not applicable to a baseline." if any_baseline else "."), ""]
+    lines += [f"- **{name}**: {meaning}" for name, meaning in legend] + [""]
+    shows = summary.get("what_this_shows") or []
+    if shows:
+        lines += ["**What this shows**", ""] + [f"- {s}" for s in shows] + [""]
+    boot = summary.get("paired_bootstrap") or []
+    if boot:
+        lines += ["**Paired bootstrap** (per-row difference a − b averaged over the seeds both have; 95% CI, "
+                  "two-sided p):", ""]
+        lines += [f"- {r['comparison'].replace(' - ', ' − ')} {r['metric']}: {r['mean_diff']:+.4f} "
+                  f"[{r['low']:+.4f}, {r['high']:+.4f}], p {_p_value(r['p_value'], '= ')}, {r['n_rows']} rows, "
+                  f"seeds {list(r['seeds'])}" for r in boot] + [""]
+    return "\n".join(lines)
 
 
 def run_dataset(runs: Sequence[RunResult], key: str) -> str:

@@ -1,0 +1,644 @@
+"""`bearrec experiment CONFIG.yaml`: a whole comparison from one file: datasets x methods x seeds, each method's grid
+tuned on the validation split, the test split decoded once, diagnosed, reported.
+
+OUTPUT (the config's `output`, or --output) holds:
+  experiment.json                  the resolved config of the latest invocation
+  data/<dataset>/                  the datasets the config prepares (with prepare.json: the options they were made with)
+  runs/<dataset>/<method>[-<cell>]-seed<seed>/   ordinary run directories: every other command works on them. A grid
+                                   cell at the tuning seed is a tuning run and, when selected, also the final run.
+  tuning/<dataset>/<method>.json   every cell's validation score and the cell selected (the test split is not read)
+  report/<dataset>/                report.html, report.md, summary.json (bearrec.report)
+  results.md, results.json         the results of every dataset, one section each
+Every stage is skipped once its output exists, and trainings resume from their last checkpoint, so an interrupted
+experiment continues where it stopped when run again.
+"""
+from __future__ import annotations
+
+import contextvars
+import copy
+import itertools
+import json
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .io import read_json_file, write_json
+
+BASELINE_NAMES = ("popularity", "sasrec")
+SEARCHES = ("beam", "exact")
+DEMO_CONFIG = "demo.yaml"  # shipped in bearrec/configs/
+
+# The stage being run (kind, label): lets a caller (or a test) tell tuning from the rest while it runs.
+CURRENT_STAGE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("stage", default=None)
+
+
+# ---------------------------------------------------------------- the config
+
+@dataclass
+class DatasetSpec:
+    """One dataset: a prepared folder (`path`), or how to prepare one (`prepare`: bearrec.data.prepare's format, source
+    and options), with an optional seeded sample of its test rows and TrainConfig settings of its own (e.g. domain)."""
+
+    name: str
+    path: str | None = None
+    prepare: dict[str, Any] | None = None
+    test_sample: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodSpec:
+    """One method: a training objective's method name (sft, msl, bear, bear-sft, msl+ce...) or a baseline, its
+    settings (dotted TrainConfig keys, or the baseline's settings) and a grid of settings tuned on validation."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.name in BASELINE_NAMES
+
+    def cells(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values ([{}] without a grid), in the grid's order."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+@dataclass
+class Tuning:
+    seed: int = 0  # the seed every grid cell is trained with
+    metric: str = "ndcg@10"  # read from the cell's validation metrics
+
+
+@dataclass
+class Decoding:
+    num_beams: int = 10
+    search: list[str] = field(default_factory=lambda: ["beam"])  # test split decoded with each
+    max_expansions: int = 2000  # exact search: model evaluations per row
+    batch_size: int = 16
+
+
+@dataclass
+class Diagnosis:
+    rows: int | None = None  # the first N test rows (None: all; 0: no diagnosis)
+    max_expansions: int = 2000
+    batch_size: int = 8
+
+
+@dataclass
+class ReportSpec:
+    title: str | None = None
+    bootstrap_metric: str = "ndcg@10"
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole comparison (see the module docstring and the README's "Experiments")."""
+
+    name: str
+    datasets: list[DatasetSpec]
+    methods: list[MethodSpec]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    tuning: Tuning = field(default_factory=Tuning)
+    decoding: Decoding = field(default_factory=Decoding)
+    diagnosis: Diagnosis = field(default_factory=Diagnosis)
+    report: ReportSpec = field(default_factory=ReportSpec)
+    source: str = "<dict>"  # the file it was read from (for messages)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fail(where: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"{where}: {problem} Fix: {fix}.")
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"objective": {"lam": 1}} -> {"objective.lam": 1}: dotted and nested settings mean the same."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _section(cls: type, raw: Any, where: str) -> Any:
+    """cls(**raw) with an error naming the file, the section and the unknown key."""
+    from dataclasses import fields
+
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise _fail(where, f"must be a mapping, got {raw!r}.", f"write `{where.split(': ')[-1]}:` as key: value lines")
+    names = [f.name for f in fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise _fail(where, f"unknown key {unknown[0]!r}; valid keys: {', '.join(names)}.", "check the spelling")
+    return cls(**raw)
+
+
+def _method(name: str, raw: Any, where: str) -> MethodSpec:
+    from .train.config import ObjectiveConfig
+
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise _fail(where, f"must map settings to values, got {raw!r}.", "write e.g. `bear: {objective.lam: 0.5}`")
+    raw = dict(raw)
+    grid = _flatten(raw.pop("grid", None) or {})
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(f"{where}.grid.{key}", f"must be a non-empty list of values, got {values!r}.",
+                        f"write e.g. `{key}: [0.1, 1.0]`")
+    if name not in BASELINE_NAMES:
+        try:
+            ObjectiveConfig.for_method(name)
+        except ConfigError as e:
+            raise _fail(where, f"{name!r} is neither a baseline ({', '.join(BASELINE_NAMES)}) nor a method: {e}",
+                        "name a baseline or a method such as sft, msl, bear, direct, bear-sft, msl+ce") from None
+    settings = _flatten(raw)
+    for key in list(settings) + list(grid):
+        if key.split(".")[-1] in ("name", "base", "single_child_ce") and key.startswith("objective"):
+            raise _fail(f"{where}.{key}", "is set by the method's name.",
+                        "name the method instead (bear-sft for base sft, bear+ce for single_child_ce)")
+    return MethodSpec(name=name, settings=settings, grid=grid)
+
+
+def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """An ExperimentConfig from the YAML's mapping, every section and key checked (errors name `source`)."""
+    from .cli_args import per_row_metric
+
+    if not isinstance(raw, dict):
+        raise _fail(source, "must hold a mapping at the top level.", "start from configs/experiments/office-tiny.yaml")
+    raw = dict(raw)
+    known = {"name", "datasets", "methods", "seeds", "output", "train", "tuning", "decoding", "diagnosis", "report"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise _fail(source, f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}.", "check the spelling")
+    for key in ("name", "datasets", "methods"):
+        if not raw.get(key):
+            raise _fail(source, f"has no {key!r}.", "see configs/experiments/office-tiny.yaml for a complete example")
+    if not isinstance(raw["name"], str) or not re.fullmatch(r"[\w.+-]+", raw["name"]):
+        raise _fail(f"{source}: name", f"must be a plain name (letters, digits, . _ + -), got {raw['name']!r}.",
+                    "e.g. name: office-tiny")
+    if not isinstance(raw["datasets"], dict):
+        raise _fail(f"{source}: datasets", "must map dataset names to their settings.",
+                    "write e.g. `datasets: {office: {path: data/office}}`")
+    datasets = []
+    for name, spec in raw["datasets"].items():
+        where = f"{source}: datasets.{name}"
+        if not re.fullmatch(r"[\w.+-]+", str(name)):
+            raise _fail(where, "is not a plain name (letters, digits, . _ + -).", "rename the dataset")
+        ds = _section(DatasetSpec, {"name": str(name), **(spec or {})}, where)
+        if (ds.path is None) == (ds.prepare is None):
+            raise _fail(where, "needs exactly one of `path` (a prepared dataset) and `prepare` (how to prepare it).",
+                        "e.g. `path: data/office`, or `prepare: {format: bear-csv, source: DIR}`")
+        if ds.prepare is not None and not {"format", "source"} <= set(ds.prepare):
+            raise _fail(f"{where}.prepare", "needs `format` and `source` (as `bearrec prepare FORMAT SOURCE`).",
+                        "e.g. `prepare: {format: movielens-100k, source: '-'}`")
+        if ds.test_sample is not None and (not isinstance(ds.test_sample, int) or ds.test_sample < 1):
+            raise _fail(f"{where}.test_sample", f"must be a positive integer, got {ds.test_sample!r}.", "or leave it out")
+        datasets.append(ds)
+    methods_raw = raw["methods"]
+    if isinstance(methods_raw, list):
+        methods_raw = {str(m): {} for m in methods_raw}
+    if not isinstance(methods_raw, dict):
+        raise _fail(f"{source}: methods", "must list method names, or map them to their settings.",
+                    "e.g. `methods: [sft, bear, popularity]`")
+    methods = [_method(str(name), spec, f"{source}: methods.{name}") for name, spec in methods_raw.items()]
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                            for s in seeds) or len(set(seeds)) < len(seeds):
+        raise _fail(f"{source}: seeds", f"must be a list of distinct integers, got {seeds!r}.", "e.g. seeds: [0, 1, 2]")
+    config = ExperimentConfig(
+        name=raw["name"], datasets=datasets, methods=methods, seeds=seeds, output=raw.get("output"),
+        train=raw.get("train") or {}, tuning=_section(Tuning, raw.get("tuning"), f"{source}: tuning"),
+        decoding=_section(Decoding, raw.get("decoding"), f"{source}: decoding"),
+        diagnosis=_section(Diagnosis, raw.get("diagnosis"), f"{source}: diagnosis"),
+        report=_section(ReportSpec, raw.get("report"), f"{source}: report"), source=source)
+    if isinstance(config.decoding.search, str):
+        config.decoding.search = [config.decoding.search]
+    bad = [s for s in config.decoding.search if s not in SEARCHES]
+    if bad or not config.decoding.search:
+        raise _fail(f"{source}: decoding.search", f"must list search modes among {', '.join(SEARCHES)}, got "
+                    f"{config.decoding.search!r}.", "e.g. search: [beam, exact]")
+    for key, value in (("decoding.num_beams", config.decoding.num_beams), ("decoding.batch_size",
+                       config.decoding.batch_size), ("decoding.max_expansions", config.decoding.max_expansions)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _fail(f"{source}: {key}", f"must be an integer >= 1, got {value!r}.", "e.g. 10")
+    for key, value in (("tuning.metric", config.tuning.metric), ("report.bootstrap_metric",
+                                                                 config.report.bootstrap_metric)):
+        try:
+            per_row_metric(value)
+        except Exception:
+            raise _fail(f"{source}: {key}", f"must be hr@K, ndcg@K or mrr@K, got {value!r}.", "e.g. ndcg@10") from None
+        if int(value.split("@")[1]) > config.decoding.num_beams:
+            raise _fail(f"{source}: {key}", f"{value} needs lists longer than the {config.decoding.num_beams} "
+                        "recommended.", "lower K, or raise decoding.num_beams")
+    return config
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read an experiment YAML file and apply `key=value` overrides (dotted, as `bearrec train` takes them)."""
+    import yaml
+
+    from .train.config import _set_dotted, _yaml
+
+    path = Path(path)
+    try:
+        raw = _yaml(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read the experiment config {path}: {e.strerror}. Fix: give the path of a YAML "
+                          "file (configs/experiments/ has examples).") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e} Fix: correct the YAML at the line named.") from None
+    for override in overrides:
+        if not isinstance(raw, dict):
+            break
+        _set_dotted(raw, override)
+    return experiment_from_dict(raw, str(path))
+
+
+def demo_config_path() -> Path:
+    """The experiment config `bearrec demo` runs (shipped inside the package)."""
+    from importlib import resources
+
+    return Path(str(resources.files("bearrec") / "configs" / DEMO_CONFIG))
+
+
+# ---------------------------------------------------------------- the plan
+
+@dataclass
+class Stage:
+    """One step of an experiment: `run` does it, `done` tells whether an earlier invocation already did."""
+
+    kind: str  # prepare, tune, select, train, evaluate, diagnose, baseline, report
+    label: str
+    run: Callable[[], Any]
+    done: Callable[[], bool]
+
+
+def _cell_name(cell: dict[str, Any]) -> str:
+    """A folder-safe name of a grid cell: "lam0.25-xi1.0" for {"objective.lam": 0.25, "objective.xi": 1.0}."""
+    parts = []
+    for key, value in cell.items():
+        text = json.dumps(value) if not isinstance(value, str) else value
+        parts.append(re.sub(r"[^\w.+]", "_", key.split(".")[-1] + text))
+    return "-".join(parts)
+
+
+class Experiment:
+    """The stages of an ExperimentConfig under one output folder, and the code that runs each."""
+
+    def __init__(self, config: ExperimentConfig, output: str | Path | None = None):
+        self.config = config
+        self.out = Path(output or config.output or Path("runs") / config.name)
+
+    # ------------------------------------------------------------ paths
+    def dataset_dir(self, ds: DatasetSpec) -> Path:
+        return Path(ds.path) if ds.path is not None else self.out / "data" / ds.name
+
+    def run_dir(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any], seed: int) -> Path:
+        stem = method.name + (f"-{_cell_name(cell)}" if cell else "")
+        return self.out / "runs" / ds.name / f"{stem}-seed{seed}"
+
+    def tuning_path(self, ds: DatasetSpec, method: MethodSpec) -> Path:
+        return self.out / "tuning" / ds.name / f"{method.name}.json"
+
+    def report_dir(self, ds: DatasetSpec) -> Path:
+        return self.out / "report" / ds.name
+
+    # ------------------------------------------------------------ settings
+    def train_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any], seed: int):
+        """The TrainConfig of one LLM run: the shared `train` settings, the dataset's, the method's, then the cell's."""
+        from .train.config import ObjectiveConfig, config_from_dict
+
+        settings = {**_flatten(copy.deepcopy(self.config.train)), **_flatten(copy.deepcopy(ds.train)),
+                    **method.settings, **cell}
+        raw: dict[str, Any] = {}
+        for key, value in settings.items():
+            node = raw
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise _fail(self.config.source, f"{key}: {part} is not a section.", f"set {part} itself")
+            node[parts[-1]] = value
+        objective = raw.pop("objective", None) or {}
+        if "name" in objective:
+            raise _fail(f"{self.config.source}: train.objective.name", "is set by each method's name.",
+                        "remove it; list the methods under `methods`")
+        objective.setdefault("beam_size", self.config.decoding.num_beams)
+        raw.update(dataset=str(self.dataset_dir(ds)), output_dir=str(self.run_dir(ds, method, cell, seed)), seed=seed,
+                   objective=ObjectiveConfig.for_method(method.name, **objective))
+        return config_from_dict(raw)
+
+    def baseline_settings(self, method: MethodSpec, cell: dict[str, Any]) -> dict[str, Any]:
+        return {**method.settings, **cell}
+
+    # ------------------------------------------------------------ stages
+    def stages(self) -> list[Stage]:
+        """Every stage in order: prepare the datasets, tune each grid on validation, train and evaluate the
+        selected settings for every seed, then report."""
+        plan: list[Stage] = []
+        for ds in self.config.datasets:
+            if ds.prepare is not None:
+                plan.append(Stage("prepare", f"prepare {ds.name}", lambda ds=ds: self.prepare(ds),
+                                  lambda ds=ds: (self.dataset_dir(ds) / "stats.json").is_file()
+                                  and self.check_prepared(ds)))
+        for ds in self.config.datasets:
+            for method in self.config.methods:
+                if method.grid:
+                    plan += self.tuning_stages(ds, method)
+            for seed in self.config.seeds:
+                for method in self.config.methods:
+                    plan += self.final_stages(ds, method, seed)
+            plan.append(Stage("report", f"report on {ds.name}", lambda ds=ds: self.write_report(ds), lambda: False))
+        plan.append(Stage("report", "results tables", self.write_results, lambda: False))
+        return plan
+
+    def tuning_stages(self, ds: DatasetSpec, method: MethodSpec) -> list[Stage]:
+        seed = self.config.tuning.seed
+        stages = []
+        for cell in method.cells():
+            label = f"tune {method.name} {_cell_name(cell)} (seed {seed}, validation) on {ds.name}"
+            stages.append(Stage("tune", label, lambda cell=cell: self.score_cell(ds, method, cell),
+                                lambda cell=cell: self.cell_score(ds, method, cell) is not None
+                                and self.cell_current(ds, method, cell)))
+        stages.append(Stage("select", f"select {method.name}'s settings on {ds.name} (validation)",
+                            lambda: self.select(ds, method), lambda: False))
+        return stages
+
+    def final_stages(self, ds: DatasetSpec, method: MethodSpec, seed: int) -> list[Stage]:
+        from .run_dir import RunDir
+
+        on = f"{method.name} seed {seed} on {ds.name}"
+        run = lambda: RunDir(self.run_dir(ds, method, self.selected(ds, method), seed))  # noqa: E731 (after tuning)
+        if method.is_baseline:
+            return [Stage("baseline", f"fit and rank {on} (test)", lambda: self.run_baseline(ds, method, seed, "test"),
+                          lambda: self.run_baseline(ds, method, seed, "test", only_check=True))]
+        stages = [Stage("train", f"train {on}", lambda: self.train(ds, method, seed),
+                        lambda: run().model_dir.is_dir() and self.train_current(ds, method, seed))]
+        for search in self.config.decoding.search:
+            stages.append(Stage("evaluate", f"decode and evaluate {on} (test, {search} search)",
+                                lambda search=search: self.evaluate(run().path, "test", search),
+                                lambda search=search: run().artefact("metrics", search=search).is_file()))
+        rows = self.config.diagnosis.rows
+        if rows != 0:
+            stages.append(Stage("diagnose", f"diagnose pruning of {on} (test)", lambda: self.diagnose(run().path),
+                                lambda: run().artefact("diagnosis", limit=rows).is_file()))
+        return stages
+
+    # ------------------------------------------------------------ the work
+    def prepare(self, ds: DatasetSpec) -> None:
+        """Prepare the dataset (and sample its test rows) into OUTPUT/data/<name>, recording the options used."""
+        from collections import Counter
+
+        from .data import prepare as prepare_dataset
+        from .data import save_dataset
+        from .data.prepare import check_output_dir
+        from .data.preprocess import sample_rows
+
+        target = self.dataset_dir(ds)
+        options = dict(ds.prepare or {})
+        fmt, source = options.pop("format"), options.pop("source")
+        check_output_dir(target, overwrite=False)
+        dataset = prepare_dataset(fmt, source, None, **options)
+        if ds.test_sample is not None and ds.test_sample < len(dataset.test):
+            dropped: Counter = Counter()
+            dataset.splits["test"] = sample_rows(dataset.test, ds.test_sample, 1, dropped)
+            dataset.stats["n_test"] = len(dataset.test)
+            dataset.stats.setdefault("dropped", {})["test_rows_not_sampled"] = dropped["train_rows_not_sampled"]
+            dataset.stats.setdefault("notes", []).append(
+                f"experiment {self.config.name}: a seeded sample (seed 1) of {len(dataset.test)} test rows")
+        save_dataset(dataset, target)
+        write_json(target.parent / f"{ds.name}.prepare.json", self.prepare_record(ds))
+
+    def prepare_record(self, ds: DatasetSpec) -> dict[str, Any]:
+        return {"prepare": ds.prepare, "test_sample": ds.test_sample}
+
+    def check_prepared(self, ds: DatasetSpec) -> bool:
+        """True when the prepared folder was made with the config's options; a ConfigError when with others."""
+        path = self.dataset_dir(ds).parent / f"{ds.name}.prepare.json"
+        recorded = read_json_file(path, dict, f"delete {self.dataset_dir(ds)} to prepare it again") if path.is_file() else None
+        if recorded is not None and recorded != json.loads(json.dumps(self.prepare_record(ds))):
+            raise ConfigError(f"{self.dataset_dir(ds)} was prepared with other options ({path}: {recorded}); the "
+                              f"config asks for {self.prepare_record(ds)}. Fix: delete {self.dataset_dir(ds)} and "
+                              f"{path.name} to prepare it again, or restore the config's datasets.{ds.name} section.")
+        return True
+
+    def train(self, ds: DatasetSpec, method: MethodSpec, seed: int, cell: dict[str, Any] | None = None) -> Path:
+        """Train (or resume) one LLM run unless its model is there; a run directory of another config is an error."""
+        from .train import check_run_config, train
+        from .run_dir import RunDir
+
+        config = self.train_config(ds, method, self.selected(ds, method) if cell is None else cell, seed)
+        run = RunDir(config.output_dir)
+        check_run_config(run.path, config)
+        if not run.model_dir.is_dir():
+            train(config, resume=run.checkpoints_dir.is_dir())
+        return run.path
+
+    def train_current(self, ds: DatasetSpec, method: MethodSpec, seed: int) -> bool:
+        """True when the run directory was made with this config (else a ConfigError)."""
+        from .train import check_run_config
+
+        config = self.train_config(ds, method, self.selected(ds, method), seed)
+        check_run_config(config.output_dir, config)
+        return True
+
+    def evaluate(self, run_dir: Path, split: str, search: str = "beam") -> dict:
+        from .evaluate import evaluate
+
+        d = self.config.decoding
+        return evaluate(run_dir, split=split, beams=d.num_beams, batch_size=d.batch_size, search=search,
+                        max_expansions=d.max_expansions)
+
+    def diagnose(self, run_dir: Path) -> dict:
+        from .diagnose import diagnose_run
+
+        d = self.config.diagnosis
+        return diagnose_run(run_dir, split="test", beams=self.config.decoding.num_beams, limit=d.rows,
+                            max_expansions=d.max_expansions, batch_size=d.batch_size)
+
+    def run_baseline(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
+                     cell: dict[str, Any] | None = None, only_check: bool = False) -> Any:
+        """Fit and score a baseline on `split` (only_check: whether that is done already)."""
+        from .baselines import baseline_done, run_baseline
+
+        cell = self.selected(ds, method) if cell is None else cell
+        return (baseline_done if only_check else run_baseline)(
+            method.name, self.dataset_dir(ds), self.run_dir(ds, method, cell, seed), split=split, seed=seed,
+            settings=self.baseline_settings(method, cell), k=self.config.decoding.num_beams)
+
+    def score_cell(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> float:
+        """Train (or fit) one grid cell at the tuning seed and score it on the whole validation split."""
+        seed = self.config.tuning.seed
+        if method.is_baseline:
+            metrics = self.run_baseline(ds, method, seed, "valid", cell)
+        else:
+            metrics = self.evaluate(self.train(ds, method, seed, cell), "valid")
+        return float(metrics[self.config.tuning.metric])
+
+    def cell_current(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> bool:
+        """True when the cell's run directory was made with the cell's settings (else a ConfigError)."""
+        seed = self.config.tuning.seed
+        if method.is_baseline:
+            return self.run_baseline(ds, method, seed, "valid", cell, only_check=True)
+        from .train import check_run_config
+
+        config = self.train_config(ds, method, cell, seed)
+        check_run_config(config.output_dir, config)
+        return True
+
+    def cell_score(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> float | None:
+        """The cell's validation score, if an earlier stage computed it."""
+        from .run_dir import RunDir
+
+        path = RunDir(self.run_dir(ds, method, cell, self.config.tuning.seed)).artefact("metrics", "valid")
+        if not path.is_file():
+            return None
+        value = read_json_file(path).get(self.config.tuning.metric)
+        return None if value is None else float(value)
+
+    def select(self, ds: DatasetSpec, method: MethodSpec) -> dict[str, Any]:
+        """The grid cell with the best validation score (the first of equals); written to tuning/<dataset>/."""
+        cells = method.cells()
+        scores = [self.cell_score(ds, method, cell) for cell in cells]
+        if any(s is None for s in scores):
+            missing = _cell_name(cells[scores.index(None)])
+            raise ConfigError(f"{method.name} cell {missing} on {ds.name} has no validation score. Fix: run the "
+                              "experiment again (its tuning stage computes it).")
+        best = max(range(len(cells)), key=lambda i: (scores[i], -i))
+        write_json(self.tuning_path(ds, method), {
+            "metric": self.config.tuning.metric, "split": "valid", "seed": self.config.tuning.seed,
+            "cells": [{"settings": c, "name": _cell_name(c), "score": s,
+                       "run": str(self.run_dir(ds, method, c, self.config.tuning.seed))} for c, s in zip(cells, scores)],
+            "selected": cells[best]})
+        return cells[best]
+
+    def selected(self, ds: DatasetSpec, method: MethodSpec) -> dict[str, Any]:
+        """The settings chosen by tuning ({} for a method without a grid)."""
+        if not method.grid:
+            return {}
+        path = self.tuning_path(ds, method)
+        if not path.is_file():
+            raise ConfigError(f"{method.name} on {ds.name} has not been tuned yet ({path} is missing). Fix: run the "
+                              "whole experiment; its tuning stages come first.")
+        record = read_json_file(path, dict, "delete it; the experiment selects again")
+        selected = record.get("selected")
+        if selected not in method.cells() or record.get("metric") != self.config.tuning.metric:
+            raise ConfigError(f"{path} was selected over another grid or metric than the config's. Fix: delete it; "
+                              "the experiment selects again from the validation scores.")
+        return selected
+
+    def final_runs(self, ds: DatasetSpec) -> list[Path]:
+        return [self.run_dir(ds, m, self.selected(ds, m), s) for s in self.config.seeds for m in self.config.methods]
+
+    def write_report(self, ds: DatasetSpec) -> tuple[Path, Path]:
+        from .report import write_report
+
+        title = self.config.report.title or f"{self.config.name}: {ds.name}"
+        return write_report(self.final_runs(ds), self.report_dir(ds), title=title,
+                            bootstrap_metric=self.config.report.bootstrap_metric)
+
+    def write_results(self) -> Path:
+        """results.md and results.json: each dataset's results table (from its report's summary.json) and tuning."""
+        from .io import atomic_open
+        from .report import results_markdown
+
+        lines = [f"# {self.config.name}", "",
+                 f"Config: {self.config.source}; seeds {', '.join(map(str, self.config.seeds))}; "
+                 f"{self.config.decoding.num_beams} beams; tuned on the validation split by "
+                 f"{self.config.tuning.metric} (seed {self.config.tuning.seed}); test split decoded once.", ""]
+        everything: dict[str, Any] = {}
+        for ds in self.config.datasets:
+            summary = read_json_file(self.report_dir(ds) / "summary.json")
+            tuning = {m.name: read_json_file(self.tuning_path(ds, m)) for m in self.config.methods if m.grid}
+            everything[ds.name] = {"summary": summary, "tuning": tuning,
+                                   "report": str(self.report_dir(ds) / "report.html")}
+            lines += [f"## {ds.name}", "", results_markdown(summary).rstrip(), ""]
+            for name, record in tuning.items():
+                lines += [f"Tuning {name} (validation {record['metric']}, seed {record['seed']}): "
+                          + ", ".join(f"{c['name']} {c['score']:.4f}" for c in record["cells"])
+                          + f"; selected {_cell_name(record['selected'])}.", ""]
+            lines += [f"Report: {self.report_dir(ds) / 'report.html'}", ""]
+        path = self.out / "results.md"
+        with atomic_open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines))
+        write_json(self.out / "results.json", everything)
+        return path
+
+
+# ---------------------------------------------------------------- running it
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+class Progress:
+    """One line per stage: stage i of N, what runs, time spent, and an estimate of the time left from the stages of
+    the same kind run so far (the stages' own progress bars stay)."""
+
+    def __init__(self, total: int, print_fn: Callable[[str], None] = print):
+        self.total, self.print = total, print_fn
+        self.started = time.perf_counter()
+        self.seconds: dict[str, list[float]] = {}
+
+    def estimate(self, remaining: list[Stage]) -> tuple[float, list[str]]:
+        """Seconds the remaining stages may take (per kind, the median of that kind's stages run so far) and the
+        kinds not timed yet, whose time the estimate leaves out."""
+        left = sum(statistics.median(self.seconds[s.kind]) for s in remaining if s.kind in self.seconds)
+        return left, sorted({s.kind for s in remaining if s.kind not in self.seconds})
+
+    def line(self, index: int, stage: Stage, remaining: list[Stage]) -> str:
+        spent = (time.perf_counter() - self.started) / 60
+        left, untimed = self.estimate([stage, *remaining])
+        eta = f"about {_minutes(left)} left" if not untimed else (
+            f"over {_minutes(left)} left ({', '.join(untimed)} not timed yet)" if left else "time left not known yet")
+        return f"[stage {index}/{self.total} | {spent:.1f} min spent | {eta}] {stage.label}"
+
+    def record(self, stage: Stage, seconds: float) -> None:
+        self.seconds.setdefault(stage.kind, []).append(seconds)
+
+
+def run_experiment(config: ExperimentConfig, output: str | Path | None = None, *,
+                   print_fn: Callable[[str], None] = print) -> Path:
+    """Run every stage not yet done (see the module docstring) and return OUTPUT/results.md."""
+    experiment = Experiment(config, output)
+    experiment.out.mkdir(parents=True, exist_ok=True)
+    write_json(experiment.out / "experiment.json", config.to_json())
+    plan = experiment.stages()
+    progress = Progress(len(plan), print_fn)
+    for index, stage in enumerate(plan, start=1):
+        if stage.done():
+            print_fn(f"[stage {index}/{len(plan)}] {stage.label}: done earlier, skipped")
+            continue
+        print_fn(progress.line(index, stage, plan[index:]))
+        token = CURRENT_STAGE.set((stage.kind, stage.label))
+        start = time.perf_counter()
+        try:
+            stage.run()
+        finally:
+            CURRENT_STAGE.reset(token)
+        progress.record(stage, time.perf_counter() - start)
+    results = experiment.out / "results.md"
+    print_fn(results.read_text(encoding="utf-8"))
+    print_fn(f"experiment {config.name} finished in {(time.perf_counter() - progress.started) / 60:.1f} min: "
+             f"{results}")
+    return results
+
+
+# `bearrec demo --quick`: the demo shrunk to a smoke test (a minute or two on a CPU).
+DEMO_QUICK = ("datasets.ml100k.prepare.train_sample=200", "datasets.ml100k.test_sample=40",
+              "train.max_valid_rows=40", "train.training.num_train_epochs=1", "diagnosis.rows=20",
+              "methods.sasrec.n_epochs=2")

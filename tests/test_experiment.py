@@ -1,0 +1,199 @@
+"""`bearrec experiment`: a tiny comparison end to end (two methods and a baseline, two seeds, a grid of two cells),
+its tables and intervals, that tuning never reads the test split, resuming, and the config's errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bearrec import experiment as exp
+from bearrec.cli import main
+from bearrec.data.dataset import Dataset
+from bearrec.errors import ConfigError
+from bearrec.metrics import per_row_metrics
+from bearrec.io import read_jsonl
+from run_fixtures import write_small_dataset
+
+TINY_TRAIN = {
+    "model": "tiny", "template": "compact", "max_history": 3,
+    "tiny": {"vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_layers": 1, "num_heads": 4},
+    "training": {"num_train_epochs": 1, "per_device_train_batch_size": 10, "eval_strategy": "steps", "eval_steps": 1,
+                 "save_strategy": "steps", "save_steps": 1, "logging_steps": 1, "disable_tqdm": True},
+}
+
+
+def tiny_experiment(data: Path, **changes) -> dict:
+    raw = {"name": "tiny", "datasets": {"small": {"path": str(data)}}, "train": TINY_TRAIN,
+           "methods": {"popularity": {}, "sft": {}, "bear": {"grid": {"objective.lam": [0.1, 1.0]}}},
+           "seeds": [0, 1], "decoding": {"num_beams": 5}, "diagnosis": {"rows": 3, "max_expansions": 200},
+           "tuning": {"metric": "ndcg@5"}, "report": {"bootstrap_metric": "hr@5"}}
+    raw.update(changes)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The tiny experiment run once, with every read of the test split recorded with the stage that made it."""
+    root = tmp_path_factory.mktemp("experiment")
+    write_small_dataset(root / "data")
+    reads: list = []
+    original_split, original_test = Dataset.split, Dataset.test
+
+    def split(self, name):
+        if name == "test":
+            reads.append(exp.CURRENT_STAGE.get())
+        return original_split(self, name)
+
+    def test(self):
+        reads.append(exp.CURRENT_STAGE.get())
+        return original_test.fget(self)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Dataset, "split", split)
+    mp.setattr(Dataset, "test", property(test))
+    lines: list[str] = []
+    try:
+        config = exp.experiment_from_dict(tiny_experiment(root / "data"), "tiny.yaml")
+        results = exp.run_experiment(config, root / "out", print_fn=lines.append)
+    finally:
+        mp.undo()
+    return root, config, results, reads, lines
+
+
+def test_the_tables_and_intervals_cover_every_method_and_seed(finished):
+    root, config, results, _, lines = finished
+    out = root / "out"
+    summary = json.loads((out / "report" / "small" / "summary.json").read_text())
+    assert list(summary["methods"]) == ["popularity", "sft", "bear"]
+    for method, info in summary["methods"].items():
+        assert info["seeds"] == [0, 1], method
+        assert info["metrics"]["n_rows"]["mean"] == 5  # the fixture's 5 test rows
+    pairs = {b["comparison"] for b in summary["paired_bootstrap"]}
+    assert len(pairs) == 3 and all(b["metric"] == "hr@5" for b in summary["paired_bootstrap"])
+    # an interval is the paired difference of the two methods' per-row hr@5, averaged over the seeds
+    boot = next(b for b in summary["paired_bootstrap"] if set(b["comparison"].split(" - ")) == {"sft", "bear"})
+    first, second = boot["comparison"].split(" - ")
+    per_seed = {m: [per_row_metrics(list(read_jsonl(exp.Experiment(config, out).run_dir(
+        config.datasets[0], next(x for x in config.methods if x.name == m),
+        exp.Experiment(config, out).selected(config.datasets[0], next(x for x in config.methods if x.name == m)),
+        s) / "predictions.jsonl")), ks=(5,))["hr@5"] for s in (0, 1)] for m in (first, second)}
+    diff = sum((a + b) / 2 for a, b in zip(*per_seed[first])) - sum((a + b) / 2 for a, b in zip(*per_seed[second]))
+    assert boot["mean_diff"] == pytest.approx(diff / 5)
+    assert boot["low"] <= boot["mean_diff"] <= boot["high"]
+    text = results.read_text()
+    for method in ("popularity", "sft", "bear"):
+        assert f"| {method} |" in text
+    assert "## small" in text and "Tuning bear" in text
+    assert any(line.startswith("[stage 1/") for line in lines) and any("| about " in line for line in lines)
+    assert (out / "report" / "small" / "report.html").is_file()
+
+
+def test_tuning_picks_the_best_validation_cell_and_never_reads_the_test_split(finished):
+    root, config, _, reads, _ = finished
+    tuning_kinds = {"tune", "select"}
+    assert reads, "the spy saw no read of the test split at all"
+    assert not [r for r in reads if r is None or r[0] in tuning_kinds], reads
+    record = json.loads((root / "out" / "tuning" / "small" / "bear.json").read_text())
+    assert record["split"] == "valid" and [c["settings"] for c in record["cells"]] == [
+        {"objective.lam": 0.1}, {"objective.lam": 1.0}]
+    for cell in record["cells"]:
+        valid = json.loads((Path(cell["run"]) / "metrics-valid.json").read_text())
+        assert cell["score"] == valid["ndcg@5"] and valid["split"] == "valid"
+        assert not (Path(cell["run"]) / "predictions.jsonl").exists() or cell["settings"] == record["selected"]
+    best = max(record["cells"], key=lambda c: c["score"])  # max keeps the first of equals, like the selection
+    assert record["selected"] == best["settings"]
+    # the selected cell's seed-0 run is also the final run: trained once
+    final = json.loads((root / "out" / "runs" / "small" / f"bear-lam{best['settings']['objective.lam']}-seed0"
+                        / "config.json").read_text())
+    assert final["objective_config"]["lam"] == best["settings"]["objective.lam"]
+
+
+def test_a_second_run_skips_every_finished_stage(finished, monkeypatch):
+    root, config, _, _, _ = finished
+    calls = []
+    monkeypatch.setattr("bearrec.train.train", lambda *a, **k: calls.append("train"))
+    monkeypatch.setattr("bearrec.evaluate.evaluate", lambda *a, **k: calls.append("evaluate"))
+    lines: list[str] = []
+    exp.run_experiment(config, root / "out", print_fn=lines.append)
+    assert calls == []
+    skipped = [line for line in lines if line.endswith("done earlier, skipped")]
+    assert len(skipped) == len([line for line in lines if line.startswith("[stage")]) - 2 - 1  # reports, select
+
+
+def test_another_config_in_the_same_output_is_refused(finished, tmp_path):
+    root, _, _, _, _ = finished
+    changed = tiny_experiment(root / "data", train={**TINY_TRAIN, "training": {**TINY_TRAIN["training"],
+                                                                               "learning_rate": 0.5}})
+    with pytest.raises(ConfigError, match="different config"):
+        exp.run_experiment(exp.experiment_from_dict(changed), root / "out", print_fn=lambda _: None)
+
+
+def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, capsys):
+    root, _, _, _, _ = finished
+    raw = tiny_experiment(root / "data", methods={"popularity": {}})
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["experiment", str(path), "seeds=[3]", "--output", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "report" / "small" / "summary.json").read_text())
+    assert summary["methods"]["popularity"]["seeds"] == [3]
+    assert "| popularity |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"methods": {"bert": {}}}, "methods.bert"),
+    ({"methods": {"bear": {"grid": {"objective.lam": 0.1}}}}, "non-empty list"),
+    ({"methods": {"bear": {"objective.name": "sft"}}}, "set by the method's name"),
+    ({"seeds": [0, 0]}, "distinct integers"),
+    ({"decoding": {"num_beams": 5, "search": ["greedy"]}}, "decoding.search"),
+    ({"decoding": {"beams": 5}}, "unknown key 'beams'"),
+    ({"tuning": {"metric": "ndcg@50"}}, "raise decoding.num_beams"),
+    ({"datasets": {"small": {}}}, "exactly one of `path`"),
+    ({"colour": 1}, "unknown key 'colour'"),
+])
+def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
+    raw = tiny_experiment(tmp_path)
+    raw.update(change)
+    with pytest.raises(ConfigError, match=message) as e:
+        exp.experiment_from_dict(raw, "bad.yaml")
+    assert "bad.yaml" in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_a_prepared_dataset_made_with_other_options_is_refused(tmp_path):
+    raw = {"name": "x", "datasets": {"d": {"prepare": {"format": "bear-csv", "source": "somewhere"}}},
+           "methods": ["popularity"]}
+    config = exp.experiment_from_dict(raw)
+    experiment = exp.Experiment(config, tmp_path)
+    write_small_dataset(tmp_path / "data" / "d")
+    (tmp_path / "data" / "d.prepare.json").write_text(json.dumps({"prepare": {"format": "bear-csv", "source": "else"},
+                                                                  "test_sample": None}))
+    with pytest.raises(ConfigError, match="prepared with other options"):
+        experiment.stages()[0].done()
+
+
+def test_the_shipped_configs_load(monkeypatch):
+    demo = exp.load_experiment(exp.demo_config_path())
+    assert [m.name for m in demo.methods][:2] == ["popularity", "sasrec"] and demo.seeds == [0]
+    quick = exp.load_experiment(exp.demo_config_path(), exp.DEMO_QUICK)
+    assert quick.datasets[0].test_sample == 40
+    office = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "office-tiny.yaml")
+    bear = next(m for m in office.methods if m.name == "bear")
+    assert len(bear.cells()) == 6 and office.seeds == [0, 1, 2]
+    # the office config gives every run the settings docs/results.md's Office runs were trained with
+    config = exp.Experiment(office).train_config(office.datasets[0], bear, {"objective.lam": 0.25,
+                                                                          "objective.xi": 1.0}, 1)
+    assert (config.max_history, config.domain, config.max_valid_rows, config.objective.beam_size) == (5, "office", 500, 10)
+    assert (config.objective.lam, config.objective.xi, config.seed) == (0.25, 1.0, 1)
+    assert config.training["train_sampling_strategy"] == "group_by_length"
+
+
+def test_evaluate_reads_a_baseline_run_without_decoding(finished, capsys):
+    root, _, _, _, _ = finished
+    run = root / "out" / "runs" / "small" / "popularity-seed0"
+    before = json.loads((run / "metrics.json").read_text())
+    assert main(["evaluate", str(run), "--output", str(run.parent / "popularity-again.json")]) == 0
+    again = json.loads((run.parent / "popularity-again.json").read_text())
+    assert again["ndcg@5"] == before["ndcg@5"] and again["n_rows"] == before["n_rows"]
+    assert main(["evaluate", str(run), "--search", "exact"]) == 2
+    assert "language models only" in capsys.readouterr().err
