@@ -197,3 +197,60 @@ def test_evaluate_reads_a_baseline_run_without_decoding(finished, capsys):
     assert again["ndcg@5"] == before["ndcg@5"] and again["n_rows"] == before["n_rows"]
     assert main(["evaluate", str(run), "--search", "exact"]) == 2
     assert "language models only" in capsys.readouterr().err
+
+
+def test_finished_runs_are_not_reused_on_a_changed_dataset_or_beam_width(finished, tmp_path):
+    import shutil
+
+    root, config, _, _, _ = finished
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    # more beams: the test metrics (and the tuning scores) no longer count as done
+    wider = exp.experiment_from_dict(tiny_experiment(root / "data", decoding={"num_beams": 6}))
+    experiment = exp.Experiment(wider, out)
+    stages = {s.label: s for s in experiment.stages()}
+    assert not stages["decode and evaluate sft seed 0 on small (test, beam search)"].done()
+    assert not stages["diagnose pruning of sft seed 0 on small (test)"].done()
+    # the dataset changed under the runs: refused, naming the run's config
+    data = tmp_path / "data"
+    write_small_dataset(data, n_users=31)
+    changed = exp.experiment_from_dict(tiny_experiment(data))
+    stages = exp.Experiment(changed, out).stages()
+    train = next(s for s in stages if s.label == "train sft seed 0 on small")
+    with pytest.raises(ConfigError, match="another version of the dataset"):
+        train.done()
+
+
+def test_a_baseline_grid_is_tuned_on_validation(tmp_path):
+    write_small_dataset(tmp_path / "data")
+    raw = tiny_experiment(tmp_path / "data", methods={"sasrec": {"embedding_dim": 8, "batch_size": 8, "n_sample": 16,
+                                                                  "grid": {"n_epochs": [1, 2]}}}, seeds=[0])
+    exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
+    record = json.loads((tmp_path / "out" / "tuning" / "small" / "sasrec.json").read_text())
+    assert [c["name"] for c in record["cells"]] == ["n_epochs1", "n_epochs2"]
+    chosen = exp._cell_name(record["selected"])
+    run = tmp_path / "out" / "runs" / "small" / f"sasrec-{chosen}-seed0"
+    assert (run / "metrics-valid.json").is_file() and (run / "metrics.json").is_file()
+    assert json.loads((run / "config.json").read_text())["baseline"]["max_len"] == 3  # the prompts' max_history
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"datasets": {"small": "data/small"}}, "datasets.small: must be a mapping"),
+    ({"methods": {"bear": {"grid": [1, 2]}}}, "methods.bear.grid: must map settings"),
+    ({"decoding": {"num_beams": 5, "search": 5}}, "decoding.search: must list"),
+    ({"train": 5}, "train: must be a mapping"),
+    ({"train": {"seed": 3}}, "train.seed: is set by the experiment"),
+    ({"methods": {"sasrec": {"n_epoch": 2}}}, "methods.sasrec"),
+    ({"methods": {"popularity": {"grid": {"k": [1, 2]}}}}, "popularity takes no settings"),
+    ({"methods": {"sft": {"trainin.x": 1}}}, "methods.sft: "),
+    ({"methods": {"bear": {"objective.lam": 0.1, "grid": {"objective.lam": [0.1, 1.0]}}}}, "also set outside"),
+    ({"datasets": {"small": {"path": "x", "test_sample": 3}}}, "test_sample"),
+    ({"tuning": {"seed": "zero"}}, "tuning.seed"),
+    ({"diagnosis": {"rows": -1}}, "diagnosis.rows"),
+])
+def test_more_bad_configs_are_caught_when_loaded(tmp_path, change, message):
+    raw = tiny_experiment(tmp_path)
+    raw.update(change)
+    with pytest.raises(ConfigError, match=message) as e:
+        exp.experiment_from_dict(raw, "bad.yaml")
+    assert "bad.yaml" in str(e.value) and "Fix:" in str(e.value)

@@ -1,7 +1,8 @@
 """Pruning diagnostics: does beam search lose positives that are among the B most probable items?
 
 PruningRate@B (the paper's definition): among rows whose positive item is in the exact top-B by
-overall probability P(y|x) (found by `exact_top_k`, which says whether each answer is certified),
+overall probability P(y|x) (found by `certified_top_k`: best-first search, then the whole catalog scored exactly
+where that search could not certify; with attention that takes no 4-D mask a row may stay uncertified),
 the share that beam search with B beams does not return. For each pruned row, the step at which the
 positive's prefix leaves the beam is the first step t whose cumulative log-probability
 log P(y_<=t|x) falls below the B-th kept prefix's (`beam_thresholds`); a pruning is "token-caused"
@@ -18,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .decoding import beam_search, beam_thresholds, exact_top_k, left_pad, sequence_log_probs
+from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
 from .io import write_json
 from .prompts import encode_responses
 
@@ -41,8 +42,8 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
                    score: str = "full", max_expansions: int = 2000) -> list[RowDiagnosis]:
     """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`."""
     beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
-    exact = exact_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
-                        max_expansions=max_expansions)
+    exact = certified_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
+                            max_expansions=max_expansions)
     seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score=score)
     depth = max(len(p) for p in positives)
     thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,

@@ -91,6 +91,9 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
         predictions_path = run.artefact("predictions", split, limit, search)
         dataset = run.load_dataset(dataset=dataset)
         if config.get("kind") == "baseline":  # nothing to decode: a baseline's predictions are written when fitted
+            if limit is not None:
+                raise DataError("is a baseline run: its predictions cover the whole split.", path=run.path,
+                                fix="evaluate it without --limit")
             if search != "beam" or not predictions_path.is_file():
                 raise DataError(f"is a {config.get('method')} baseline run without predictions of the {split} split"
                                 + (f" ({search} search applies to language models only)" if search != "beam" else "")

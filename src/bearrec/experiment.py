@@ -25,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .baselines import BASELINES
 from .errors import ConfigError
 from .io import read_json_file, write_json
 
-BASELINE_NAMES = ("popularity", "sasrec")
 SEARCHES = ("beam", "exact")
 DEMO_CONFIG = "demo.yaml"  # shipped in bearrec/configs/
 
@@ -61,7 +61,7 @@ class MethodSpec:
 
     @property
     def is_baseline(self) -> bool:
-        return self.name in BASELINE_NAMES
+        return self.name in BASELINES
 
     def cells(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values ([{}] without a grid), in the grid's order."""
@@ -154,23 +154,47 @@ def _method(name: str, raw: Any, where: str) -> MethodSpec:
     if not isinstance(raw, dict):
         raise _fail(where, f"must map settings to values, got {raw!r}.", "write e.g. `bear: {objective.lam: 0.5}`")
     raw = dict(raw)
-    grid = _flatten(raw.pop("grid", None) or {})
+    grid = raw.pop("grid", None) or {}
+    if not isinstance(grid, dict):
+        raise _fail(f"{where}.grid", f"must map settings to lists of values, got {grid!r}.",
+                    "write e.g. `grid: {objective.lam: [0.1, 1.0]}`")
+    grid = _flatten(grid)
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise _fail(f"{where}.grid.{key}", f"must be a non-empty list of values, got {values!r}.",
                         f"write e.g. `{key}: [0.1, 1.0]`")
-    if name not in BASELINE_NAMES:
+    if name not in BASELINES:
         try:
             ObjectiveConfig.for_method(name)
         except ConfigError as e:
-            raise _fail(where, f"{name!r} is neither a baseline ({', '.join(BASELINE_NAMES)}) nor a method: {e}",
+            raise _fail(where, f"{name!r} is neither a baseline ({', '.join(BASELINES)}) nor a method: {e}",
                         "name a baseline or a method such as sft, msl, bear, direct, bear-sft, msl+ce") from None
     settings = _flatten(raw)
     for key in list(settings) + list(grid):
+        place = f"{where}.{'grid.' if key in grid else ''}{key}"
         if key.split(".")[-1] in ("name", "base", "single_child_ce") and key.startswith("objective"):
-            raise _fail(f"{where}.{key}", "is set by the method's name.",
+            raise _fail(place, "is set by the method's name.",
                         "name the method instead (bear-sft for base sft, bear+ce for single_child_ce)")
+        if key in RUN_KEYS:
+            raise _fail(place, "is set by the experiment for every run.", RUN_KEYS_FIX)
+    overlap = sorted(set(settings) & set(grid))
+    if overlap:
+        raise _fail(f"{where}.grid.{overlap[0]}", "is also set outside the grid.", "set it in one place")
     return MethodSpec(name=name, settings=settings, grid=grid)
+
+
+# TrainConfig keys the experiment sets for each run (seeds from `seeds`, paths from the output folder).
+RUN_KEYS = ("seed", "dataset", "output_dir")
+RUN_KEYS_FIX = "list seeds under `seeds`; the datasets under `datasets`; the output folder under `output`"
+
+
+def _mapping(value: Any, where: str, example: str) -> dict:
+    """`value` if it is a mapping (None: empty), else a ConfigError naming `where`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(where, f"must be a mapping of settings, got {value!r}.", f"write e.g. `{example}`")
+    return value
 
 
 def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
@@ -198,7 +222,11 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
         where = f"{source}: datasets.{name}"
         if not re.fullmatch(r"[\w.+-]+", str(name)):
             raise _fail(where, "is not a plain name (letters, digits, . _ + -).", "rename the dataset")
-        ds = _section(DatasetSpec, {"name": str(name), **(spec or {})}, where)
+        spec = _mapping(spec, where, f"{name}: {{path: data/{name}}}")
+        ds = _section(DatasetSpec, {"name": str(name), **spec}, where)
+        ds.train = _mapping(ds.train, f"{where}.train", "train: {domain: office}")
+        if ds.prepare is not None:
+            ds.prepare = _mapping(ds.prepare, f"{where}.prepare", "prepare: {format: bear-csv, source: DIR}")
         if (ds.path is None) == (ds.prepare is None):
             raise _fail(where, "needs exactly one of `path` (a prepared dataset) and `prepare` (how to prepare it).",
                         "e.g. `path: data/office`, or `prepare: {format: bear-csv, source: DIR}`")
@@ -207,6 +235,9 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
                         "e.g. `prepare: {format: movielens-100k, source: '-'}`")
         if ds.test_sample is not None and (not isinstance(ds.test_sample, int) or ds.test_sample < 1):
             raise _fail(f"{where}.test_sample", f"must be a positive integer, got {ds.test_sample!r}.", "or leave it out")
+        if ds.test_sample is not None and ds.prepare is None:
+            raise _fail(f"{where}.test_sample", "samples the test rows of a dataset the experiment prepares, not of "
+                        "one given by `path`.", "give `prepare` instead of `path`, or leave test_sample out")
         datasets.append(ds)
     methods_raw = raw["methods"]
     if isinstance(methods_raw, list):
@@ -219,14 +250,24 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                             for s in seeds) or len(set(seeds)) < len(seeds):
         raise _fail(f"{source}: seeds", f"must be a list of distinct integers, got {seeds!r}.", "e.g. seeds: [0, 1, 2]")
+    train = _mapping(raw.get("train"), f"{source}: train", "train: {model: tiny}")
+    for key in RUN_KEYS:
+        for where, section in [("train", train)] + [(f"datasets.{d.name}.train", d.train) for d in datasets]:
+            if key in section:
+                raise _fail(f"{source}: {where}.{key}", "is set by the experiment for every run.", RUN_KEYS_FIX)
+    if raw.get("output") is not None and not isinstance(raw["output"], str):
+        raise _fail(f"{source}: output", f"must be a folder name, got {raw['output']!r}.", "e.g. output: runs/mine")
     config = ExperimentConfig(
         name=raw["name"], datasets=datasets, methods=methods, seeds=seeds, output=raw.get("output"),
-        train=raw.get("train") or {}, tuning=_section(Tuning, raw.get("tuning"), f"{source}: tuning"),
+        train=train, tuning=_section(Tuning, raw.get("tuning"), f"{source}: tuning"),
         decoding=_section(Decoding, raw.get("decoding"), f"{source}: decoding"),
         diagnosis=_section(Diagnosis, raw.get("diagnosis"), f"{source}: diagnosis"),
         report=_section(ReportSpec, raw.get("report"), f"{source}: report"), source=source)
     if isinstance(config.decoding.search, str):
         config.decoding.search = [config.decoding.search]
+    if not isinstance(config.decoding.search, list):
+        raise _fail(f"{source}: decoding.search", f"must list search modes, got {config.decoding.search!r}.",
+                    "e.g. search: [beam, exact]")
     bad = [s for s in config.decoding.search if s not in SEARCHES]
     if bad or not config.decoding.search:
         raise _fail(f"{source}: decoding.search", f"must list search modes among {', '.join(SEARCHES)}, got "
@@ -235,6 +276,14 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
                        config.decoding.batch_size), ("decoding.max_expansions", config.decoding.max_expansions)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _fail(f"{source}: {key}", f"must be an integer >= 1, got {value!r}.", "e.g. 10")
+    for key, value, least in (("tuning.seed", config.tuning.seed, None), ("diagnosis.rows", config.diagnosis.rows, 0),
+                              ("diagnosis.max_expansions", config.diagnosis.max_expansions, 1),
+                              ("diagnosis.batch_size", config.diagnosis.batch_size, 1)):
+        if (value is None and key == "diagnosis.rows") or (isinstance(value, int) and not isinstance(value, bool)
+                                                           and (least is None or value >= least)):
+            continue
+        raise _fail(f"{source}: {key}", f"must be an integer{'' if least is None else f' >= {least}'}, got "
+                    f"{value!r}.", "e.g. 0" if least is not None else "e.g. 0")
     for key, value in (("tuning.metric", config.tuning.metric), ("report.bootstrap_metric",
                                                                  config.report.bootstrap_metric)):
         try:
@@ -244,18 +293,40 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
         if int(value.split("@")[1]) > config.decoding.num_beams:
             raise _fail(f"{source}: {key}", f"{value} needs lists longer than the {config.decoding.num_beams} "
                         "recommended.", "lower K, or raise decoding.num_beams")
+    check_settings(config)
     return config
+
+
+def check_settings(config: ExperimentConfig) -> None:
+    """Build every run's settings once (without running anything), so that a wrong key or value is reported with
+    its place in the file before the first stage, not hours into the experiment."""
+    from .baselines import resolve_settings
+
+    experiment = Experiment(config, "/nonexistent")
+    for method in config.methods:
+        for cell in method.cells():
+            where = f"{config.source}: methods.{method.name}" + (f" (grid cell {_cell_name(cell)})" if cell else "")
+            try:
+                if method.is_baseline:
+                    if method.name == "popularity" and (method.settings or cell):
+                        raise ConfigError("popularity takes no settings.")
+                    resolve_settings(method.name, experiment.baseline_settings(config.datasets[0], method, cell))
+                else:
+                    for ds in config.datasets:
+                        experiment.train_config(ds, method, cell, config.seeds[0])
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}" + ("" if "Fix:" in str(e) else " Fix: correct that setting.")) from None
 
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read an experiment YAML file and apply `key=value` overrides (dotted, as `bearrec train` takes them)."""
     import yaml
 
-    from .train.config import _set_dotted, _yaml
+    from .train.config import apply_override, parse_yaml
 
     path = Path(path)
     try:
-        raw = _yaml(path.read_text(encoding="utf-8")) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"cannot read the experiment config {path}: {e.strerror}. Fix: give the path of a YAML "
                           "file (configs/experiments/ has examples).") from None
@@ -264,7 +335,7 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     for override in overrides:
         if not isinstance(raw, dict):
             break
-        _set_dotted(raw, override)
+        apply_override(raw, override)
     return experiment_from_dict(raw, str(path))
 
 
@@ -302,6 +373,7 @@ class Experiment:
     def __init__(self, config: ExperimentConfig, output: str | Path | None = None):
         self.config = config
         self.out = Path(output or config.output or Path("runs") / config.name)
+        self._datasets: dict[str, Any] = {}
 
     # ------------------------------------------------------------ paths
     def dataset_dir(self, ds: DatasetSpec) -> Path:
@@ -342,8 +414,15 @@ class Experiment:
                    objective=ObjectiveConfig.for_method(method.name, **objective))
         return config_from_dict(raw)
 
-    def baseline_settings(self, method: MethodSpec, cell: dict[str, Any]) -> dict[str, Any]:
-        return {**method.settings, **cell}
+    def baseline_settings(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> dict[str, Any]:
+        """The baseline's settings; SASRec reads the same number of history items as the LLMs' prompts."""
+        settings = {**method.settings, **cell}
+        if method.name == "sasrec" and "max_len" not in settings:
+            from .train.config import TrainConfig
+
+            history = {**_flatten(self.config.train), **_flatten(ds.train)}.get("max_history")
+            settings["max_len"] = history if history is not None else TrainConfig.__dataclass_fields__["max_history"].default
+        return settings
 
     # ------------------------------------------------------------ stages
     def stages(self) -> list[Stage]:
@@ -372,8 +451,7 @@ class Experiment:
         for cell in method.cells():
             label = f"tune {method.name} {_cell_name(cell)} (seed {seed}, validation) on {ds.name}"
             stages.append(Stage("tune", label, lambda cell=cell: self.score_cell(ds, method, cell),
-                                lambda cell=cell: self.cell_score(ds, method, cell) is not None
-                                and self.cell_current(ds, method, cell)))
+                                lambda cell=cell: self.cell_done(ds, method, cell)))
         stages.append(Stage("select", f"select {method.name}'s settings on {ds.name} (validation)",
                             lambda: self.select(ds, method), lambda: False))
         return stages
@@ -385,17 +463,17 @@ class Experiment:
         run = lambda: RunDir(self.run_dir(ds, method, self.selected(ds, method), seed))  # noqa: E731 (after tuning)
         if method.is_baseline:
             return [Stage("baseline", f"fit and rank {on} (test)", lambda: self.run_baseline(ds, method, seed, "test"),
-                          lambda: self.run_baseline(ds, method, seed, "test", only_check=True))]
+                          lambda: self.baseline_done(ds, method, seed, "test"))]
         stages = [Stage("train", f"train {on}", lambda: self.train(ds, method, seed),
-                        lambda: run().model_dir.is_dir() and self.train_current(ds, method, seed))]
+                        lambda: run().model_dir.is_dir() and bool(self.llm_config(ds, method, None, seed)))]
         for search in self.config.decoding.search:
             stages.append(Stage("evaluate", f"decode and evaluate {on} (test, {search} search)",
                                 lambda search=search: self.evaluate(run().path, "test", search),
-                                lambda search=search: run().artefact("metrics", search=search).is_file()))
+                                lambda search=search: self.decoded(ds, run(), "test", search)))
         rows = self.config.diagnosis.rows
         if rows != 0:
             stages.append(Stage("diagnose", f"diagnose pruning of {on} (test)", lambda: self.diagnose(run().path),
-                                lambda: run().artefact("diagnosis", limit=rows).is_file()))
+                                lambda: self.diagnosed(run())))
         return stages
 
     # ------------------------------------------------------------ the work
@@ -411,8 +489,13 @@ class Experiment:
         target = self.dataset_dir(ds)
         options = dict(ds.prepare or {})
         fmt, source = options.pop("format"), options.pop("source")
-        check_output_dir(target, overwrite=False)
+        try:
+            check_output_dir(target, overwrite=False)
+        except ConfigError:
+            raise ConfigError(f"{target} holds files the experiment did not write. Fix: delete that folder, or name "
+                              f"an already prepared dataset with datasets.{ds.name}.path.") from None
         dataset = prepare_dataset(fmt, source, None, **options)
+        write_json(self.prepare_record_path(ds), self.prepare_record(ds))  # first: a dataset never lacks its record
         if ds.test_sample is not None and ds.test_sample < len(dataset.test):
             dropped: Counter = Counter()
             dataset.splits["test"] = sample_rows(dataset.test, ds.test_sample, 1, dropped)
@@ -421,40 +504,68 @@ class Experiment:
             dataset.stats.setdefault("notes", []).append(
                 f"experiment {self.config.name}: a seeded sample (seed 1) of {len(dataset.test)} test rows")
         save_dataset(dataset, target)
-        write_json(target.parent / f"{ds.name}.prepare.json", self.prepare_record(ds))
+
+    def prepare_record_path(self, ds: DatasetSpec) -> Path:
+        return self.dataset_dir(ds).parent / f"{ds.name}.prepare.json"
 
     def prepare_record(self, ds: DatasetSpec) -> dict[str, Any]:
         return {"prepare": ds.prepare, "test_sample": ds.test_sample}
 
     def check_prepared(self, ds: DatasetSpec) -> bool:
-        """True when the prepared folder was made with the config's options; a ConfigError when with others."""
-        path = self.dataset_dir(ds).parent / f"{ds.name}.prepare.json"
-        recorded = read_json_file(path, dict, f"delete {self.dataset_dir(ds)} to prepare it again") if path.is_file() else None
-        if recorded is not None and recorded != json.loads(json.dumps(self.prepare_record(ds))):
+        """True when the prepared folder was made with the config's options; a ConfigError when with others, or
+        when nothing records how it was made."""
+        path = self.prepare_record_path(ds)
+        if not path.is_file():
+            raise ConfigError(f"{self.dataset_dir(ds)} holds a dataset the experiment has no record of ({path.name} is "
+                              f"missing). Fix: delete {self.dataset_dir(ds)} to prepare it again, or name it with "
+                              f"datasets.{ds.name}.path.")
+        recorded = read_json_file(path, dict, f"delete {self.dataset_dir(ds)} to prepare it again")
+        if recorded != json.loads(json.dumps(self.prepare_record(ds))):
             raise ConfigError(f"{self.dataset_dir(ds)} was prepared with other options ({path}: {recorded}); the "
                               f"config asks for {self.prepare_record(ds)}. Fix: delete {self.dataset_dir(ds)} and "
                               f"{path.name} to prepare it again, or restore the config's datasets.{ds.name} section.")
         return True
 
-    def train(self, ds: DatasetSpec, method: MethodSpec, seed: int, cell: dict[str, Any] | None = None) -> Path:
-        """Train (or resume) one LLM run unless its model is there; a run directory of another config is an error."""
-        from .train import check_run_config, train
-        from .run_dir import RunDir
+    def dataset(self, ds: DatasetSpec) -> Any:
+        """The prepared dataset (loaded once per experiment)."""
+        from .data import load_dataset
+
+        if ds.name not in self._datasets:
+            self._datasets[ds.name] = load_dataset(self.dataset_dir(ds))
+        return self._datasets[ds.name]
+
+    def llm_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any] | None, seed: int) -> Any:
+        """The TrainConfig of one LLM run (cell None: the selected one), checked against its run directory: one made
+        with another config, or on another version of the dataset, is a ConfigError."""
+        from .train import check_run_config
 
         config = self.train_config(ds, method, self.selected(ds, method) if cell is None else cell, seed)
+        check_run_config(config.output_dir, config, self.dataset(ds).fingerprint)
+        return config
+
+    def train(self, ds: DatasetSpec, method: MethodSpec, seed: int, cell: dict[str, Any] | None = None) -> Path:
+        """Train (or resume) one LLM run unless its model is there."""
+        from .run_dir import RunDir
+        from .train import train
+
+        config = self.llm_config(ds, method, cell, seed)
         run = RunDir(config.output_dir)
-        check_run_config(run.path, config)
         if not run.model_dir.is_dir():
             train(config, resume=run.checkpoints_dir.is_dir())
         return run.path
 
-    def train_current(self, ds: DatasetSpec, method: MethodSpec, seed: int) -> bool:
-        """True when the run directory was made with this config (else a ConfigError)."""
-        from .train import check_run_config
+    def decoded(self, ds: DatasetSpec, run: Any, split: str, search: str) -> bool:
+        """Whether `split`'s metrics exist, of predictions of every row decoded with the experiment's beams."""
+        from .evaluate import predictions_are_current
 
-        config = self.train_config(ds, method, self.selected(ds, method), seed)
-        check_run_config(config.output_dir, config)
-        return True
+        return run.artefact("metrics", split, search=search).is_file() and predictions_are_current(
+            run.artefact("predictions", split, search=search), len(self.dataset(ds).split(split)),
+            self.config.decoding.num_beams, search)
+
+    def diagnosed(self, run: Any) -> bool:
+        """Whether the diagnosis of the configured rows exists, made with the experiment's beams."""
+        path = run.artefact("diagnosis", limit=self.config.diagnosis.rows)
+        return path.is_file() and read_json_file(path).get("num_beams") == self.config.decoding.num_beams
 
     def evaluate(self, run_dir: Path, split: str, search: str = "beam") -> dict:
         from .evaluate import evaluate
@@ -470,15 +581,28 @@ class Experiment:
         return diagnose_run(run_dir, split="test", beams=self.config.decoding.num_beams, limit=d.rows,
                             max_expansions=d.max_expansions, batch_size=d.batch_size)
 
-    def run_baseline(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
-                     cell: dict[str, Any] | None = None, only_check: bool = False) -> Any:
-        """Fit and score a baseline on `split` (only_check: whether that is done already)."""
-        from .baselines import baseline_done, run_baseline
-
+    def _baseline_args(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
+                       cell: dict[str, Any] | None) -> tuple[tuple, dict]:
         cell = self.selected(ds, method) if cell is None else cell
-        return (baseline_done if only_check else run_baseline)(
-            method.name, self.dataset_dir(ds), self.run_dir(ds, method, cell, seed), split=split, seed=seed,
-            settings=self.baseline_settings(method, cell), k=self.config.decoding.num_beams)
+        return ((method.name, self.dataset_dir(ds), self.run_dir(ds, method, cell, seed)),
+                {"split": split, "seed": seed, "settings": self.baseline_settings(ds, method, cell),
+                 "k": self.config.decoding.num_beams})
+
+    def run_baseline(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
+                     cell: dict[str, Any] | None = None) -> dict:
+        """Fit a baseline (cell None: the selected settings) and score it on `split`; its metrics."""
+        from .baselines import run_baseline
+
+        args, kwargs = self._baseline_args(ds, method, seed, split, cell)
+        return run_baseline(*args, **kwargs)
+
+    def baseline_done(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
+                      cell: dict[str, Any] | None = None) -> bool:
+        """Whether run_baseline would find its work done (a folder of other settings is a ConfigError)."""
+        from .baselines import baseline_done
+
+        args, kwargs = self._baseline_args(ds, method, seed, split, cell)
+        return baseline_done(*args, **kwargs)
 
     def score_cell(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> float:
         """Train (or fit) one grid cell at the tuning seed and score it on the whole validation split."""
@@ -489,16 +613,16 @@ class Experiment:
             metrics = self.evaluate(self.train(ds, method, seed, cell), "valid")
         return float(metrics[self.config.tuning.metric])
 
-    def cell_current(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> bool:
-        """True when the cell's run directory was made with the cell's settings (else a ConfigError)."""
+    def cell_done(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> bool:
+        """Whether the cell's validation score exists and was made with the cell's settings and the experiment's
+        beams (a run directory of other settings is a ConfigError)."""
+        from .run_dir import RunDir
+
         seed = self.config.tuning.seed
         if method.is_baseline:
-            return self.run_baseline(ds, method, seed, "valid", cell, only_check=True)
-        from .train import check_run_config
-
-        config = self.train_config(ds, method, cell, seed)
-        check_run_config(config.output_dir, config)
-        return True
+            return self.baseline_done(ds, method, seed, "valid", cell)
+        run = RunDir(self.llm_config(ds, method, cell, seed).output_dir)
+        return run.model_dir.is_dir() and self.decoded(ds, run, "valid", "beam")
 
     def cell_score(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> float | None:
         """The cell's validation score, if an earlier stage computed it."""

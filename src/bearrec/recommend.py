@@ -1,8 +1,8 @@
 """Recommendations from a trained run: `Recommender.from_run(RUN_DIR)`, then `recommend` or `recommend_split`.
 
 A recommendation list is the result of trie-constrained beam search with `num_beams` beams (default k), or with
-`search="exact"` the k most probable titles over the whole catalog (`exact_top_k`; each row says whether that is
-certified), best first; each entry is one title with every catalog item carrying it. When the catalog has fewer
+`search="exact"` the k most probable titles over the whole catalog (`certified_top_k`: best-first search, and the
+whole catalog scored where it cannot certify; each row says whether it is certified), best first; each entry is one title with every catalog item carrying it. When the catalog has fewer
 distinct titles than k, fewer entries come back (never padding, never invented items). Under
 `accelerate launch` / `torchrun`, `recommend_split` gives each process a contiguous block of batches and
 the main process writes all rows in their original order.
@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from .data.dataset import Dataset, Interaction
-from .decoding import Hypothesis, beam_search, exact_top_k, left_pad
+from .decoding import Hypothesis, beam_search, certified_top_k, left_pad
 from .errors import ConfigError, DataError
 from .io import atomic_open
 from .prompts import PromptTemplate, encode_prompt
@@ -37,8 +37,8 @@ class Recommender:
     dataset: Dataset | None = None
     batch_size: int = 16
     # "beam": constrained beam search with max(k, num_beams) beams; "exact": the k most probable items over the whole
-    # catalog (best-first search on the trie, `exact_top_k`), each row marked certified when proved exact within
-    # max_expansions model evaluations
+    # catalog (best-first search on the trie within max_expansions model evaluations, then the whole catalog scored
+    # with tree attention for the rows it could not certify: `certified_top_k`), each row marked certified
     search: str = "beam"
     max_expansions: int = 2000
 
@@ -113,8 +113,8 @@ class Recommender:
         """(k entries, facts of the search) per prompt of a batch of prompt token lists (left-padded here)."""
         ids, mask = left_pad(prompts, self.pad_token_id)
         if search == "exact":
-            found = exact_top_k(self.model, ids, mask, self.trie, k, score=self.score_mode,
-                                max_expansions=self.max_expansions)
+            found = certified_top_k(self.model, ids, mask, self.trie, k, score=self.score_mode,
+                                    max_expansions=self.max_expansions)
             return [([self._entry(h) for h in r.items], {"search": "exact", "certified": r.certified,
                                                          "expansions": r.expansions}) for r in found]
         beams = max(k, num_beams or k)

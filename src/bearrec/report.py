@@ -47,6 +47,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import BearrecError, ConfigError, DataError
+from .baselines import BASELINES as BASELINE_METHODS
 from .io import atomic_open, read_json_file, read_jsonl, write_json
 from .metrics import per_row_metrics
 from .run_dir import RunDir
@@ -54,7 +55,6 @@ from .stats import paired_bootstrap, summarize_seeds
 
 REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")
 RUN_KINDS = ("llm", "baseline")
-BASELINE_METHODS = ("popularity", "sasrec")
 METHOD_ORDER = BASELINE_METHODS + ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce",
                                    "bear-sft")
 # The metrics the "What this shows" section ranks methods by (those present).

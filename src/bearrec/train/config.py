@@ -426,19 +426,19 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
-def _yaml(text: str) -> Any:
+def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
 _SECTIONS: dict[str, type] = {"objective": ObjectiveConfig, "tiny": TinyModel, "lora": LoraSettings}
 
 
-def _set_dotted(raw: dict[str, Any], override: str) -> None:
+def apply_override(raw: dict[str, Any], override: str) -> None:
     """Apply one `a.b=value` override (value parsed as YAML: 1e-3, true, null, [q_proj, v_proj])."""
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not key=value. Fix: e.g. objective.name=bear")
     key, text = override.split("=", 1)
-    value = _yaml(text) if text.strip() else ""
+    value = parse_yaml(text) if text.strip() else ""
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
@@ -502,7 +502,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = _yaml(Path(path).read_text(encoding="utf-8")) or {}
+            raw = parse_yaml(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as e:
             raise ConfigError(f"cannot read the config {path}: {e.strerror}. Fix: give the path of a YAML config "
                               "(configs/ has examples).") from None
@@ -512,5 +512,5 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{path} must hold a mapping of settings at the top level. Fix: write one `key: value` "
                               "a line, e.g. dataset: data/office.")
     for override in overrides:
-        _set_dotted(raw, override)
+        apply_override(raw, override)
     return config_from_dict(raw)

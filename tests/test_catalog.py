@@ -1,0 +1,58 @@
+"""Whole-catalog exact scoring with tree attention, against teacher-forced scoring of every item (brute force)."""
+from __future__ import annotations
+
+import pytest
+
+from bearrec.decoding.catalog import catalog_log_probs, catalog_top_k, certified_top_k
+from bearrec.decoding.testing import brute_force, item_trie, random_prompts, random_sequences, tiny_llama
+from bearrec.errors import ConfigError
+
+V = 64
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+@pytest.mark.parametrize("chunk_size, attn", [(1, "sdpa"), (5, "eager"), (512, "sdpa")])
+def test_every_item_score_equals_teacher_forced_scoring(score, chunk_size, attn):
+    model = tiny_llama(V, seed=3, attn_implementation=attn)
+    seqs = random_sequences(50, V, seed=3, max_len=6)
+    trie = item_trie(seqs)
+    ids, mask = random_prompts(3, V, seed=3)
+    node_lp = catalog_log_probs(model, ids, mask, trie, score=score, chunk_size=chunk_size)
+    for p, ref in enumerate(brute_force(model, ids, mask, seqs, score)):
+        for total, seq in ref:
+            assert float(node_lp[p, trie.node_of(seq)]) == pytest.approx(total, abs=1e-4), (p, seq)
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_top_k_is_the_brute_force_order_and_always_certified(score):
+    model = tiny_llama(V, seed=4)
+    seqs = random_sequences(60, V, seed=4)
+    ids, mask = random_prompts(4, V, seed=4)
+    got = catalog_top_k(model, ids, mask, item_trie(seqs), 7, score=score, chunk_size=16)
+    for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
+        assert res.certified
+        assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:7]]
+        assert [h.score for h in res.items] == pytest.approx([s for s, _ in ref[:7]], abs=1e-4)
+
+
+def test_attention_without_custom_masks_and_bad_chunks_are_refused():
+    model = tiny_llama(V, seed=0)
+    ids, mask = random_prompts(1, V)
+    trie = item_trie(random_sequences(5, V))
+    with pytest.raises(ConfigError, match="chunk_size"):
+        catalog_log_probs(model, ids, mask, trie, chunk_size=0)
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ConfigError, match="attn_implementation='sdpa'"):
+        catalog_log_probs(model, ids, mask, trie)
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_rows_best_first_search_cannot_certify_are_scored_whole(score):
+    model = tiny_llama(V, seed=5)
+    seqs = random_sequences(60, V, seed=5)
+    ids, mask = random_prompts(3, V, seed=5)
+    got = certified_top_k(model, ids, mask, item_trie(seqs), 5, score=score, max_expansions=2)
+    inner = len({tuple(s[:j]) for s in seqs for j in range(len(s))})  # prefixes with a next token: inner nodes
+    for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
+        assert res.certified and res.expansions == 2 + inner
+        assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:5]]
