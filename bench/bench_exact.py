@@ -1,9 +1,11 @@
-"""Benchmark: exact top-K (best-first over the trie) against beam search on a model trained on Office.
+"""Benchmark: exact top-K against beam search on a trained model's test prompts.
 
-For each run (a `bearrec train` output dir, or quick runs trained here with --train): the fraction of
-test prompts whose top-k is certified exact within `max_expansions`, expansions per prompt, how often
-beam search (B = k) returns exactly the certified top-k, and the time of exact top-K relative to beam
-search on the same batches (interleaved repeats; the machine is shared). The run's own score mode is
+For each run (a `bearrec train` output dir, or quick runs trained on Office here with --train): the fraction of
+test prompts whose top-k is certified exact by best-first search within `max_expansions` (`exact_top_k`),
+expansions per prompt, how often beam search (B = k) returns exactly the certified top-k, and the time of each
+exact search relative to beam search on the same batches (interleaved repeats; the machine is shared): best-first
+alone, `certified_top_k` (best-first, then the whole catalog scored with tree attention for the rows it did not
+certify: every row certified) and `catalog_top_k` (the whole catalog for every row). The run's own score mode is
 used ('masked' for MSL/BEAR, 'full' for SFT).
 
   python bench/bench_exact.py --run runs/tiny-msl --run runs/tiny-sft
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bearrec.decoding import beam_search, exact_top_k, left_pad
+from bearrec.decoding import beam_search, catalog_top_k, certified_top_k, exact_top_k, left_pad
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICE = ROOT.parent / "shared" / "data" / "amazon" / "Office"
@@ -66,24 +68,38 @@ def bench_run(run: Path, args: argparse.Namespace) -> str:
                 for r in exact_top_k(rec.model, ids, mask, rec.trie, k, score=mode,
                                      max_expansions=args.max_expansions, nodes_per_step=args.nodes_per_step)]
 
-    times: dict[str, list[float]] = {"beam": [], "exact": []}
+    def certified() -> list[Any]:
+        return [r for ids, mask in batches
+                for r in certified_top_k(rec.model, ids, mask, rec.trie, k, score=mode,
+                                         max_expansions=args.max_expansions)]
+
+    def catalog() -> list[Any]:
+        return [r for ids, mask in batches for r in catalog_top_k(rec.model, ids, mask, rec.trie, k, score=mode)]
+
+    fns = {"beam": beam, "exact": exact, "certified": certified, "catalog": catalog}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     out: dict[str, Any] = {}
     beam()  # warm-up
     for r in range(args.repeats):
-        for name, fn in ([("beam", beam), ("exact", exact)] if r % 2 == 0 else [("exact", exact), ("beam", beam)]):
+        for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
             t0 = time.perf_counter()
-            out[name] = fn()
+            out[name] = fns[name]()
             times[name].append(time.perf_counter() - t0)
+    for a, b in zip(out["certified"], out["catalog"]):  # the two exact answers agree (up to ties)
+        assert [round(h.score, 3) for h in a.items] == [round(h.score, 3) for h in b.items], "exact searches disagree"
     res = out["exact"]
     certified = sum(x.certified for x in res)
     same = sum(x.certified and [tuple(h.tokens) for h in x.items] == b for x, b in zip(res, out["beam"]))
     recall = statistics.mean(len({tuple(h.tokens) for h in x.items} & set(b)) / max(len(x.items), 1)
                              for x, b in zip(res, out["beam"]) if x.certified) if certified else float("nan")
     exp = sorted(x.expansions for x in res)
-    ratio = min(times["exact"]) / min(times["beam"])
+    best = {name: min(t) for name, t in times.items()}
+    whole = sum(x.certified for x in out["certified"])
     return (f"{run.name:<14} {mode:>6} {certified:>4}/{len(res):<4} {certified / len(res):>8.1%} "
             f"{statistics.mean(exp):>9.0f} {exp[len(exp) // 2]:>8} {exp[-1]:>7} {same:>4}/{certified:<4} {recall:>7.1%} "
-            f"{min(times['beam']):>7.2f} {min(times['exact']):>8.2f} {ratio:>7.2f}x")
+            f"{best['beam']:>7.2f} {best['exact']:>8.2f} {best['exact'] / best['beam']:>7.2f}x "
+            f"{whole:>4}/{len(res):<4} {best['certified']:>7.2f} {best['certified'] / best['beam']:>7.2f}x "
+            f"{best['catalog']:>7.2f} {best['catalog'] / best['beam']:>7.2f}x")
 
 
 def main() -> None:
@@ -111,7 +127,8 @@ def main() -> None:
               f"{args.prompts} Office test prompts in batches of {args.batch_size}, threads={torch.get_num_threads()}, "
               f"cpu, torch {torch.__version__}, repeats={args.repeats} (times and ratio from the fastest repeat of each)")
         print(f"{'run':<14} {'score':>6} {'certified':>9} {'cert %':>8} {'exp mean':>9} {'median':>8} {'max':>7} "
-              f"{'beam = exact':>9} {'recall':>7} {'beam s':>7} {'exact s':>8} {'exact/beam':>8}")
+              f"{'beam = exact':>9} {'recall':>7} {'beam s':>7} {'exact s':>8} {'exact/beam':>8} "
+              f"{'certified':>9} {'cert. s':>7} {'/beam':>8} {'catalog s':>7} {'/beam':>8}")
         with torch.inference_mode():
             for run in runs:
                 print(bench_run(run, args), flush=True)

@@ -33,7 +33,7 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
         run = out / "runs" / "ml100k" / f"{method}-seed0"
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["n_rows"] == 8 and metrics["invalid_rate"] == 0, method
-        if method not in exp.BASELINE_NAMES:
+        if method not in exp.BASELINES:
             assert json.loads((run / "diagnosis-first3.json").read_text())["n_rows"] == 3
         assert f"| {method} |" in results.read_text()
     # BEAR with the single-child CE is its own method, decoded with masked scores like BEAR

@@ -254,3 +254,23 @@ def test_more_bad_configs_are_caught_when_loaded(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message) as e:
         exp.experiment_from_dict(raw, "bad.yaml")
     assert "bad.yaml" in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_a_second_experiment_on_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    write_small_dataset(tmp_path / "data")
+    config = exp.experiment_from_dict(tiny_experiment(tmp_path / "data", methods={"popularity": {}}, seeds=[0]))
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "experiment.lock").write_text(str(holder.pid))
+        with pytest.raises(ConfigError, match=f"process {holder.pid}"):
+            exp.run_experiment(config, out, print_fn=lambda _: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    exp.run_experiment(config, out, print_fn=lambda _: None)  # its process is gone: the lock is taken over
+    assert not (out / "experiment.lock").exists() and (out / "results.md").is_file()

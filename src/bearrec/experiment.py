@@ -740,6 +740,47 @@ def run_experiment(config: ExperimentConfig, output: str | Path | None = None, *
     """Run every stage not yet done (see the module docstring) and return OUTPUT/results.md."""
     experiment = Experiment(config, output)
     experiment.out.mkdir(parents=True, exist_ok=True)
+    with _exclusive(experiment.out):
+        return _run(experiment, print_fn)
+
+
+class _exclusive:
+    """OUTPUT/experiment.lock holding this process's id while it runs: a second experiment on the same folder (whose
+    stages would write the same files) is refused; a lock left by a process that died is taken over."""
+
+    def __init__(self, out: Path):
+        self.path = out / "experiment.lock"
+
+    def __enter__(self) -> None:
+        import os
+
+        if self.path.is_file():
+            text = self.path.read_text().strip()
+            pid = int(text) if text.isdigit() else None
+            if pid is not None and pid != os.getpid() and _alive(pid):
+                raise ConfigError(f"another bearrec experiment (process {pid}) is running in {self.path.parent}. "
+                                  "Fix: wait for it to finish, or stop it, then run this one again.")
+        self.path.write_text(str(os.getpid()))
+
+    def __exit__(self, *exc: Any) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _run(experiment: Experiment, print_fn: Callable[[str], None]) -> Path:
+    """Every stage of the plan that is not done yet, with the progress lines; OUTPUT/results.md."""
+    config = experiment.config
     write_json(experiment.out / "experiment.json", config.to_json())
     plan = experiment.stages()
     progress = Progress(len(plan), print_fn)
