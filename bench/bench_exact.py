@@ -85,8 +85,8 @@ def bench_run(run: Path, args: argparse.Namespace) -> str:
             t0 = time.perf_counter()
             out[name] = fns[name]()
             times[name].append(time.perf_counter() - t0)
-    for a, b in zip(out["certified"], out["catalog"]):  # the two exact answers agree (up to ties)
-        assert [round(h.score, 3) for h in a.items] == [round(h.score, 3) for h in b.items], "exact searches disagree"
+    gap = max(abs(x.score - y.score) for a, b in zip(out["certified"], out["catalog"]) for x, y in zip(a.items, b.items))
+    assert gap < 1e-3, f"the exact searches disagree by {gap:.2g} on a score"  # the same lists, up to float error
     res = out["exact"]
     certified = sum(x.certified for x in res)
     same = sum(x.certified and [tuple(h.tokens) for h in x.items] == b for x, b in zip(res, out["beam"]))
@@ -124,7 +124,7 @@ def main() -> None:
         work = Path(args.workdir or tmp)
         runs = [Path(r) for r in args.run] + [train_quick(o, work, args.train_rows, args.config) for o in args.train]
         print(f"k = B = {args.k}, max_expansions={args.max_expansions}, nodes_per_step={args.nodes_per_step}, "
-              f"{args.prompts} Office test prompts in batches of {args.batch_size}, threads={torch.get_num_threads()}, "
+              f"{args.prompts} test prompts in batches of {args.batch_size}, threads={torch.get_num_threads()}, "
               f"cpu, torch {torch.__version__}, repeats={args.repeats} (times and ratio from the fastest repeat of each)")
         print(f"{'run':<14} {'score':>6} {'certified':>9} {'cert %':>8} {'exp mean':>9} {'median':>8} {'max':>7} "
               f"{'beam = exact':>9} {'recall':>7} {'beam s':>7} {'exact s':>8} {'exact/beam':>8} "

@@ -27,7 +27,8 @@ TINY_TRAIN = {
 def tiny_experiment(data: Path, **changes) -> dict:
     raw = {"name": "tiny", "datasets": {"small": {"path": str(data)}}, "train": TINY_TRAIN,
            "methods": {"popularity": {}, "sft": {}, "bear": {"grid": {"objective.lam": [0.1, 1.0]}}},
-           "seeds": [0, 1], "decoding": {"num_beams": 5}, "diagnosis": {"rows": 3, "max_expansions": 200},
+           "seeds": [0, 1], "decoding": {"num_beams": 5, "search": ["beam", "exact"]},
+           "diagnosis": {"rows": 3, "max_expansions": 200},
            "tuning": {"metric": "ndcg@5"}, "report": {"bootstrap_metric": "hr@5"}}
     raw.update(changes)
     return raw
@@ -88,6 +89,12 @@ def test_the_tables_and_intervals_cover_every_method_and_seed(finished):
     assert "## small" in text and "Tuning bear" in text
     assert any(line.startswith("[stage 1/") for line in lines) and any("| about " in line for line in lines)
     assert (out / "report" / "small" / "report.html").is_file()
+    # both search modes side by side: the exact search's metrics, every row certified
+    for method in ("sft", "bear"):
+        exact = summary["methods"][method]["metrics_exact"]
+        assert exact["certified_share"]["mean"] == 1.0 and exact["n_rows"]["mean"] == 5
+    assert summary["methods"]["popularity"]["metrics_exact"] is None
+    assert "Exact top-K search" in (out / "report" / "small" / "report.md").read_text()
 
 
 def test_tuning_picks_the_best_validation_cell_and_never_reads_the_test_split(finished):
