@@ -92,3 +92,21 @@ def test_large_catalog_is_compact():
     # flat int64 arrays: about 6 numbers per token, no per-node Python objects
     assert n_bytes < 20000 * 12 * 8 * 7
     assert trie.allowed(seqs[123][:5]) == sorted({s[5] for s in seqs if s[:5] == seqs[123][:5]})
+
+
+def test_every_nodes_parent_token_path_and_item_count_match_its_sequence():
+    from collections import Counter
+
+    from bearrec.decoding.testing import random_sequences
+
+    seqs = random_sequences(80, 64, seed=11)
+    trie = ItemTrie.from_sequences(seqs)
+    counts = Counter(tuple(s) for s in seqs)
+    for seq in seqs:
+        for j in range(1, len(seq) + 1):
+            node = trie.node_of(seq[:j])
+            assert int(trie.parent[node]) == trie.node_of(seq[:j - 1]) and int(trie.token[node]) == seq[j - 1]
+            assert trie.sequences(torch.tensor([node])) == [list(seq[:j])]
+        assert int(trie.item_counts(torch.tensor([trie.node_of(seq)]))[0]) == counts[tuple(seq)]
+    assert int(trie.parent[0]) == -1 and int(trie.token[0]) == -1
+    assert trie.item_counts(torch.tensor([-1])).tolist() == [0]

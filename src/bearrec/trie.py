@@ -207,6 +207,49 @@ class ItemTrie:
         valid[rows, cols] = True
         return out, valid
 
+    @property
+    def parent(self) -> torch.Tensor:
+        """The parent of every node (-1 for the root), computed once per trie."""
+        self._node_arrays()
+        return self._parent
+
+    @property
+    def token(self) -> torch.Tensor:
+        """The token on the edge into every node (-1 for the root), computed once per trie."""
+        self._node_arrays()
+        return self._token
+
+    def _node_arrays(self) -> None:
+        if getattr(self, "_parent", None) is None:
+            n = self.num_nodes
+            owners = torch.repeat_interleave(torch.arange(n, device=self.device), self.child_ptr.diff())
+            self._parent = torch.full((n,), -1, dtype=torch.long, device=self.device)
+            self._token = torch.full((n,), -1, dtype=torch.long, device=self.device)
+            self._parent[self.edge_child] = owners
+            self._token[self.edge_child] = self.edge_token
+
+    def sequences(self, nodes: torch.Tensor) -> list[list[int]]:
+        """The token sequence leading to each node (a vectorised walk up to the root)."""
+        nodes = nodes.to(self.device).reshape(-1)
+        if nodes.numel() == 0:
+            return []
+        depth = self.depth[nodes]
+        width = int(depth.max())
+        out = torch.full((nodes.numel(), width), -1, dtype=torch.long, device=nodes.device)
+        cur = nodes.clone()
+        for back in range(width):
+            col = depth - 1 - back
+            live = col >= 0
+            out[live, col[live]] = self.token[cur[live]]
+            cur = torch.where(live, self.parent[cur.clamp(min=0)], cur)
+        return [row[: int(d)] for row, d in zip(out.tolist(), depth.tolist())]
+
+    def item_counts(self, nodes: torch.Tensor) -> torch.Tensor:
+        """How many items end at each node (0 for -1)."""
+        safe = nodes.clamp(min=0)
+        counts = self.item_ptr[safe + 1] - self.item_ptr[safe]
+        return torch.where(nodes >= 0, counts, torch.zeros_like(counts))
+
     def check_tokenizer(self, tokenizer: Any) -> None:
         """Raise if `tokenizer` differs from the one the trie was built with (EOS id or vocabulary size)."""
         want = (self.meta.get("eos_token_id"), self.meta.get("vocab_size"))

@@ -26,8 +26,8 @@ import torch
 
 from ..errors import ConfigError
 from ..trie import ItemTrie
-from .common import (Hypothesis, TriePaths, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
-                     item_counts, output_cache, prefill, prepare_inputs, tree_attention)
+from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
+                     hypotheses, output_cache, prefill, prepare_inputs, tree_attention)
 
 NEG_INF = float("-inf")
 
@@ -109,7 +109,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         child = trie.step(row_node[pr], tokens[pr, top_i % W])
         child = torch.where(ok, child, torch.full_like(child, -1))
         rank = torch.arange(top_s.shape[1], device=dev)
-        fin = ok & (item_counts(trie, child) > 0) & (rank < B)[None, :]
+        fin = ok & (trie.item_counts(child) > 0) & (rank < B)[None, :]
         run = ok & (trie.num_children(child) > 0)
         run_rank = run.long().cumsum(1) - 1
         keep = run & (run_rank < B)
@@ -168,11 +168,11 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     """
     steps = trie.max_depth if max_new_tokens is None else int(max_new_tokens)
     res = _search(model, input_ids, attention_mask, trie, num_beams, score, length_penalty, steps, True)
-    paths = TriePaths(trie.to(res.fin_nodes.device))
+    trie = trie.to(res.fin_nodes.device)
     out: list[list[Hypothesis]] = []
     for nodes, scores in zip(res.fin_nodes, res.fin_scores):
         live = nodes >= 0
-        out.append(paths.hypotheses(nodes[live], scores[live]))
+        out.append(hypotheses(trie, nodes[live], scores[live]))
     return out
 
 

@@ -16,34 +16,34 @@ import torch
 
 from ..errors import ConfigError
 from ..trie import ItemTrie
-from .common import (TriePaths, cache_kwarg, check_score_mode, child_log_probs, custom_mask, item_counts, prefill,
-                     prepare_inputs, tree_attention)
+from .common import (cache_kwarg, check_score_mode, child_log_probs, custom_mask, hypotheses, prefill, prepare_inputs,
+                     tree_attention)
 from .exact import ExactResult, _select_cache
 
 
-def _ancestors(paths: TriePaths, node: int) -> list[int]:
+def _ancestors(trie: ItemTrie, node: int) -> list[int]:
     """The proper ancestors of `node` below the root, shallowest first."""
     out = []
-    cur = int(paths.parent[node])
+    cur = int(trie.parent[node])
     while cur > 0:
         out.append(cur)
-        cur = int(paths.parent[cur])
+        cur = int(trie.parent[cur])
     return out[::-1]
 
 
-def _tree_mask(paths: TriePaths, fed: torch.Tensor, max_depth: int) -> torch.Tensor:
+def _tree_mask(trie: ItemTrie, fed: torch.Tensor) -> torch.Tensor:
     """(len(fed), len(fed)) boolean: column j attends to column i when fed[i] is fed[j] or one of its ancestors."""
-    n = paths.parent.numel()
+    n = trie.num_nodes
     where = torch.full((n,), -1, dtype=torch.long, device=fed.device)
     where[fed] = torch.arange(fed.numel(), device=fed.device)
     allowed = torch.zeros(fed.numel(), fed.numel(), dtype=torch.bool, device=fed.device)
     rows = torch.arange(fed.numel(), device=fed.device)
     cur = fed.clone()
-    for _ in range(max_depth):
+    for _ in range(trie.max_depth):
         col = where[cur.clamp(min=0)]
         ok = (cur > 0) & (col >= 0)
         allowed[rows[ok], col[ok]] = True
-        cur = torch.where(cur > 0, paths.parent[cur.clamp(min=0)], cur)
+        cur = torch.where(cur > 0, trie.parent[cur.clamp(min=0)], cur)
     return allowed
 
 
@@ -74,7 +74,6 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
     input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
     P, W = input_ids.shape
     dev = input_ids.device
-    paths = TriePaths(trie)
     edge_lp = torch.full((P, trie.num_nodes), float("-inf"), device=dev)
     root_logits, cache = prefill(model, input_ids, attention_mask)
     _edge_log_probs(root_logits[:, None], torch.zeros(1, dtype=torch.long, device=dev), trie, score, edge_lp)
@@ -85,12 +84,12 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
     all_rows = torch.arange(P, device=dev)
     for start in range(0, inner.numel(), chunk_size):
         chunk = inner[start:start + chunk_size]
-        fed = torch.cat([torch.tensor(_ancestors(paths, int(chunk[0])), dtype=torch.long, device=dev), chunk])
+        fed = torch.cat([torch.tensor(_ancestors(trie, int(chunk[0])), dtype=torch.long, device=dev), chunk])
         Q = fed.numel()
-        ids = paths.token[fed][None, :].expand(P, Q)
+        ids = trie.token[fed][None, :].expand(P, Q)
         pos = prompt_len[:, None] + trie.depth[fed][None, :] - 1
         allowed = torch.cat([prompt_mask[:, None, :].expand(P, Q, W),
-                             _tree_mask(paths, fed, trie.max_depth)[None].expand(P, Q, Q)], 2)
+                             _tree_mask(trie, fed)[None].expand(P, Q, Q)], 2)
         out = model(input_ids=ids, attention_mask=custom_mask(model, allowed), position_ids=pos, use_cache=True,
                     **{cache_kwarg(model): _select_cache(model, cache, all_rows)},
                     **logits_to_keep(model, chunk.numel()))  # its cache is dropped: each chunk starts anew
@@ -98,7 +97,7 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
     node_lp = torch.zeros(P, trie.num_nodes, device=dev)
     for d in range(1, trie.max_depth + 1):
         level = torch.nonzero(trie.depth == d).squeeze(1)
-        node_lp[:, level] = node_lp[:, paths.parent[level]] + edge_lp[:, level]
+        node_lp[:, level] = node_lp[:, trie.parent[level]] + edge_lp[:, level]
     return node_lp
 
 
@@ -107,13 +106,13 @@ def catalog_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     """The k most probable catalog entries of each prompt from every item's exact score (always certified)."""
     node_lp = catalog_log_probs(model, input_ids, attention_mask, trie, score=score, chunk_size=chunk_size)
     dev = node_lp.device
-    paths = TriePaths(trie.to(dev))
-    ends = torch.nonzero(item_counts(paths.trie, torch.arange(trie.num_nodes, device=dev)) > 0).squeeze(1)
+    trie = trie.to(dev)
+    ends = torch.nonzero(trie.item_counts(torch.arange(trie.num_nodes, device=dev)) > 0).squeeze(1)
     inner = int((trie.child_ptr.diff() > 0).sum())
     out = []
     for row in node_lp[:, ends]:
         best = torch.topk(row, min(k, ends.numel())).indices  # ties: torch's order (as best-first's heap)
-        out.append(ExactResult(items=paths.hypotheses(ends[best], row[best]), certified=True, expansions=inner))
+        out.append(ExactResult(items=hypotheses(trie, ends[best], row[best]), certified=True, expansions=inner))
     return out
 
 

@@ -133,44 +133,8 @@ def child_log_probs(logits: torch.Tensor, tokens: torch.Tensor, valid: torch.Ten
     return torch.where(valid, out, neg_inf)  # rows without valid children give nan; keep -inf
 
 
-class TriePaths:
-    """Parent and incoming token of every trie node, so a node id alone identifies its token sequence."""
-
-    def __init__(self, trie: ItemTrie):
-        n = trie.num_nodes
-        dev = trie.device
-        self.parent = torch.full((n,), -1, dtype=torch.long, device=dev)
-        self.token = torch.full((n,), -1, dtype=torch.long, device=dev)
-        owners = torch.repeat_interleave(torch.arange(n, device=dev), trie.child_ptr.diff())
-        self.parent[trie.edge_child] = owners
-        self.token[trie.edge_child] = trie.edge_token
-        self.trie = trie
-
-    def sequences(self, nodes: torch.Tensor) -> list[list[int]]:
-        """The token sequence leading to each node (vectorised walk up to the root)."""
-        nodes = nodes.to(self.trie.device).reshape(-1)
-        if nodes.numel() == 0:
-            return []
-        depth = self.trie.depth[nodes]
-        width = int(depth.max())
-        out = torch.full((nodes.numel(), width), -1, dtype=torch.long, device=nodes.device)
-        cur = nodes.clone()
-        for back in range(width):
-            col = depth - 1 - back
-            live = col >= 0
-            out[live, col[live]] = self.token[cur[live]]
-            cur = torch.where(live, self.parent[cur.clamp(min=0)], cur)
-        return [row[: int(d)] for row, d in zip(out.tolist(), depth.tolist())]
-
-    def hypotheses(self, nodes: torch.Tensor, scores: torch.Tensor) -> list[Hypothesis]:
-        """Hypotheses for complete nodes with their scores."""
-        seqs = self.sequences(nodes)
-        return [Hypothesis(tokens=s, item_ids=self.trie.items_at(int(n)), score=float(sc))
-                for s, n, sc in zip(seqs, nodes.tolist(), scores.tolist())]
-
-
-def item_counts(trie: ItemTrie, nodes: torch.Tensor) -> torch.Tensor:
-    """How many items end at each node (0 for -1)."""
-    safe = nodes.clamp(min=0)
-    counts = trie.item_ptr[safe + 1] - trie.item_ptr[safe]
-    return torch.where(nodes >= 0, counts, torch.zeros_like(counts))
+def hypotheses(trie: ItemTrie, nodes: torch.Tensor, scores: torch.Tensor) -> list[Hypothesis]:
+    """Hypotheses for complete nodes with their scores."""
+    seqs = trie.sequences(nodes)
+    return [Hypothesis(tokens=s, item_ids=trie.items_at(int(n)), score=float(sc))
+            for s, n, sc in zip(seqs, nodes.tolist(), scores.tolist())]

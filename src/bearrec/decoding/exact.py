@@ -20,8 +20,8 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..trie import ItemTrie
-from .common import (Hypothesis, TriePaths, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
-                     item_counts, output_cache, positions_from_mask, prefill, prepare_inputs, tree_attention)
+from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
+                     hypotheses, output_cache, positions_from_mask, prefill, prepare_inputs, tree_attention)
 
 
 @dataclass
@@ -44,9 +44,9 @@ def _select_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
 class _NodeColumns:
     """Tree-attention expansions: each prompt's cache row holds one column per expanded node (see module doc)."""
 
-    def __init__(self, model: Any, cache: Any, paths: TriePaths, attention_mask: torch.Tensor,
+    def __init__(self, model: Any, cache: Any, trie: ItemTrie, attention_mask: torch.Tensor,
                  prompt_len: torch.Tensor):
-        self.model, self.cache, self.paths, self.prompt_len = model, cache, paths, prompt_len
+        self.model, self.cache, self.trie, self.prompt_len = model, cache, trie, prompt_len
         self.prompt_mask = attention_mask.bool()
         self.cols: list[dict[int, list[int]]] = [{0: []} for _ in range(attention_mask.shape[0])]
         self.width = 0  # generated columns in every row so far
@@ -59,7 +59,7 @@ class _NodeColumns:
         for p, n in zip(batch_p, batch_n):
             i = slot[p]
             slot[p] += 1
-            anc = self.cols[p][int(self.paths.parent[n])] + [self.width + i]
+            anc = self.cols[p][int(self.trie.parent[n])] + [self.width + i]
             self.cols[p][n] = anc
             qi.append(i)
             mp += [p] * len(anc)
@@ -70,9 +70,9 @@ class _NodeColumns:
         qi_t = torch.tensor(qi, device=dev)
         nodes = torch.tensor(batch_n, device=dev)
         ids = torch.zeros(P, Q, dtype=torch.long, device=dev)
-        ids[qp, qi_t] = self.paths.token[nodes]
+        ids[qp, qi_t] = self.trie.token[nodes]
         pos = self.prompt_len[:, None].expand(P, Q).clone()
-        pos[qp, qi_t] += self.paths.trie.depth[nodes] - 1
+        pos[qp, qi_t] += self.trie.depth[nodes] - 1
         gen = torch.zeros(P, Q, self.width + Q, dtype=torch.bool, device=dev)
         gen[torch.tensor(mp, device=dev), torch.tensor(mq, device=dev), torch.tensor(mc, device=dev)] = True
         mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, Q, W), gen], 2))
@@ -125,12 +125,11 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     P = input_ids.shape[0]
     if P == 0:
         return []
-    paths = TriePaths(trie)
-    has_items = (item_counts(trie, torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
+    has_items = (trie.item_counts(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
     has_kids = (trie.num_children(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
-    columns = _NodeColumns(model, cache, paths, attention_mask, prompt_len) if tree_attention(model) else None
+    columns = _NodeColumns(model, cache, trie, attention_mask, prompt_len) if tree_attention(model) else None
     fronts = [_Frontier(k) for _ in range(P)]
     rows_p = torch.arange(P, device=dev)
     nodes = torch.zeros(P, dtype=torch.long, device=dev)
@@ -171,7 +170,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         if columns is not None:
             logits = columns.expand(batch_p, batch_n)
         else:
-            logits = _expand(model, cache, paths, rows_p, nodes, attention_mask, prompt_len)
+            logits = _expand(model, cache, trie, rows_p, nodes, attention_mask, prompt_len)
     out = []
     for f in fronts:
         certified = len(f.results) >= k or not f.heap
@@ -179,16 +178,16 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         if not certified:  # fill with the best complete entries discovered but not yet proven
             found += sorted(((-neg, n) for neg, n in f.heap if has_items[n]), reverse=True)
         found = found[:k]
-        items = paths.hypotheses(torch.tensor([n for _, n in found], dtype=torch.long, device=dev),
+        items = hypotheses(trie, torch.tensor([n for _, n in found], dtype=torch.long, device=dev),
                                  torch.tensor([s for s, _ in found], device=dev)) if found else []
         out.append(ExactResult(items=items, certified=certified, expansions=f.expansions))
     return out
 
 
-def _expand(model: Any, cache: Any, paths: TriePaths, rows_p: torch.Tensor, nodes: torch.Tensor,
+def _expand(model: Any, cache: Any, trie: ItemTrie, rows_p: torch.Tensor, nodes: torch.Tensor,
             attention_mask: torch.Tensor, prompt_len: torch.Tensor) -> torch.Tensor:
     """Next-token logits after each node's prefix: its tokens re-run on a copy of its prompt's cache."""
-    seqs = paths.sequences(nodes)
+    seqs = trie.sequences(nodes)
     depth = torch.tensor([len(s) for s in seqs], device=nodes.device)
     width = int(depth.max())
     toks = torch.zeros(len(seqs), width, dtype=torch.long, device=nodes.device)
