@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bearrec.decoding import beam_search, beam_thresholds, sequence_log_probs
-from bearrec.decoding.testing import (brute_force, dict_trie, item_trie as make_trie, random_prompts,
-                                     random_sequences, reference_beam, tiny_llama)
+from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
+from decoding_oracles import brute_force, dict_trie, reference_beam
 from bearrec.errors import ConfigError
 
 V, EOS, PAD = 64, 2, 0

@@ -6,7 +6,8 @@ import torch
 
 import importlib
 from bearrec.decoding import beam_search, beam_thresholds, exact_top_k
-from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, reference_beam, tiny_llama
+from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
+from decoding_oracles import reference_beam
 
 V = 64
 bs = importlib.import_module("bearrec.decoding.beam_search")  # the module (the package exports a function of that name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bearrec.decoding.testing import brute_force, item_trie, random_prompts, random_sequences, reference_beam, tiny_llama
+from bearrec.decoding.testing import item_trie, random_prompts, random_sequences, tiny_llama
+from decoding_oracles import brute_force, reference_beam
 from bearrec.diagnose import RowDiagnosis, diagnose_batch, summarize
 
 V = 48

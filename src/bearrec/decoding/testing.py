@@ -1,7 +1,7 @@
-"""Tiny random models, tries and prompts, and slow reference searches, for tests and benchmarks (no downloads)."""
+"""Tiny random models, tries and prompts for tests and benchmarks (no downloads); the slow reference searches the
+tests compare against are in tests/decoding_oracles.py."""
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -61,57 +61,3 @@ def random_prompts(n: int, vocab_size: int, min_len: int = 3, max_len: int = 12,
 def item_trie(seqs: list[list[int]]) -> ItemTrie:
     """The trie of `seqs` with item ids 'i0', 'i1', ... (no tokenizer metadata)."""
     return ItemTrie.from_sequences(seqs, [f"i{i}" for i in range(len(seqs))])
-
-
-def dict_trie(seqs: list[list[int]]) -> tuple[dict[tuple, set], set]:
-    """Plain Python trie: prefix -> allowed next tokens, and the set of complete sequences."""
-    nxt: dict[tuple, set] = {}
-    for s in seqs:
-        for j in range(len(s)):
-            nxt.setdefault(tuple(s[:j]), set()).add(s[j])
-    return nxt, {tuple(s) for s in seqs}
-
-
-@torch.no_grad()
-def reference_beam(model: Any, prompt: list[int], seqs: list[list[int]], B: int, score: str, steps: int,
-                   ) -> tuple[list[tuple[float, tuple]], list[float], list[list[tuple]]]:
-    """Slow reference beam search (no cache, one forward per beam): finished list, thresholds, kept prefixes.
-
-    Per step: rank every continuation, keep the 2B best; the complete ones among the first B join the
-    finished list (kept to B); the B best that can still be extended are the next beams.
-    """
-    nxt, complete = dict_trie(seqs)
-    beams: list[tuple[float, tuple]] = [(0.0, ())]
-    finished: list[tuple[float, tuple]] = []
-    thresholds: list[float] = []
-    kept: list[list[tuple]] = []
-    for _ in range(steps):
-        cands = []
-        for s, prefix in beams:
-            logits = model(torch.tensor([prompt + list(prefix)])).logits[0, -1].float()
-            allowed = sorted(nxt[prefix])
-            lp = torch.log_softmax(logits, -1)[allowed] if score == "full" else torch.log_softmax(logits[allowed], -1)
-            cands += [(s + float(v), prefix + (tok,)) for tok, v in zip(allowed, lp)]
-        cands = sorted(cands, key=lambda c: -c[0])[: 2 * B]
-        finished = sorted(finished + [c for c in cands[:B] if c[1] in complete], key=lambda c: -c[0])[:B]
-        beams = [c for c in cands if c[1] in nxt][:B]
-        thresholds.append(beams[B - 1][0] if len(beams) >= B else -math.inf)
-        kept.append([p for _, p in beams])
-        if not beams:
-            break
-    return finished, thresholds + [-math.inf] * (steps - len(thresholds)), kept
-
-
-def brute_force(model: Any, ids: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]], score: str,
-                ) -> list[list[tuple[float, tuple]]]:
-    """Every distinct sequence of each prompt with its teacher-forced log-prob, best first."""
-    from .exact import sequence_log_probs
-
-    trie = item_trie(seqs)
-    distinct = sorted({tuple(s) for s in seqs})
-    out = []
-    for p in range(ids.shape[0]):
-        rows = torch.tensor([p] * len(distinct))
-        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score=score).totals()
-        out.append(sorted(zip(tot, distinct), reverse=True))
-    return out
