@@ -158,6 +158,18 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"tuning": {"metric": "ndcg@50"}}, "raise decoding.num_beams"),
     ({"datasets": {"small": {}}}, "exactly one of `path`"),
     ({"colour": 1}, "unknown key 'colour'"),
+    ({"datasets": {"small": "data/small"}}, "datasets.small: must be a mapping"),
+    ({"methods": {"bear": {"grid": [1, 2]}}}, "methods.bear.grid: must map settings"),
+    ({"decoding": {"num_beams": 5, "search": 5}}, "decoding.search: must list"),
+    ({"train": 5}, "train: must be a mapping"),
+    ({"train": {"seed": 3}}, "train.seed: is set by the experiment"),
+    ({"methods": {"sasrec": {"n_epoch": 2}}}, "methods.sasrec"),
+    ({"methods": {"popularity": {"grid": {"k": [1, 2]}}}}, "popularity takes no settings"),
+    ({"methods": {"sft": {"trainin.x": 1}}}, "methods.sft: "),
+    ({"methods": {"bear": {"objective.lam": 0.1, "grid": {"objective.lam": [0.1, 1.0]}}}}, "also set outside"),
+    ({"datasets": {"small": {"path": "x", "test_sample": 3}}}, "test_sample"),
+    ({"tuning": {"seed": "zero"}}, "tuning.seed"),
+    ({"diagnosis": {"rows": -1}}, "diagnosis.rows"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_experiment(tmp_path)
@@ -239,28 +251,6 @@ def test_a_baseline_grid_is_tuned_on_validation(tmp_path):
     run = tmp_path / "out" / "runs" / "small" / f"sasrec-{chosen}-seed0"
     assert (run / "metrics-valid.json").is_file() and (run / "metrics.json").is_file()
     assert json.loads((run / "config.json").read_text())["baseline"]["max_len"] == 3  # the prompts' max_history
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"datasets": {"small": "data/small"}}, "datasets.small: must be a mapping"),
-    ({"methods": {"bear": {"grid": [1, 2]}}}, "methods.bear.grid: must map settings"),
-    ({"decoding": {"num_beams": 5, "search": 5}}, "decoding.search: must list"),
-    ({"train": 5}, "train: must be a mapping"),
-    ({"train": {"seed": 3}}, "train.seed: is set by the experiment"),
-    ({"methods": {"sasrec": {"n_epoch": 2}}}, "methods.sasrec"),
-    ({"methods": {"popularity": {"grid": {"k": [1, 2]}}}}, "popularity takes no settings"),
-    ({"methods": {"sft": {"trainin.x": 1}}}, "methods.sft: "),
-    ({"methods": {"bear": {"objective.lam": 0.1, "grid": {"objective.lam": [0.1, 1.0]}}}}, "also set outside"),
-    ({"datasets": {"small": {"path": "x", "test_sample": 3}}}, "test_sample"),
-    ({"tuning": {"seed": "zero"}}, "tuning.seed"),
-    ({"diagnosis": {"rows": -1}}, "diagnosis.rows"),
-])
-def test_more_bad_configs_are_caught_when_loaded(tmp_path, change, message):
-    raw = tiny_experiment(tmp_path)
-    raw.update(change)
-    with pytest.raises(ConfigError, match=message) as e:
-        exp.experiment_from_dict(raw, "bad.yaml")
-    assert "bad.yaml" in str(e.value) and "Fix:" in str(e.value)
 
 
 def test_a_second_experiment_on_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
