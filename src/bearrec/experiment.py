@@ -320,23 +320,9 @@ def check_settings(config: ExperimentConfig) -> None:
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read an experiment YAML file and apply `key=value` overrides (dotted, as `bearrec train` takes them)."""
-    import yaml
+    from .train.config import read_settings
 
-    from .train.config import apply_override, parse_yaml
-
-    path = Path(path)
-    try:
-        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read the experiment config {path}: {e.strerror}. Fix: give the path of a YAML "
-                          "file (configs/experiments/ has examples).") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e} Fix: correct the YAML at the line named.") from None
-    for override in overrides:
-        if not isinstance(raw, dict):
-            break
-        apply_override(raw, override)
-    return experiment_from_dict(raw, str(path))
+    return experiment_from_dict(read_settings(path, overrides, examples="configs/experiments/"), str(path))
 
 
 def demo_config_path() -> Path:
@@ -390,7 +376,7 @@ class Experiment:
         return self.out / "report" / ds.name
 
     # ------------------------------------------------------------ settings
-    def train_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any], seed: int):
+    def train_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any], seed: int) -> Any:
         """The TrainConfig of one LLM run: the shared `train` settings, the dataset's, the method's, then the cell's."""
         from .train.config import ObjectiveConfig, config_from_dict
 

@@ -497,20 +497,27 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, raw, "")
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML training config (or start from defaults when path is None) and apply `key=value` overrides."""
+def read_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
+                  examples: str = "configs/") -> dict[str, Any]:
+    """The mapping a YAML file holds (empty when path is None) with `key=value` overrides applied; errors name the
+    file and point at `examples`."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
             raw = parse_yaml(Path(path).read_text(encoding="utf-8")) or {}
         except OSError as e:
             raise ConfigError(f"cannot read the config {path}: {e.strerror}. Fix: give the path of a YAML config "
-                              "(configs/ has examples).") from None
+                              f"({examples} has examples).") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e} Fix: correct the YAML at the line named.") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of settings at the top level. Fix: write one `key: value` "
-                              "a line, e.g. dataset: data/office.")
+                              f"a line ({examples} has examples).")
     for override in overrides:
         apply_override(raw, override)
-    return config_from_dict(raw)
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML training config (or start from defaults when path is None) and apply `key=value` overrides."""
+    return config_from_dict(read_settings(path, overrides))
