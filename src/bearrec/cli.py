@@ -85,6 +85,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from .semantic_ids import INDEX_FILE, build_index
+
+    record = build_index(args.dataset_dir, levels=args.levels, codes=args.codes, embeddings=args.embeddings,
+                         seed=args.seed)
+    stats = record["stats"]
+    print(f"semantic IDs of {stats['items']} items in {args.dataset_dir}/{INDEX_FILE}: {args.levels} levels of "
+          f"{args.codes} codes, {stats['collision_rate_before']:.1%} of items shared their codes before the extra code "
+          f"(at most {stats['extra_code_max'] + 1} a leaf), {stats['collision_rate_after']:.1%} after")
+    return 0
+
+
 def _experiment(args: argparse.Namespace) -> int:
     from .experiment import load_experiment, run_experiment
 
@@ -187,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-metric", type=per_row_metric, default="ndcg@10",
                    help="per-row metric of the paired bootstrap: hr@K, ndcg@K or mrr@K (default ndcg@10)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("index", help="semantic IDs: residual k-means codes of every catalog item from its embedding")
+    p.add_argument("dataset_dir", help="a prepared dataset (semantic_ids.json is written into it)")
+    p.add_argument("--levels", type=positive_int, default=3, help="codes per item before disambiguation (default 3)")
+    p.add_argument("--codes", type=positive_int, default=32, help="codes per level, K (default 32)")
+    p.add_argument("--embeddings", default="collaborative",
+                   help="collaborative (training split only), npy:PATH (one row per item) or lm:MODEL (default "
+                        "collaborative)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_index)
 
     p = sub.add_parser("experiment", help="a whole comparison from one YAML file: datasets x methods x seeds, "
                        "tuned on validation, evaluated, diagnosed and reported (resumable)")
