@@ -714,7 +714,7 @@ class Progress:
         spent = (time.perf_counter() - self.started) / 60
         left, untimed = self.estimate([stage, *remaining])
         eta = f"about {_minutes(left)} left" if not untimed else (
-            f"over {_minutes(left)} left ({', '.join(untimed)} not timed yet)" if left else "time left not known yet")
+            f"over {_minutes(left)} left ({', '.join(untimed)} not timed yet)" if left >= 1 else "time left not known yet")
         return f"[stage {index}/{self.total} | {spent:.1f} min spent | {eta}] {stage.label}"
 
     def record(self, stage: Stage, seconds: float) -> None:
