@@ -11,7 +11,7 @@ from .errors import BearrecError, ConfigError
 def _prepare(args: argparse.Namespace) -> int:
     from .data import format_stats, prepare
 
-    names = ("train_file", "test_file", "valid_size", "train_sample", "seed", "k_core", "start", "end",
+    names = ("train_file", "test_file", "valid_size", "train_sample", "test_sample", "seed", "k_core", "start", "end",
              "max_history", "min_history", "max_title_length", "meta", "unknown_items", "untitled")
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     dataset = prepare(args.format, args.source, args.output_dir, overwrite=args.overwrite, **options)
@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unknown-items", choices=["error", "drop"], help="bear-csv: rows naming items missing "
                    "from the catalog (default error)")
     p.add_argument("--train-sample", type=positive_int, help="keep this many training rows (seeded sample, e.g. 10000)")
+    p.add_argument("--test-sample", type=positive_int, help="keep this many test rows (seeded with --seed + 1; a "
+                   "smaller test set for quick comparisons)")
     p.add_argument("--seed", type=non_negative_int, help="seed of the training-row sample (default 0)")
     p.add_argument("--k-core", type=positive_int, help="raw logs: iterative k-core filter (default 5; MovieLens: none)")
     p.add_argument("--start", help="raw logs: first interaction time kept (unix seconds or ISO date)")

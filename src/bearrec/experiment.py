@@ -465,12 +465,9 @@ class Experiment:
     # ------------------------------------------------------------ the work
     def prepare(self, ds: DatasetSpec) -> None:
         """Prepare the dataset (and sample its test rows) into OUTPUT/data/<name>, recording the options used."""
-        from collections import Counter
-
         from .data import prepare as prepare_dataset
         from .data import save_dataset
         from .data.prepare import check_output_dir
-        from .data.preprocess import sample_rows
 
         target = self.dataset_dir(ds)
         options = dict(ds.prepare or {})
@@ -480,15 +477,8 @@ class Experiment:
         except ConfigError:
             raise ConfigError(f"{target} holds files the experiment did not write. Fix: delete that folder, or name "
                               f"an already prepared dataset with datasets.{ds.name}.path.") from None
-        dataset = prepare_dataset(fmt, source, None, **options)
+        dataset = prepare_dataset(fmt, source, None, test_sample=ds.test_sample, **options)
         write_json(self.prepare_record_path(ds), self.prepare_record(ds))  # first: a dataset never lacks its record
-        if ds.test_sample is not None and ds.test_sample < len(dataset.test):
-            dropped: Counter = Counter()
-            dataset.splits["test"] = sample_rows(dataset.test, ds.test_sample, 1, dropped)
-            dataset.stats["n_test"] = len(dataset.test)
-            dataset.stats.setdefault("dropped", {})["test_rows_not_sampled"] = dropped["train_rows_not_sampled"]
-            dataset.stats.setdefault("notes", []).append(
-                f"experiment {self.config.name}: a seeded sample (seed 1) of {len(dataset.test)} test rows")
         save_dataset(dataset, target)
 
     def prepare_record_path(self, ds: DatasetSpec) -> Path:

@@ -25,3 +25,19 @@ def test_unset_options_use_defaults_and_output_is_saved(bear_folder, tmp_path):
     assert load_dataset(tmp_path / "out").stats == ds.stats
     text = format_stats(ds.stats)
     assert "items 6" in text and "duplicate titles 1" in text and "dropped: nothing" in text
+
+
+def test_test_sample_keeps_a_seeded_share_of_the_test_rows_and_counts_the_rest(bear_folder, tmp_path):
+    from bearrec.cli import main
+
+    full = prepare("bear-csv", bear_folder)
+    n = len(full.test) - 1
+    sampled = prepare("bear-csv", bear_folder, tmp_path / "out", test_sample=n, seed=4)
+    assert len(sampled.test) == n and set(sampled.test) < set(full.test) and sampled.train == full.train
+    assert sampled.stats["n_test"] == n and sampled.stats["dropped"]["test_rows_not_sampled"] == 1
+    again = prepare("bear-csv", bear_folder, test_sample=n, seed=4)
+    assert again.test == sampled.test and load_dataset(tmp_path / "out").test == sampled.test
+    with pytest.raises(ConfigError, match=f"test_sample={len(full.test) + 1} must be between 1 and {len(full.test)}"):
+        prepare("bear-csv", bear_folder, test_sample=len(full.test) + 1)
+    assert main(["prepare", "bear-csv", str(bear_folder), str(tmp_path / "cli"), "--test-sample", str(n)]) == 0
+    assert load_dataset(tmp_path / "cli").stats["n_test"] == n

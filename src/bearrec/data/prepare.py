@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from .bear_csv import prepare_bear_csv
 from .dataset import DATASET_FILES, Dataset, dataset_fingerprint, fingerprint_bytes, save_dataset, serialize_dataset
 from .movielens import fetch_movielens_100k, prepare_movielens_100k
+from .preprocess import sample_test_split
 from .raw_logs import prepare_amazon, prepare_recbole
 
 FORMATS: dict[str, Callable[..., Dataset]] = {
@@ -78,10 +79,12 @@ def check_replacement(output_dir: Path, fingerprint: str, overwrite: bool) -> No
 
 
 def prepare(format: str, source: str | Path, output_dir: str | Path | None = None, overwrite: bool = False,
-            **options) -> Dataset:
+            test_sample: int | None = None, **options) -> Dataset:
     """Prepare SOURCE in FORMAT and save it to OUTPUT_DIR (if given); options left as None use defaults.
 
-    An OUTPUT_DIR holding a different prepared dataset or other files raises ConfigError unless `overwrite`.
+    `test_sample` keeps a seeded random N of the test rows (seed: the `seed` option + 1, so that it differs from the
+    training sample's). An OUTPUT_DIR holding a different prepared dataset or other files raises ConfigError unless
+    `overwrite`.
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS)}.")
@@ -95,6 +98,8 @@ def prepare(format: str, source: str | Path, output_dir: str | Path | None = Non
         if "unexpected keyword argument" in str(e):
             raise ConfigError(f"format {format!r} does not take that option ({e}).") from None
         raise
+    if test_sample is not None:
+        sample_test_split(dataset, test_sample, seed=int(options.get("seed", 0)) + 1)
     if output is not None:
         files = serialize_dataset(dataset)
         check_replacement(output, fingerprint_bytes(files), overwrite)

@@ -163,15 +163,27 @@ def chronological_split(rows: list[tuple[tuple, Interaction]], ratio: tuple[int,
     return splits
 
 
-def sample_rows(rows: list[Interaction], n: int | None, seed: int, dropped: Counter) -> list[Interaction]:
-    """Keep a seeded random `n` of the training rows (the paper trains on 10,000), in their original order."""
+def sample_rows(rows: list[Interaction], n: int | None, seed: int, dropped: Counter,
+                split: str = "train") -> list[Interaction]:
+    """Keep a seeded random `n` of a split's rows (the paper trains on 10,000), in their original order; the rest are
+    counted in dropped["<split>_rows_not_sampled"]."""
     if n is None:
         return rows
     if not 0 < int(n) <= len(rows):
-        raise ConfigError(f"train_sample={n} must be between 1 and {len(rows)}, the number of training rows.")
+        raise ConfigError(f"{split}_sample={n} must be between 1 and {len(rows)}, the number of {split} rows. "
+                          f"Fix: choose a smaller {split} sample, or leave it out.")
     keep = sorted(random.Random(seed).sample(range(len(rows)), int(n)))
-    dropped["train_rows_not_sampled"] += len(rows) - len(keep)
+    dropped[f"{split}_rows_not_sampled"] += len(rows) - len(keep)
     return [rows[k] for k in keep]
+
+
+def sample_test_split(dataset: Dataset, n: int, seed: int) -> None:
+    """Keep a seeded random `n` of the test rows (a smaller test set for quick comparisons), counted in the stats."""
+    dropped: Counter = Counter()
+    dataset.splits["test"] = sample_rows(dataset.test, n, seed, dropped, split="test")
+    dataset.stats["n_test"] = len(dataset.test)
+    dataset.stats.setdefault("dropped", {})["test_rows_not_sampled"] = dropped["test_rows_not_sampled"]
+    dataset.stats.setdefault("notes", []).append(f"test split: a seeded sample (seed {seed}) of {n} rows")
 
 
 def prepare_interactions(table: pd.DataFrame, raw_titles: Mapping[str, object], *, source: object,
