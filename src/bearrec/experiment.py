@@ -378,19 +378,13 @@ class Experiment:
     # ------------------------------------------------------------ settings
     def train_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any], seed: int) -> Any:
         """The TrainConfig of one LLM run: the shared `train` settings, the dataset's, the method's, then the cell's."""
-        from .train.config import ObjectiveConfig, config_from_dict
+        from .train.config import ObjectiveConfig, config_from_dict, set_dotted
 
         settings = {**_flatten(copy.deepcopy(self.config.train)), **_flatten(copy.deepcopy(ds.train)),
                     **method.settings, **cell}
         raw: dict[str, Any] = {}
         for key, value in settings.items():
-            node = raw
-            parts = key.split(".")
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise _fail(self.config.source, f"{key}: {part} is not a section.", f"set {part} itself")
-            node[parts[-1]] = value
+            set_dotted(raw, key, value)
         objective = raw.pop("objective", None) or {}
         if "name" in objective:
             raise _fail(f"{self.config.source}: train.objective.name", "is set by each method's name.",

@@ -438,8 +438,12 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} is not key=value. Fix: e.g. objective.name=bear")
     key, text = override.split("=", 1)
-    value = parse_yaml(text) if text.strip() else ""
-    parts = key.strip().split(".")
+    set_dotted(raw, key.strip(), parse_yaml(text) if text.strip() else "")
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """raw["a"]["b"] = value for key "a.b", creating the sections on the way."""
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         if node.get(part) is None:
