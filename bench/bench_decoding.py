@@ -70,20 +70,20 @@ def office_setting(args: argparse.Namespace, workdir: Path) -> Setting:
 
     from bearrec.data import prepare
     from bearrec.models import build_tiny_model, load_model, load_tokenizer, tiny_model_texts
-    from bearrec.prompts import encode_prompt, encode_responses, get_template
+    from bearrec.prompts import encode_prompt, encode_responses, get_template, item_texts
 
     if args.run:
         from bearrec.recommend import Recommender
 
         rec = Recommender.from_run(args.run, device="cpu")
-        model, tok, template, dataset, name = rec.model, rec.tokenizer, rec.template, rec.dataset, f"run {args.run}"
+        model, tok, template, dataset, name = rec.model, rec.tokenizer, rec.texts.template, rec.dataset, f"run {args.run}"
     else:
         dataset = prepare("bear-csv", args.data, workdir / "office")
         template = get_template("alpaca", domain="office")
         if args.model:
             name, path = args.model, args.model
         else:
-            name, path = "tiny (random weights)", build_tiny_model(tiny_model_texts(dataset, template), workdir / "tiny")
+            name, path = "tiny (random weights)", build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, template)), workdir / "tiny")
         tok, model = load_tokenizer(path), load_model(path, dtype="float32")
     model = model.float().eval()
     ids = list(dataset.items)

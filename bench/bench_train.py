@@ -44,7 +44,7 @@ def build(kind: str, root: Path, smollm2: bool):
 
     from bearrec import models
     from bearrec.data.dataset import Dataset, Interaction
-    from bearrec.prompts import get_template
+    from bearrec.prompts import ItemTexts, get_template, item_texts
     from bearrec.train import TrainCollator, encode_rows
     from bearrec.trie import ItemTrie
 
@@ -56,7 +56,7 @@ def build(kind: str, root: Path, smollm2: bool):
     rows = [Interaction(f"u{k}", tuple(rng.sample(ids, 10)), rng.choice(ids), k) for k in range(64)]
     ds = Dataset(items, {"train": rows, "valid": rows[:4], "test": rows[:4]})
     template = get_template("alpaca", domain="office")
-    folder = models.build_tiny_model(models.tiny_model_texts(ds, template), root / "tiny", seed=0)
+    folder = models.build_tiny_model(models.tiny_model_texts(ds, item_texts(ds, template)), root / "tiny", seed=0)
     tok = models.load_tokenizer(folder)
     if kind == "tiny":
         model = models.load_model(folder, dtype="float32")
@@ -71,7 +71,7 @@ def build(kind: str, root: Path, smollm2: bool):
             max_position_embeddings=2048, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id))
     trie = ItemTrie.from_catalog(items, tok, template)
-    encoded = encode_rows(rows[:ARGS.batch_size], items, tok, template)
+    encoded = encode_rows(rows[:ARGS.batch_size], ItemTexts.titles(items, template), tok)
     batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encoded)
     return model, trie, batch
 

@@ -46,7 +46,7 @@ from bearrec.experiment import Experiment, MethodSpec, demo_config_path, load_ex
 from bearrec.evaluate import evaluate
 from bearrec.io import read_jsonl, write_json
 from bearrec.metrics import evaluate_predictions, per_row_metrics
-from bearrec.prompts import encode_prompt, get_template
+from bearrec.prompts import ItemTexts, encode_prompt, get_template, item_texts
 from bearrec.run_dir import RunDir
 from bearrec.stats import paired_bootstrap
 from bearrec.train import ObjectiveConfig, TrainCollator, check_run_config, encode_rows, objective_loss, train
@@ -134,7 +134,8 @@ def train_variant(name: str, out: Path, data: dict[str, Path], seed: int) -> Pat
         base = run_dir.parent / f"untied-base-seed{seed}"
         if not (base / "config.json").exists():
             template = get_template(config.template, domain=config.domain, max_history=config.max_history)
-            tied = models.build_tiny_model(models.tiny_model_texts(load_dataset(data[v.data]), template),
+            dataset = load_dataset(data[v.data])
+            tied = models.build_tiny_model(models.tiny_model_texts(dataset, item_texts(dataset, template)),
                                            run_dir.parent / f"tied-base-seed{seed}", seed=seed)
             untied_copy(tied, base)
         config.model = str(base)
@@ -192,7 +193,7 @@ def training_batch(ds: Dataset, model_dir: Path, rows: int | None = None) -> tup
     template = get_template("compact", domain="movie", max_history=10)
     tokenizer = models.load_tokenizer(model_dir)
     trie = ItemTrie.from_catalog(ds.items, tokenizer, template)
-    encoded = encode_rows(ds.train[:rows], ds.items, tokenizer, template)
+    encoded = encode_rows(ds.train[:rows], ItemTexts.titles(ds.items, template), tokenizer)
     return trie, TrainCollator(tokenizer.pad_token_id, trie)(encoded)
 
 

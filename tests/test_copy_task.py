@@ -16,7 +16,7 @@ import pytest
 from bearrec import models
 from bearrec.data.dataset import Dataset, Interaction, load_dataset, save_dataset
 from bearrec.metrics import evaluate_predictions
-from bearrec.prompts import get_template
+from bearrec.prompts import get_template, item_texts
 from bearrec.recommend import Recommender
 from bearrec.train import ObjectiveConfig, load_config, train
 
@@ -50,7 +50,7 @@ def copy_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("copy")
     ds_dir = copy_dataset(root / "ds")
     ds = load_dataset(ds_dir)
-    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, get_template("compact", max_history=10)),
+    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, item_texts(ds, get_template("compact", max_history=10))),
                                         root / "tiny", vocab_size=300, hidden_size=64, intermediate_size=128,
                                         num_heads=4)
     return root, ds_dir, model_dir, ds

@@ -65,14 +65,14 @@ def env(tmp_path_factory):
     """(dataset dir, tiny model dir, dataset, tokenizer, template, trie) shared by this module."""
     from bearrec import models
     from bearrec.data.dataset import load_dataset
-    from bearrec.prompts import get_template
+    from bearrec.prompts import get_template, item_texts
     from bearrec.trie import ItemTrie
 
     root = tmp_path_factory.mktemp("cuda")
     ds_dir = write_dataset(root / "data")
     ds = load_dataset(ds_dir)
     template = get_template("compact", max_history=10)
-    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, template), root / "tiny", vocab_size=400,
+    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, item_texts(ds, template)), root / "tiny", vocab_size=400,
                                         hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4)
     tok = models.load_tokenizer(model_dir)
     return ds_dir, model_dir, ds, tok, template, ItemTrie.from_catalog(ds.items, tok, template)
@@ -80,11 +80,11 @@ def env(tmp_path_factory):
 
 def training_batch(env, n_rows: int = 8, device: str = DEVICE) -> dict:
     """A collated batch of the first training rows (with the prompts the direct objective decodes) on `device`."""
+    from bearrec.prompts import ItemTexts
     from bearrec.train import TrainCollator, encode_rows
 
     _, _, ds, tok, template, trie = env
-    batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:n_rows], ds.items, tok,
-                                                                                 template))
+    batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:n_rows], ItemTexts.titles(ds.items, template), tok))
     return {k: v.to(device) for k, v in batch.items()}
 
 

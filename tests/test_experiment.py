@@ -170,6 +170,8 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"datasets": {"small": {"path": "x", "test_sample": 3}}}, "test_sample"),
     ({"tuning": {"seed": "zero"}}, "tuning.seed"),
     ({"diagnosis": {"rows": -1}}, "diagnosis.rows"),
+    ({"datasets": {"small": {"path": "x", "index": {"level": 2}}}}, "datasets.small.index.level: is not an option"),
+    ({"datasets": {"small": {"path": "x", "index": 3}}}, "datasets.small.index: must be a mapping"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_experiment(tmp_path)
@@ -251,6 +253,27 @@ def test_a_baseline_grid_is_tuned_on_validation(tmp_path):
     run = tmp_path / "out" / "runs" / "small" / f"sasrec-{chosen}-seed0"
     assert (run / "metrics-valid.json").is_file() and (run / "metrics.json").is_file()
     assert json.loads((run / "config.json").read_text())["baseline"]["max_len"] == 3  # the prompts' max_history
+
+
+def test_semantic_ids_are_indexed_once_per_dataset_and_runs_train_on_them(tmp_path):
+    write_small_dataset(tmp_path / "data")
+    index = {"levels": 2, "codes": 4}
+    raw = tiny_experiment(tmp_path / "data", methods={"sft": {}}, seeds=[0], diagnosis={"rows": 0},
+                          decoding={"num_beams": 5, "search": ["beam"]}, train={**TINY_TRAIN, "items": "semantic_id"})
+    raw["datasets"]["small"]["index"] = index
+    lines: list[str] = []
+    exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lines.append)
+    record = json.loads((tmp_path / "data" / "semantic_ids.json").read_text())
+    assert (record["levels"], record["codes"], record["embeddings"], record["seed"]) == (2, 4, "collaborative", 0)
+    assert any("semantic IDs of small" in line for line in lines)
+    run = json.loads((tmp_path / "out" / "runs" / "small" / "sft-seed0" / "config.json").read_text())
+    assert run["items"] == "semantic_id" and "semantic_ids.json" in run["files"]
+    again: list[str] = []
+    exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=again.append)
+    assert any("semantic IDs of small: done earlier, skipped" in line for line in again)
+    raw["datasets"]["small"]["index"] = {**index, "codes": 3}
+    with pytest.raises(ConfigError, match="semantic_ids.json was made with other options"):
+        exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
 
 
 def test_a_second_experiment_on_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):

@@ -11,7 +11,7 @@ from bearrec.data.dataset import Dataset, Interaction
 from bearrec.errors import ConfigError
 from bearrec.models import (LoraSettings, build_tiny_model, load_model, load_tokenizer, load_trained,
                             save_trained, smollm2_path, tiny_model_texts)
-from bearrec.prompts import alpaca_template, encode_prompt, encode_responses
+from bearrec.prompts import alpaca_template, encode_prompt, encode_responses, item_texts
 
 WORDS = "pen paper stapler ink cartridge desk chair notebook blue black 12-pack HP Canon envelopes".split()
 
@@ -44,7 +44,7 @@ def toy_dataset(n_items: int = 120, n_rows: int = 200, seed: int = 0) -> Dataset
 def tiny(tmp_path_factory):
     """(folder, dataset, template) of a tiny model built on a toy dataset, shared by this module."""
     data, template = toy_dataset(), alpaca_template("office")
-    path = build_tiny_model(tiny_model_texts(data, template), tmp_path_factory.mktemp("m") / "tiny", vocab_size=512)
+    path = build_tiny_model(tiny_model_texts(data, item_texts(data, template)), tmp_path_factory.mktemp("m") / "tiny", vocab_size=512)
     return path, data, template
 
 
@@ -68,8 +68,8 @@ def test_tiny_model_loads_with_auto_classes_and_runs(tiny):
 
 def test_tiny_model_is_deterministic_given_seed(tiny, tmp_path):
     path, data, template = tiny
-    again = build_tiny_model(tiny_model_texts(data, template), tmp_path / "again", vocab_size=512)
-    other = build_tiny_model(tiny_model_texts(data, template), tmp_path / "other", vocab_size=512, seed=1)
+    again = build_tiny_model(tiny_model_texts(data, item_texts(data, template)), tmp_path / "again", vocab_size=512)
+    other = build_tiny_model(tiny_model_texts(data, item_texts(data, template)), tmp_path / "other", vocab_size=512, seed=1)
     assert (again / "tokenizer.json").read_bytes() == (path / "tokenizer.json").read_bytes()
     a, b, c = (load_model(p).state_dict() for p in (path, again, other))
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,7 +11,7 @@ import pytest
 from bearrec.errors import ConfigError, DataError
 from bearrec.models import build_tiny_model, load_tokenizer, smollm2_path
 from bearrec.data.dataset import Interaction
-from bearrec.prompts import (PromptTemplate, alpaca_template, boundary_merges, compact_template, encode_prompt,
+from bearrec.prompts import (ItemTexts, PromptTemplate, alpaca_template, boundary_merges, compact_template, encode_prompt,
                              encode_responses)
 from bearrec.train import encode_rows
 from bearrec.trie import ItemTrie
@@ -153,4 +153,4 @@ def test_boundary_merge_after_the_history_is_counted_and_warned():
         assert (whole != encode_prompt(tokenizer, template, history()) + responses[i][:-1]) == (i in merged)
     rows = [Interaction(f"u{i}", tuple("bcde"), key, i) for i, key in enumerate(ITEMS)]  # history() as ids
     with pytest.warns(UserWarning, match=rf"{len(merged)} of {len(rows)} rows .* merges across their boundary"):
-        encode_rows(rows, ITEMS, tokenizer, template)
+        encode_rows(rows, ItemTexts.titles(ITEMS, template), tokenizer)

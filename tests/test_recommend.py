@@ -13,7 +13,7 @@ import torch
 from bearrec.data.dataset import Dataset, Interaction, save_dataset
 from bearrec.decoding import beam_search
 from bearrec.errors import ConfigError, DataError
-from bearrec.prompts import get_template
+from bearrec.prompts import get_template, item_texts
 from bearrec.recommend import Recommender, _share
 from bearrec.trie import ItemTrie
 
@@ -38,7 +38,7 @@ def run_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run")
     ds = make_dataset(root / "data")
     template = get_template("compact", max_history=3)
-    build_tiny_model(tiny_model_texts(ds, template), root / "model", vocab_size=300, hidden_size=32,
+    build_tiny_model(tiny_model_texts(ds, item_texts(ds, template)), root / "model", vocab_size=300, hidden_size=32,
                      num_layers=1, num_heads=4, intermediate_size=64, max_position_embeddings=256)
     tok = load_tokenizer(root / "model")
     ItemTrie.from_catalog(ds.items, tok, template).save(root / "trie.pt")
@@ -97,10 +97,10 @@ def test_bad_input(run_dir):
     rec.model.config.max_position_embeddings = 256
     other = ItemTrie.from_sequences([[5, 2]], ["x"], meta={"eos_token_id": 2, "vocab_size": 999})
     with pytest.raises(ConfigError, match="another tokenizer"):
-        Recommender(rec.model, rec.tokenizer, other, rec.template, rec.items)
+        Recommender(rec.model, rec.tokenizer, other, rec.texts, rec.items)
     huge = ItemTrie.from_sequences([[5000, 2]], ["x"])
     with pytest.raises(ConfigError, match="token id 5000"):
-        Recommender(rec.model, rec.tokenizer, huge, rec.template, rec.items)
+        Recommender(rec.model, rec.tokenizer, huge, rec.texts, rec.items)
     with pytest.raises(DataError, match=r"model/config\.json: has no 'dataset'.*Fix"):
         Recommender.from_run(run_dir / "model")  # a model folder, not a run directory
 

@@ -79,6 +79,27 @@ def test_npy_and_lm_sources(tmp_path):
     assert vectors.shape == (3, 32) and np.isfinite(vectors).all()
     # padding does not change a title's embedding
     assert np.allclose(lm_embeddings(str(tmp_path / "lm"), ["w3"])[0], vectors[1], atol=1e-5)
+    # an encoder with absolute positions (BERT) loads too, and is as padding-invariant
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(tmp_path / "bert")
+    vectors = lm_embeddings(str(tmp_path / "bert"), ["w1 w2", "w3", "w4 w5 w6"], batch_size=3)
+    assert vectors.shape == (3, 16) and np.allclose(lm_embeddings(str(tmp_path / "bert"), ["w3"])[0], vectors[1],
+                                                    atol=1e-5)
+
+
+def test_the_minilm_sentence_encoder_places_related_titles_together():
+    from bearrec.semantic_ids import minilm_path
+
+    try:
+        minilm_path()
+    except ConfigError as e:
+        pytest.skip(str(e))
+    a, b, c = lm_embeddings("minilm-l6", ["Blue ballpoint pens, 12 pack", "Black ink ballpoint pens", "Desk lamp"])
+    cos = lambda x, y: float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))  # noqa: E731
+    assert a.shape == (384,) and cos(a, b) > cos(a, c) + 0.2
 
 
 @pytest.mark.parametrize("array, message", [
@@ -100,3 +121,200 @@ def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="not a source"):
         build_index(tmp_path / "d", embeddings="tfidf")
     assert main(["index", str(tmp_path / "d"), "--codes", "99"]) == 2
+
+
+# ---------------------------------------------------------------------------------------- training and decoding on codes
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory):
+    """A small dataset with 2-level, 4-code semantic IDs beside it (with collisions, so a third code)."""
+    root = tmp_path_factory.mktemp("indexed")
+    write_small_dataset(root / "data")
+    build_index(root / "data", levels=2, codes=4, seed=0)
+    return root
+
+
+def test_item_texts_write_codes_and_show_titles_codes_or_both(indexed):
+    from bearrec.prompts import get_template, item_texts
+
+    dataset = load_dataset(indexed / "data")
+    record = json.loads((indexed / "data" / "semantic_ids.json").read_text())
+    template = get_template("compact", max_history=3)
+    first = next(iter(dataset.items))
+    codes = "".join(f"<{'abc'[level]}_{c}>" for level, c in enumerate(record["items"][first]))
+    title = f'"{dataset.items[first]}"'
+    shown = {h: item_texts(dataset, template, "semantic_id", h) for h in ("titles", "codes", "both")}
+    assert all(t.response[first] == codes and t.template.item_format == "{title}" for t in shown.values())
+    assert (shown["titles"].history[first], shown["codes"].history[first]) == (title, codes)
+    assert shown["both"].history[first] == f"{title} {codes}"
+    assert item_texts(dataset, template, "semantic_id").history == shown["codes"].history
+    extra = record["stats"]["extra_code_max"] + 1
+    assert len(shown["codes"].added_tokens) == 4 + 4 + extra
+    plain = item_texts(dataset, template)
+    assert plain.response == dataset.items and plain.template == template and not plain.added_tokens
+    # titles written, codes shown: the response is the quoted title as before
+    assert item_texts(dataset, template, "title", "codes").response[first] == title
+
+
+def test_code_tokens_are_whole_tokens_for_the_tiny_model_and_for_a_pretrained_tokenizer(indexed, tmp_path):
+    from bearrec.models import add_tokens, build_tiny_model, load_model, load_tokenizer, tiny_model_texts
+    from bearrec.prompts import get_template, item_texts
+
+    dataset = load_dataset(indexed / "data")
+    texts = item_texts(dataset, get_template("compact", max_history=3), "semantic_id")
+    tiny = build_tiny_model(tiny_model_texts(dataset, texts), tmp_path / "tiny", vocab_size=300, hidden_size=32,
+                            intermediate_size=64, num_layers=1, added_tokens=texts.added_tokens)
+    tokenizer = load_tokenizer(tiny)
+    assert all(len(tokenizer(t, add_special_tokens=False)["input_ids"]) == 1 for t in texts.added_tokens)
+    assert all(len(ids) == 3 + 1 for ids in texts.response_ids(tokenizer, list(dataset.items)))  # 3 codes + EOS
+    # the BPE learnt nothing from the codes' characters: its vocabulary is the template's text, the bytes, the codes
+    learnt = set(tokenizer.get_vocab()) - set(texts.added_tokens) - set(tokenizer.all_special_tokens)
+    assert not any(len(t) > 1 and ("<" in t or "_" in t) for t in learnt)
+    assert load_model(tiny).get_input_embeddings().weight.shape[0] == len(tokenizer)
+    # a pretrained model's tokenizer (here: one built without the codes) gets them added, and its model grows
+    plain = build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, texts.template)), tmp_path / "plain",
+                             vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1)
+    tokenizer = load_tokenizer(plain)
+    before = len(tokenizer)
+    new = add_tokens(tokenizer, texts.added_tokens)
+    assert new == list(range(before, before + len(texts.added_tokens))) and add_tokens(tokenizer, texts.added_tokens) == []
+    assert all(len(ids) == 4 for ids in texts.response_ids(tokenizer, list(dataset.items)))
+    model = load_model(plain, new_tokens=new)
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+
+
+def _generate(rec, prompt, beams):
+    """HF generate's beam search restricted to the trie (the score='full' reference)."""
+    import torch
+
+    eos = rec.tokenizer.eos_token_id
+
+    def allowed(_, sent):
+        return rec.trie.allowed(sent[len(prompt):].tolist()) or [eos]
+
+    out = rec.model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             num_beams=beams, num_return_sequences=beams, do_sample=False, length_penalty=0.0,
+                             early_stopping="never", prefix_allowed_tokens_fn=allowed, max_new_tokens=rec.trie.max_depth,
+                             pad_token_id=rec.tokenizer.pad_token_id, eos_token_id=eos)
+    return [tuple(s[len(prompt):].tolist()[: s[len(prompt):].tolist().index(eos) + 1]) for s in out]
+
+
+@pytest.mark.parametrize("objective", ["sft", "msl", "bear", "direct"])
+def test_every_objective_trains_on_codes_and_both_searches_decode_them(indexed, tmp_path, objective):
+    from bearrec.recommend import Recommender
+    from decoding_oracles import brute_force
+    from bearrec.decoding import left_pad
+    from run_fixtures import train_small_run
+
+    run = train_small_run(indexed / "data", tmp_path / "run", "items=semantic_id", "history=both",
+                          f"objective.name={objective}")
+    config = json.loads((run / "config.json").read_text())
+    assert config["items"] == "semantic_id" and "semantic_ids.json" in config["files"]
+    rec = Recommender.from_run(run, device="cpu")
+    items = list(rec.items)
+    sequences = rec.texts.response_ids(rec.tokenizer, items)
+    by_tokens = {tuple(s): i for s, i in zip(sequences, items)}
+    # the trie is the catalog's code sequences, one leaf per item
+    assert all(rec.trie.items_of(s) == [i] for s, i in zip(sequences, items)) and len(by_tokens) == len(items)
+    assert rec.trie.num_items == len(items) and rec.trie.max_depth == 4  # 3 codes + EOS
+    rows = rec.dataset.test[:3]
+    for row in rows:
+        prompt = rec.encode(row.history)
+        ids, mask = left_pad([prompt], rec.pad_token_id)
+        truth = [by_tokens[t] for _, t in brute_force(rec.model, ids, mask, sequences, rec.score_mode)[0][:5]]
+        exact = rec.recommend(row.history, k=5, search="exact")
+        assert [e["item_ids"][0] for e in exact] == truth and all(e["certified"] for e in exact)
+        beam = [e["item_ids"][0] for e in rec.recommend(row.history, k=5, num_beams=5)]
+        assert set(beam) <= set(items) and len(beam) == 5
+        if rec.score_mode == "full":
+            assert beam == [by_tokens[t] for t in _generate(rec, prompt, 5)]
+
+
+def test_a_run_refuses_semantic_ids_changed_after_training(indexed, tmp_path):
+    import shutil
+
+    from bearrec.recommend import Recommender
+    from run_fixtures import train_small_run
+
+    shutil.copytree(indexed / "data", tmp_path / "data")
+    run = train_small_run(tmp_path / "data", tmp_path / "run", "items=semantic_id", "objective.name=sft")
+    Recommender.from_run(run, device="cpu")
+    build_index(tmp_path / "data", levels=2, codes=3, seed=1)
+    with pytest.raises(DataError, match="semantic_ids.json.*does not have the SHA-256|semantic_ids.json.*bytes") as e:
+        Recommender.from_run(run, device="cpu")
+    assert "Fix:" in str(e.value)
+
+
+def test_lora_on_a_pretrained_model_trains_the_new_code_embeddings(indexed, tmp_path):
+    import torch
+
+    from bearrec.models import build_tiny_model, load_model, tiny_model_texts
+    from bearrec.prompts import get_template, item_texts
+    from bearrec.recommend import Recommender
+    from run_fixtures import train_small_run
+
+    dataset = load_dataset(indexed / "data")
+    base = build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, get_template("compact", max_history=3))),
+                            tmp_path / "base", vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1)
+    run = train_small_run(indexed / "data", tmp_path / "run", "items=semantic_id", f"model={base}",
+                          "lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
+                          "training.learning_rate=0.05", "objective.name=sft")
+    rec = Recommender.from_run(run, device="cpu")
+    before = load_model(base).get_input_embeddings().weight
+    after = rec.model.get_input_embeddings().weight
+    code_ids = rec.tokenizer.convert_tokens_to_ids(list(rec.texts.added_tokens))
+    assert after.shape[0] == before.shape[0] + len(code_ids) and min(code_ids) == before.shape[0]
+    assert torch.equal(after[: before.shape[0]], before)  # the pretrained rows are untouched: LoRA, not full tuning
+    # the code rows start where training started them (seed 42, the config's) and were trained: the merged, saved and
+    # reloaded model holds other values
+    from bearrec.models import LoraSettings
+    from transformers import set_seed
+
+    set_seed(42)
+    fresh = load_model(base, new_tokens=code_ids, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    trainable = {n for n, p in fresh.named_parameters() if p.requires_grad}
+    assert any("trainable_tokens" in n for n in trainable) and any("lora_" in n for n in trainable)
+    initial = fresh.get_input_embeddings()(torch.tensor(code_ids))
+    assert not torch.allclose(after[code_ids], initial, atol=1e-4)
+    assert len(rec.recommend(dataset.test[0].history, k=3)) == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    ("delete", "semantic_ids.json: is missing"),
+    ("other dataset", "another version of the dataset"),
+    ("drop item", "does not cover the catalog exactly"),
+    ("duplicate", "gives two items the same codes"),
+    ("out of range", "not 2 codes in \\[0, 4\\)"),
+])
+def test_bad_semantic_id_files_are_named_with_a_fix(indexed, tmp_path, change, message):
+    import shutil
+
+    from bearrec.prompts import get_template, item_texts
+
+    shutil.copytree(indexed / "data", tmp_path / "d")
+    path = tmp_path / "d" / "semantic_ids.json"
+    record = json.loads(path.read_text())
+    first, second = list(record["items"])[:2]
+    if change == "delete":
+        path.unlink()
+    elif change == "other dataset":
+        record["dataset_fingerprint"] = "sha256:0"
+    elif change == "drop item":
+        del record["items"][first]
+    elif change == "duplicate":
+        record["items"][first] = record["items"][second]
+    else:
+        record["items"][first] = [9, 0, 0]
+    if change != "delete":
+        path.write_text(json.dumps(record))
+    with pytest.raises(DataError, match=message) as e:
+        item_texts(load_dataset(tmp_path / "d"), get_template("compact"), "semantic_id")
+    assert "Fix: run `bearrec index" in str(e.value)
+
+
+def test_unknown_item_kinds_are_config_errors(indexed):
+    from bearrec.train import load_config
+
+    with pytest.raises(ConfigError, match="items='codes' is unknown. Fix: use one of title, semantic_id"):
+        load_config(None, [f"dataset={indexed / 'data'}", "items=codes"])
+    with pytest.raises(ConfigError, match="history='ids' is unknown"):
+        load_config(None, [f"dataset={indexed / 'data'}", "items=semantic_id", "history=ids"])

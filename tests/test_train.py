@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from bearrec import losses
 from bearrec.data.dataset import Dataset, Interaction, save_dataset
 from bearrec.errors import BearrecError, ConfigError, DataError
-from bearrec.prompts import get_template
+from bearrec.prompts import ItemTexts, get_template, item_texts
 from bearrec.train import (BearTrainer, ObjectiveConfig, TrainCollator, check_run_config, encode_rows, load_config,
                            objective_loss, train)
 from bearrec.train.data import IGNORE
@@ -50,7 +50,7 @@ def env(tmp_path_factory):
     ds_dir = make_dataset(root / "ds")
     template = get_template("compact", max_history=10)
     ds = load_dataset(ds_dir)
-    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, template), root / "tiny", vocab_size=300,
+    model_dir = models.build_tiny_model(models.tiny_model_texts(ds, item_texts(ds, template)), root / "tiny", vocab_size=300,
                                         hidden_size=32, intermediate_size=64, num_heads=4)
     return ds_dir, model_dir, models.load_tokenizer(model_dir), template, ds
 
@@ -129,7 +129,7 @@ def test_example_configs_load():
 def test_collator_walks_the_trie_along_each_response(env):
     ds_dir, model_dir, tok, template, ds = env
     trie = ItemTrie.from_catalog(ds.items, tok, template)
-    rows = encode_rows(ds.train[:6], ds.items, tok, template)
+    rows = encode_rows(ds.train[:6], ItemTexts.titles(ds.items, template), tok)
     batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(rows)
     for i, row in enumerate(rows):
         response = [t for t in row["labels"] if t != IGNORE]
@@ -154,7 +154,7 @@ def test_loss_of_a_left_padded_batch_with_kept_logits_equals_each_row_alone(env,
     ds_dir, model_dir, tok, template, ds = env
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     trie = ItemTrie.from_catalog(ds.items, tok, template)
-    rows = encode_rows(ds.train[:6], ds.items, tok, template)
+    rows = encode_rows(ds.train[:6], ItemTexts.titles(ds.items, template), tok)
     assert len({len(r["input_ids"]) for r in rows}) > 1  # the batch really is padded
     collate = TrainCollator(tok.pad_token_id, trie)
     trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
@@ -185,7 +185,7 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
     ds_dir, model_dir, tok, template, ds = env
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     trie = ItemTrie.from_catalog(ds.items, tok, template)
-    batch = TrainCollator(tok.pad_token_id, trie)(encode_rows(ds.train[:5], ds.items, tok, template))
+    batch = TrainCollator(tok.pad_token_id, trie)(encode_rows(ds.train[:5], ItemTexts.titles(ds.items, template), tok))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     weighted = objective == "bear-weighted"
     cfg = ObjectiveConfig.for_method("bear" if weighted else objective, beam_size=3, weighted=weighted)
@@ -251,7 +251,7 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path, base):
     ds_dir, model_dir, tok, template, ds = env
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     trie = ItemTrie.from_catalog(ds.items, tok, template)
-    batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:3], ds.items, tok, template))
+    batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:3], ItemTexts.titles(ds.items, template), tok))
     cfg = ObjectiveConfig(name="direct", beam_size=2, lam=0.5, base=base)
     score = cfg.score_mode
     trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
@@ -362,9 +362,9 @@ def test_bad_inputs_raise_clear_errors(env, tmp_path):
     with pytest.raises(ConfigError, match="no {history} slot"):
         train(quick_config(env, tmp_path / "t", "template={text: 'Recommend:\n', response_header: '\n'}"))
     with pytest.raises(DataError, match="empty"):
-        encode_rows(ds.train[:1], {**ds.items, ds.train[0].target: "   "}, tok, template)
+        encode_rows(ds.train[:1], ItemTexts.titles({**ds.items, ds.train[0].target: "   "}, template), tok)
     with pytest.raises(DataError, match="not in the catalog"):
-        encode_rows([Interaction("u", ds.train[0].history, "missing", 0)], ds.items, tok, template)
+        encode_rows([Interaction("u", ds.train[0].history, "missing", 0)], ItemTexts.titles(ds.items, template), tok)
     with pytest.raises(ConfigError, match="beam_size"):
         ObjectiveConfig(name="bear", beam_size=0)
 
@@ -379,7 +379,7 @@ def test_nan_loss_names_the_step_and_the_fix(env, tmp_path):
         model.model.norm.weight.fill_(float("nan"))
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", remove_unused_columns=False, max_steps=2,
                              per_device_train_batch_size=4, disable_tqdm=True)
-    trainer = BearTrainer(model=model, args=args, train_dataset=encode_rows(ds.train, ds.items, tok, template),
+    trainer = BearTrainer(model=model, args=args, train_dataset=encode_rows(ds.train, ItemTexts.titles(ds.items, template), tok),
                           data_collator=TrainCollator(tok.pad_token_id, trie), objective=ObjectiveConfig("msl"),
                           trie=trie)
     with pytest.raises(BearrecError, match=r"msl loss is nan at step 1\. Fix: lower training.learning_rate"):

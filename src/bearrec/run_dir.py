@@ -33,7 +33,7 @@ from .io import read_json_file
 
 if TYPE_CHECKING:
     from .data.dataset import Dataset
-    from .prompts import PromptTemplate
+    from .prompts import ItemTexts, PromptTemplate
     from .trie import ItemTrie
 
 ARTEFACT_EXTENSIONS = {"predictions": "jsonl", "metrics": "json", "diagnosis": "json"}
@@ -167,6 +167,20 @@ class RunDir:
         return get_template(config["template"], domain=config.get("domain", "item"),
                             max_history=int(config.get("max_history", 10)))
 
+    def item_texts(self, dataset: "Dataset") -> "ItemTexts":
+        """How the run's model sees `dataset`'s items (titles or semantic IDs, `prompts.item_texts`); semantic IDs
+        are checked against the semantic_ids.json the run was trained with."""
+        from .prompts import item_texts
+        from .semantic_ids import INDEX_FILE
+
+        config = self.config()
+        recorded = config.get("files", {}).get(INDEX_FILE)
+        if recorded is not None and dataset.path is not None:
+            verify_digest(Path(dataset.path) / INDEX_FILE, recorded,
+                          "restore the semantic IDs the run was trained with (`bearrec index` with the same "
+                          "options), or train a new run on the new ones")
+        return item_texts(dataset, self.template(), config.get("items", "title"), config.get("history"))
+
     # ------------------------------------------------------------------ dataset
     def dataset_location(self) -> Path:
         """Where the run's dataset is now: at its recorded path relative to RUN_DIR (so a project moved or copied
@@ -212,13 +226,15 @@ class RunDir:
         return dataset
 
     # ------------------------------------------------------------------ trie and model
-    def load_trie(self, tokenizer: Any, template: "PromptTemplate", items: dict[str, str]) -> "ItemTrie":
-        """trie.pt, checked against its recorded checksum, the catalog and the tokenizer (rebuilt if absent)."""
+    def load_trie(self, tokenizer: Any, texts: "ItemTexts") -> "ItemTrie":
+        """trie.pt, checked against its recorded checksum, the catalog and the tokenizer (rebuilt from `texts` if
+        absent)."""
         from .trie import ItemTrie
 
+        items = texts.response
         path = self.trie_path
         if not path.is_file():
-            return ItemTrie.from_catalog(items, tokenizer, template)
+            return ItemTrie.from_catalog(items, tokenizer, texts.template)
         fix = "delete trie.pt (it is rebuilt from the catalog) or restore the run's own file"
         recorded = self.config().get("files", {}).get("trie.pt")
         if recorded is not None:
@@ -253,6 +269,16 @@ class RunDir:
                 "dataset_run_path": os.path.relpath(location, self.path.resolve()),
                 "dataset_fingerprint": dataset.fingerprint}
 
+    def record_files(self, dataset: "Dataset", texts: "ItemTexts") -> dict[str, Any]:
+        """config.json's "files": the size and SHA-256 of trie.pt and, for semantic IDs, of the semantic_ids.json
+        they came from (a file changed under the run is refused, not used)."""
+        from .semantic_ids import INDEX_FILE
+
+        files = {"trie.pt": file_digest(self.trie_path)}
+        if texts.added_tokens and dataset.path is not None:
+            files[INDEX_FILE] = file_digest(Path(dataset.path) / INDEX_FILE)
+        return files
+
 
 # Where things are, not what the run is: a user may fix them by hand after moving a project (the dataset's identity
 # is its fingerprint, which is checked).
@@ -267,10 +293,12 @@ def config_checksum(record: dict[str, Any]) -> str:
 
 
 def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written before an objective field (base, single_child_ce) or `method` existed, read as the
-    defaults it was trained with, so that such a run can still be resumed or reused."""
+    """A config.json written before an objective field (base, single_child_ce), `method` or `items` existed, read as
+    the defaults it was trained with, so that such a run can still be resumed or reused."""
     from .train.config import OBJECTIVES, ObjectiveConfig
 
+    if "template" in stored:  # before semantic IDs, every run wrote titles
+        stored = {"items": "title", "history": None, **stored}
     objective = stored.get("objective_config")
     if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
         known = {f.name for f in fields(ObjectiveConfig)}

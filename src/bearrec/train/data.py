@@ -14,38 +14,38 @@ import torch
 
 from ..data.dataset import Interaction
 from ..errors import DataError
-from ..prompts import PromptTemplate, boundary_merges, encode_prompt, encode_responses
+from ..prompts import ItemTexts, boundary_merges
 from ..trie import ItemTrie
 
 IGNORE = -100
 
 
-def encode_rows(rows: Sequence[Interaction], items: Mapping[str, str], tokenizer: Any,
-                template: PromptTemplate, max_length: int | None = None) -> list[dict[str, list[int]]]:
-    """{input_ids, labels} per row: prompt ids then the target's response ids (the trie's tokenization).
+def encode_rows(rows: Sequence[Interaction], texts: ItemTexts, tokenizer: Any,
+                max_length: int | None = None) -> list[dict[str, list[int]]]:
+    """{input_ids, labels} per row: prompt ids then the target's response ids (the trie's tokenization), as `texts`
+    shows the items (`prompts.item_texts`).
 
     Warns (with the count) when some rows' whole text tokenizes otherwise: see `prompts.boundary_merges`.
     """
     targets = sorted({row.target for row in rows})
-    missing = [t for t in targets if t not in items]
+    missing = [t for t in targets if t not in texts.response]
     if missing:
         raise DataError(f"target item {missing[0]!r} is not in the catalog ({len(missing)} such targets).",
                         fix="re-run `bearrec prepare` so splits and catalog agree")
-    responses = dict(zip(targets, encode_responses(tokenizer, template, [items[t] for t in targets])))
-    out, texts = [], []
+    responses = dict(zip(targets, texts.response_ids(tokenizer, targets)))
+    out, whole = [], []
     for row in rows:
         for item in row.history:
-            if item not in items:
+            if item not in texts.history:
                 raise DataError(f"history item {item!r} of user {row.user_id!r} is not in the catalog.")
-        history = [items[i] for i in row.history]
-        texts.append(template.render(history) + template.response(items[row.target]))
-        prompt = encode_prompt(tokenizer, template, history)
+        whole.append(texts.text(row.history, row.target))
+        prompt = texts.prompt_ids(tokenizer, row.history)
         response = responses[row.target]
         if max_length is not None and len(prompt) + len(response) > max_length:
             raise DataError(f"the row of user {row.user_id!r} is {len(prompt) + len(response)} tokens, more than "
                             f"the model's {max_length}.", fix="lower max_history or use a model with longer context")
         out.append({"input_ids": prompt + response, "labels": [IGNORE] * len(prompt) + response})
-    merged = boundary_merges(tokenizer, texts, [r["input_ids"][:-1] for r in out])  # split ids without EOS
+    merged = boundary_merges(tokenizer, whole, [r["input_ids"][:-1] for r in out])  # split ids without EOS
     if merged:
         warnings.warn(f"{len(merged)} of {len(rows)} rows (first: user {rows[merged[0]].user_id!r}) tokenize "
                       "otherwise as one text than as prompt + response: the tokenizer merges across their boundary. "

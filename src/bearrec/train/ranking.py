@@ -12,7 +12,7 @@ import torch
 
 from ..data.dataset import Interaction
 from ..metrics import evaluate_predictions
-from ..prompts import PromptTemplate
+from ..prompts import ItemTexts
 from ..trie import ItemTrie
 
 
@@ -23,7 +23,7 @@ class RankingEvaluator:
     rows: Sequence[Interaction]
     tokenizer: Any
     trie: ItemTrie
-    template: PromptTemplate
+    texts: ItemTexts
     items: dict[str, str]
     score_mode: str
     num_beams: int = 10
@@ -37,7 +37,7 @@ class RankingEvaluator:
         was_training = model.training
         model.eval()
         try:
-            rec = Recommender(model=model, tokenizer=self.tokenizer, trie=self.trie, template=self.template,
+            rec = Recommender(model=model, tokenizer=self.tokenizer, trie=self.trie, texts=self.texts,
                               items=self.items, score_mode=self.score_mode, batch_size=self.batch_size)
             records = rec.recommend_rows(self.rows, self.num_beams, progress=False, rank=rank, world=world)
         finally:

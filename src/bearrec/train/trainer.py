@@ -29,7 +29,7 @@ from .. import losses
 from ..errors import BearrecError, ConfigError, DataError
 from ..io import write_json
 from ..models import logits_to_keep
-from ..run_dir import RunDir, file_digest
+from ..run_dir import RunDir
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
@@ -208,9 +208,10 @@ def whole_run_loss(log_history: list[dict[str, Any]]) -> float | None:
     return total / steps if steps else None
 
 
-def _model_and_tokenizer(config: TrainConfig, dataset: Any, template: Any, run_dir: Path,
+def _model_and_tokenizer(config: TrainConfig, dataset: Any, texts: Any, run_dir: Path,
                          args: TrainingArguments) -> tuple[Any, Any, str]:
-    """Load (or for 'tiny', build once into RUN_DIR/base_model) the model to train and its tokenizer."""
+    """Load (or for 'tiny', build once into RUN_DIR/base_model) the model to train and its tokenizer, which holds
+    the item texts' added tokens (semantic IDs' codes) whole."""
     from transformers import set_seed
 
     from .. import models
@@ -220,12 +221,14 @@ def _model_and_tokenizer(config: TrainConfig, dataset: Any, template: Any, run_d
         source = str(run_dir / "base_model")
         with args.main_process_first(local=False, desc="building the tiny model"):
             if not (Path(source) / "config.json").exists():
-                models.build_tiny_model(models.tiny_model_texts(dataset, template), source,
-                                        **asdict(config.tiny), seed=config.seed)
+                models.build_tiny_model(models.tiny_model_texts(dataset, texts), source, **asdict(config.tiny),
+                                        seed=config.seed, added_tokens=texts.added_tokens)
     tokenizer = models.load_tokenizer(source)
-    set_seed(config.seed)  # LoRA adapters are initialised at load time
+    new_tokens = models.add_tokens(tokenizer, texts.added_tokens)
+    set_seed(config.seed)  # LoRA adapters and the embeddings of new tokens are initialised at load time
     model = models.load_model(source, dtype=config.dtype, lora=config.lora, load_in_8bit=config.load_in_8bit,
-                              load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing)
+                              load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
+                              new_tokens=new_tokens)
     return model, tokenizer, source
 
 
@@ -280,7 +283,7 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     """
     from ..data.dataset import load_dataset
     from ..models import save_trained
-    from ..prompts import get_template
+    from ..prompts import get_template, item_texts
 
     run = RunDir(config.output_dir)
     run_dir = run.path
@@ -298,13 +301,14 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     except (ValueError, TypeError) as e:  # settings that are valid one by one but not together
         raise ConfigError(f"the training settings do not fit together: {str(e).strip()} Fix: change the "
                           "training.* keys named above.") from None
-    template = get_template(config.template, domain=config.domain, max_history=config.max_history)
-    model, tokenizer, source = _model_and_tokenizer(config, dataset, template, run_dir, args)
-    trie = ItemTrie.from_catalog(dataset.items, tokenizer, template)
+    texts = item_texts(dataset, get_template(config.template, domain=config.domain, max_history=config.max_history),
+                       config.items, config.history)
+    model, tokenizer, source = _model_and_tokenizer(config, dataset, texts, run_dir, args)
+    trie = ItemTrie.from_catalog(texts.response, tokenizer, texts.template)
     max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     train_split, valid_split = subsample(dataset.train, config.max_train_rows), subsample(dataset.valid, config.max_valid_rows)
-    train_rows = encode_rows(train_split, dataset.items, tokenizer, template, max_length)
-    valid_rows = encode_rows(valid_split, dataset.items, tokenizer, template, max_length)
+    train_rows = encode_rows(train_split, texts, tokenizer, max_length)
+    valid_rows = encode_rows(valid_split, texts, tokenizer, max_length)
     if not train_rows or not valid_rows:
         raise DataError("the train or valid split is empty; checkpoints are selected on valid.",
                         path=config.dataset, fix="prepare the dataset with non-empty train and valid splits")
@@ -313,7 +317,7 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
         timer.load(int(json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0))
     ranking = None
     if config.selection_metric != "eval_loss":
-        ranking = RankingEvaluator(valid_split, tokenizer, trie, template, dataset.items,
+        ranking = RankingEvaluator(valid_split, tokenizer, trie, texts, dataset.items,
                                    config.objective.score_mode, num_beams=config.objective.beam_size)
     trainer = BearTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
@@ -323,7 +327,7 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     if trainer.is_world_process_zero():
         trie.save(run.trie_path)
         run.write_config({**run_record(config, source), **run.record_dataset(config.dataset, dataset),
-                          "files": {"trie.pt": file_digest(run.trie_path)}})
+                          "files": run.record_files(dataset, texts)})
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=last if resume else None)
     elapsed = time.perf_counter() - start
