@@ -61,6 +61,33 @@ def test_exact_top_k_matches_brute_force(score, seed):
         assert res.expansions < len({tuple(s[:j]) for s in seqs for j in range(len(s))})
 
 
+@pytest.mark.parametrize("score", ["full", "masked"])
+@pytest.mark.parametrize("tree", [True, False])
+def test_long_single_child_chains_are_scored_exactly_in_either_attention_layout(score, tree, monkeypatch):
+    """Titles with a shared head and long distinct tails (the chains exact search takes in one call), with tree
+    attention and with the re-run-the-prefix layout flash attention needs."""
+    import random
+
+    import bearrec.decoding.exact as exact
+
+    if not tree:
+        monkeypatch.setattr(exact, "tree_attention", lambda model: False)
+    rng = random.Random(3)
+    heads = [[rng.randrange(3, V) for _ in range(2)] for _ in range(4)]
+    seqs = [heads[i % 4] + [rng.randrange(3, V) for _ in range(rng.randint(1, 9))] + [EOS] for i in range(30)]
+    model = tiny_llama(V, seed=4)
+    ids, mask = random_prompts(3, V, seed=4)
+    trie = make_trie(seqs)
+    got = exact_top_k(model, ids, mask, trie, 6, score=score, nodes_per_step=2)
+    for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
+        assert res.certified
+        assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:6]]
+        assert [h.score for h in res.items] == pytest.approx([s for s, _ in ref[:6]], abs=1e-4)
+    # masked: a chain is one expansion, and a path that never branches none, so few expansions; full: node by node
+    inner = len({tuple(s[:j]) for s in seqs for j in range(len(s))})
+    assert all(r.expansions < (inner / 3 if score == "masked" else inner) for r in got)
+
+
 def test_small_catalog_and_budget():
     model = tiny_llama(V, seed=2)
     seqs = [[5, EOS], [5, 6, EOS], [8, 9, 10, EOS], [5, 6, EOS]]

@@ -207,6 +207,10 @@ def test_the_shipped_configs_load(monkeypatch):
     assert (config.max_history, config.domain, config.max_valid_rows, config.objective.beam_size) == (5, "office", 500, 10)
     assert (config.objective.lam, config.objective.xi, config.seed) == (0.25, 1.0, 1)
     assert config.training["train_sampling_strategy"] == "group_by_length"
+    for name in ("semantic-ml100k", "semantic-office"):
+        semantic = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / f"{name}.yaml")
+        config = exp.Experiment(semantic).train_config(semantic.datasets[0], semantic.methods[2], {}, 0)
+        assert config.items == "semantic_id" and semantic.datasets[0].index["embeddings"] == "lm:minilm-l6"
 
 
 def test_evaluate_reads_a_baseline_run_without_decoding(finished, capsys):

@@ -110,3 +110,11 @@ def test_every_nodes_parent_token_path_and_item_count_match_its_sequence():
         assert int(trie.item_counts(torch.tensor([trie.node_of(seq)]))[0]) == counts[tuple(seq)]
     assert int(trie.parent[0]) == -1 and int(trie.token[0]) == -1
     assert trie.item_counts(torch.tensor([-1])).tolist() == [0]
+
+
+def test_chain_structure_of_the_trie():
+    trie = ItemTrie.from_sequences([[1, 2, 3, 9], [1, 2, 4, 9], [5, 6, 7, 9], [5, 9]])
+    node = {tuple(s): trie.node_of(s) for s in ([1], [1, 2], [1, 2, 3], [1, 2, 3, 9], [5], [5, 6], [5, 6, 7, 9])}
+    assert trie.only_child[node[(1,)]] == node[(1, 2)] and trie.only_child[node[(1, 2)]] == -1
+    assert trie.chain_leaf[node[(1, 2, 3)]] == node[(1, 2, 3, 9)] and trie.chain_leaf[node[(1,)]] == -1
+    assert trie.chain_leaf[node[(5, 6)]] == node[(5, 6, 7, 9)] and trie.chain_leaf[node[(5,)]] == -1

@@ -219,7 +219,36 @@ class ItemTrie:
         self._node_arrays()
         return self._token
 
+    @property
+    def only_child(self) -> torch.Tensor:
+        """Every node's child where it has exactly one, else -1: single-child chains (a title's tokens after the
+        prefix that singles it out) are taken in one model call by exact search. Computed once per trie."""
+        self._node_arrays()
+        return self._only_child
+
+    @property
+    def chain_leaf(self) -> torch.Tensor:
+        """Every node's leaf where the path below it never branches and ends at an item (each node on it with one
+        child and no item), else -1. Computed once per trie."""
+        self._node_arrays()
+        return self._chain_leaf
+
     def _node_arrays(self) -> None:
+        if getattr(self, "_only_child", None) is None:
+            counts = self.child_ptr.diff()
+            first = self.edge_child[self.child_ptr[:-1].clamp(max=max(self.edge_child.numel() - 1, 0))] \
+                if self.edge_child.numel() else torch.zeros_like(counts)
+            self._only_child = torch.where(counts == 1, first, torch.full_like(counts, -1))
+            # nodes are numbered depth first, so every child comes after its parent: fill from the last node up
+            only, kids = self._only_child.tolist(), counts.tolist()
+            items = self.item_counts(torch.arange(self.num_nodes, device=self.device)).tolist()
+            leaf = [-1] * len(only)
+            for n in range(len(only) - 1, -1, -1):
+                if items[n] and kids[n] == 0:
+                    leaf[n] = n
+                elif not items[n] and only[n] >= 0:
+                    leaf[n] = leaf[only[n]]
+            self._chain_leaf = torch.tensor(leaf, dtype=torch.long, device=self.device)
         if getattr(self, "_parent", None) is None:
             n = self.num_nodes
             owners = torch.repeat_interleave(torch.arange(n, device=self.device), self.child_ptr.diff())

@@ -9,6 +9,12 @@ A node is expanded only after its parent, so with attention that takes a custom 
 each prompt keeps one cache row: expanding a node feeds its last token only, as a new column of its
 prompt's row that attends to the prompt and to the columns of the node's ancestors. Otherwise (flash
 attention) an expansion re-runs the node's prefix tokens on a copy of its prompt's cached KV.
+
+Under 'masked' scores a single child has probability 1, so single-child chains (a title's tokens once its prefix
+singles it out) cost nothing: a node whose path below never branches is pushed as the complete item it leads to,
+with no model call, and expanding a node whose only child has children of its own feeds the whole chain in one
+call, one column per node, scoring the children of its last node. Under 'full' scores each token of a chain lowers
+the score, and best-first search prunes most of a long chain, so nodes are expanded one by one.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..trie import ItemTrie
-from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
+from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend, growing_cache,
                      hypotheses, output_cache, positions_from_mask, prefill, prepare_inputs, tree_attention)
 
 
@@ -46,33 +52,36 @@ class _NodeColumns:
 
     def __init__(self, model: Any, cache: Any, trie: ItemTrie, attention_mask: torch.Tensor,
                  prompt_len: torch.Tensor):
-        self.model, self.cache, self.trie, self.prompt_len = model, cache, trie, prompt_len
+        self.model, self.cache, self.trie, self.prompt_len = model, growing_cache(cache), trie, prompt_len
         self.prompt_mask = attention_mask.bool()
         self.cols: list[dict[int, list[int]]] = [{0: []} for _ in range(attention_mask.shape[0])]
         self.width = 0  # generated columns in every row so far
 
-    def expand(self, batch_p: list[int], batch_n: list[int]) -> torch.Tensor:
-        """Next-token logits after each (prompt, node): one new column per node in its prompt's row."""
+    def expand(self, batch_p: list[int], chains: list[list[int]]) -> torch.Tensor:
+        """Next-token logits after each node of each (prompt, chain): one new column per node in its prompt's row,
+        in the order of the chains and of their nodes."""
         P, W, dev = self.prompt_mask.shape[0], self.prompt_mask.shape[1], self.prompt_mask.device
         slot = [0] * P
-        qi, mp, mq, mc = [], [], [], []
-        for p, n in zip(batch_p, batch_n):
-            i = slot[p]
-            slot[p] += 1
-            anc = self.cols[p][int(self.trie.parent[n])] + [self.width + i]
-            self.cols[p][n] = anc
-            qi.append(i)
-            mp += [p] * len(anc)
-            mq += [i] * len(anc)
-            mc += anc
+        qp, qi, nodes, mp, mq, mc = [], [], [], [], [], []
+        for p, chain in zip(batch_p, chains):
+            anc = self.cols[p][int(self.trie.parent[chain[0]])]
+            for n in chain:
+                i = slot[p]
+                slot[p] += 1
+                anc = anc + [self.width + i]
+                self.cols[p][n] = anc
+                qp.append(p), qi.append(i), nodes.append(n)
+                mp += [p] * len(anc)
+                mq += [i] * len(anc)
+                mc += anc
         Q = max(slot)
-        qp = torch.tensor(batch_p, device=dev)
+        qp_t = torch.tensor(qp, device=dev)
         qi_t = torch.tensor(qi, device=dev)
-        nodes = torch.tensor(batch_n, device=dev)
+        nodes_t = torch.tensor(nodes, device=dev)
         ids = torch.zeros(P, Q, dtype=torch.long, device=dev)
-        ids[qp, qi_t] = self.trie.token[nodes]
+        ids[qp_t, qi_t] = self.trie.token[nodes_t]
         pos = self.prompt_len[:, None].expand(P, Q).clone()
-        pos[qp, qi_t] += self.trie.depth[nodes] - 1
+        pos[qp_t, qi_t] += self.trie.depth[nodes_t] - 1
         gen = torch.zeros(P, Q, self.width + Q, dtype=torch.bool, device=dev)
         gen[torch.tensor(mp, device=dev), torch.tensor(mq, device=dev), torch.tensor(mc, device=dev)] = True
         mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, Q, W), gen], 2))
@@ -80,7 +89,7 @@ class _NodeColumns:
                          **{cache_kwarg(self.model): self.cache})
         self.cache = output_cache(out)
         self.width += Q
-        return out.logits[qp, qi_t].float()
+        return out.logits[qp_t, qi_t].float()
 
 
 class _Frontier:
@@ -113,8 +122,8 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
                 nodes_per_step: int = 8) -> list[ExactResult]:
     """For each left-padded prompt, the k catalog entries of highest P(y|x), best first (see module doc).
 
-    `max_expansions` bounds the model evaluations per prompt; when it is hit, the best entries found
-    so far are returned with certified=False. `nodes_per_step` nodes per prompt are expanded per
+    `max_expansions` bounds the expansions per prompt (a node, or a single-child chain, scored in one model call);
+    when it is hit, the best entries found so far are returned with certified=False. `nodes_per_step` nodes per prompt are expanded per
     forward (more batches better, at the cost of a few speculative expansions).
     """
     check_score_mode(score)
@@ -127,27 +136,42 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         return []
     has_items = (trie.item_counts(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
     has_kids = (trie.num_children(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
+    # chains only under 'masked' scores, where their tokens cost nothing: under 'full' each token lowers the score,
+    # and best-first search would prune most of a long chain that taking it whole evaluates anyway
+    masked = score == "masked"
+    only_child = trie.only_child.tolist() if masked else [-1] * trie.num_nodes
+    chain_leaf = trie.chain_leaf.tolist() if masked else None
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
     columns = _NodeColumns(model, cache, trie, attention_mask, prompt_len) if tree_attention(model) else None
     fronts = [_Frontier(k) for _ in range(P)]
-    rows_p = torch.arange(P, device=dev)
-    nodes = torch.zeros(P, dtype=torch.long, device=dev)
-    base = torch.zeros(P, device=dev)
+    # one row of `logits` per evaluated column: the prompt it belongs to, the node whose children it scores, and
+    # whether it is its chain's last (earlier ones score the chain's own next token)
+    col_p = torch.arange(P, device=dev)
+    col_node = torch.zeros(P, dtype=torch.long, device=dev)
+    col_chain = torch.arange(P, device=dev)
+    last = torch.ones(P, dtype=torch.bool, device=dev)
+    base = torch.zeros(P, device=dev)  # score of each chain's first node
     while True:
-        # push the children of the expanded nodes
-        tokens, valid = trie.padded_children(nodes)
-        cand = base[:, None] + child_log_probs(logits, tokens, valid, score)
-        child = trie.step(nodes[:, None].expand_as(tokens), tokens)
-        r, c = valid.nonzero(as_tuple=True)
-        for p, s, n in zip(rows_p[r].tolist(), cand[r, c].tolist(), child[r, c].tolist()):
+        tokens, valid = trie.padded_children(col_node)
+        lp = child_log_probs(logits, tokens, valid, score)
+        # a chain's last node scores its first node plus the log-prob of each token after it
+        inner = ~last
+        base = base.index_add(0, col_chain[inner], lp[inner, 0])
+        rows = last.nonzero(as_tuple=True)[0]
+        cand = base[col_chain[rows]][:, None] + lp[rows]
+        child = trie.step(col_node[rows][:, None].expand_as(tokens[rows]), tokens[rows])
+        r, c = valid[rows].nonzero(as_tuple=True)
+        for p, s, n in zip(col_p[rows][r].tolist(), cand[r, c].tolist(), child[r, c].tolist()):
             if s > float("-inf"):
+                if chain_leaf is not None and chain_leaf[n] >= 0:
+                    n = chain_leaf[n]  # masked: every token below has probability 1
                 fronts[p].push(s, n, has_items[n])
-        for p, n in enumerate(torch.bincount(rows_p, minlength=P).tolist()):
-            fronts[p].expansions += n
+        for p, n in enumerate(torch.bincount(col_p[rows], minlength=P).tolist()):
+            fronts[p].expansions += n  # a chain is one expansion: one model call however many nodes it holds
         # emit complete nodes at the top of each queue, then pick the next nodes to expand
         batch_p: list[int] = []
-        batch_n: list[int] = []
+        chains: list[list[int]] = []
         batch_s: list[float] = []
         for p, f in enumerate(fronts):
             picked = 0
@@ -160,17 +184,24 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
                 if has_items[n]:
                     f.results.append((-neg, n))
                 if has_kids[n]:
-                    batch_p.append(p), batch_n.append(n), batch_s.append(-neg)
+                    chain = [n]
+                    while only_child[chain[-1]] >= 0 and has_kids[only_child[chain[-1]]]:
+                        chain.append(only_child[chain[-1]])
+                    batch_p.append(p), chains.append(chain), batch_s.append(-neg)
                     picked += 1
         if not batch_p:
             break
-        rows_p = torch.tensor(batch_p, device=dev)
-        nodes = torch.tensor(batch_n, device=dev)
+        lengths = torch.tensor([len(c) for c in chains], device=dev)
+        col_chain = torch.repeat_interleave(torch.arange(len(chains), device=dev), lengths)
+        col_p = torch.tensor(batch_p, device=dev)[col_chain]
+        col_node = torch.tensor([n for c in chains for n in c], device=dev)
+        last = torch.zeros(len(col_node), dtype=torch.bool, device=dev)
+        last[lengths.cumsum(0) - 1] = True
         base = torch.tensor(batch_s, device=dev)
         if columns is not None:
-            logits = columns.expand(batch_p, batch_n)
+            logits = columns.expand(batch_p, chains)
         else:
-            logits = _expand(model, cache, trie, rows_p, nodes, attention_mask, prompt_len)
+            logits = _expand(model, cache, trie, col_p, col_node, attention_mask, prompt_len)
     out = []
     for f in fronts:
         certified = len(f.results) >= k or not f.heap
