@@ -163,3 +163,39 @@ def test_exact_search_returns_the_exact_top_k_with_its_certificate(run_dir, tmp_
     assert [e["score"] for e in rows[2]["recommendations"]] == pytest.approx(scores, abs=1e-5)
     with pytest.raises(ConfigError, match="search must be one of beam, exact"):
         rec.recommend(history, k=3, search="greedy")
+
+
+def test_an_interrupted_decoding_resumes_from_its_finished_batches(run_dir, tmp_path, monkeypatch, capsys):
+    rec = Recommender.from_run(run_dir, device="cpu", batch_size=4)  # 13 test rows: 4 batches
+    assert rec.model_id is None  # a plain model folder: nothing identifies its weights, so nothing is resumed
+    rec.model_id = "weights-1"
+    rec.recommend_split("test", tmp_path / "whole.jsonl", k=3, progress=False)
+    real, calls = rec._decode, []
+
+    def decode(prompts, *args, stop_at=None):
+        calls.append(len(prompts))
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(prompts, *args)
+
+    out, partial = tmp_path / "p.jsonl", tmp_path / "p.jsonl.partial"
+    monkeypatch.setattr(rec, "_decode", lambda p, *a: decode(p, *a, stop_at=3))
+    with pytest.raises(KeyboardInterrupt):
+        rec.recommend_split("test", out, k=3, progress=False)
+    assert not out.exists() and len(partial.read_text().splitlines()) == 1 + 8  # the header, two batches
+    calls.clear()
+    monkeypatch.setattr(rec, "_decode", lambda p, *a: decode(p, *a))
+    rec.recommend_split("test", out, k=3, progress=False)
+    assert len(calls) == 2 and "resuming" in capsys.readouterr().err  # only the two batches left
+    assert out.read_text() == (tmp_path / "whole.jsonl").read_text() and not partial.exists()
+    # a partial made with other settings, or by other weights, is not used
+    for change in ({"k": 2}, {"model": "weights-2"}):
+        calls.clear()
+        monkeypatch.setattr(rec, "_decode", lambda p, *a: decode(p, *a, stop_at=2))
+        with pytest.raises(KeyboardInterrupt):
+            rec.recommend_split("test", out, k=3, progress=False)
+        rec.model_id = change.get("model", "weights-1")
+        calls.clear()
+        monkeypatch.setattr(rec, "_decode", lambda p, *a: decode(p, *a))
+        rec.recommend_split("test", out, k=change.get("k", 3), progress=False)
+        assert len(calls) == 4 and "other settings or another model" in capsys.readouterr().err

@@ -10,9 +10,11 @@ the main process writes all rows in their original order.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -42,6 +44,9 @@ class Recommender:
     # with tree attention for the rows it could not certify: `certified_top_k`), each row marked certified
     search: str = "beam"
     max_expansions: int = 2000
+    # what identifies the model's weights (the SHA-256 of a saved model's manifest; None: unknown): decoding into a
+    # file keeps each finished batch in FILE.partial under it, and an interrupted run resumes from there
+    model_id: str | None = None
 
     def __post_init__(self) -> None:
         check_search(self.search)
@@ -88,7 +93,7 @@ class Recommender:
             trie = run.load_trie(tokenizer, texts)
         return cls(model=model, tokenizer=tokenizer, trie=trie, texts=texts, items=dataset.items,
                    score_mode=config.get("score_mode", "full"), dataset=dataset, batch_size=batch_size,
-                   search=search, max_expansions=max_expansions)
+                   search=search, max_expansions=max_expansions, model_id=run.model_id())
 
     # ------------------------------------------------------------------ decoding
     def encode(self, history: Sequence[str], where: str = "the history") -> list[int]:
@@ -139,11 +144,14 @@ class Recommender:
 
     def recommend_rows(self, rows: Sequence[Interaction], k: int = 10, *, num_beams: int | None = None,
                        progress: bool = True, rank: int = 0, world: int = 1,
-                       where: Sequence[str] | None = None) -> list[dict]:
+                       where: Sequence[str] | None = None, done: dict[int, dict] | None = None,
+                       on_batch: Callable[[list[dict]], None] | None = None) -> list[dict]:
         """Output records of `rows` (index = position); with world > 1, only this rank's share of batches.
 
         Rows are sorted by prompt length and cut into fixed batches before the batches are shared out, so
-        every row is decoded in the same batch (same padding, same numerics) whatever the process count.
+        every row is decoded in the same batch (same padding, same numerics) whatever the process count, or
+        whether a run resumed: a batch whose rows are all in `done` (index -> record) is taken from there, and
+        `on_batch` receives each batch decoded here.
         """
         from tqdm.auto import tqdm
 
@@ -156,10 +164,16 @@ class Recommender:
         records: list[dict] = []
         with tqdm(total=sum(map(len, mine)), desc="recommend", unit="row", disable=not progress) as bar:
             for chunk in mine:
-                for i, (out, facts) in zip(chunk, self._decode([prompts[i] for i in chunk], k, num_beams,
-                                                               self.search)):
-                    records.append({"index": i, "user_id": rows[i].user_id, "target": rows[i].target, "k": k,
-                                    **facts, "recommendations": out})
+                if done is not None and all(i in done for i in chunk):
+                    records += [done[i] for i in chunk]
+                else:
+                    batch = [{"index": i, "user_id": rows[i].user_id, "target": rows[i].target, "k": k, **facts,
+                              "recommendations": out}
+                             for i, (out, facts) in zip(chunk, self._decode([prompts[i] for i in chunk], k, num_beams,
+                                                                            self.search))]
+                    if on_batch is not None:
+                        on_batch(batch)
+                    records += batch
                 bar.update(len(chunk))
         return sorted(records, key=lambda r: r["index"])
 
@@ -188,19 +202,78 @@ class Recommender:
     def recommend_interactions(self, rows: Sequence[Interaction], output: str | Path, k: int = 10, *,
                                num_beams: int | None = None, progress: bool = True,
                                where: Sequence[str] | None = None) -> int:
-        """Decode `rows` (shared across processes when launched by several); write them as JSON Lines."""
+        """Decode `rows` (shared across processes when launched by several); write them as JSON Lines.
+
+        In one process, with a known `model_id`, every finished batch is kept in OUTPUT.partial, so that an
+        interrupted run resumes where it stopped (the same batches, so the same numbers) instead of starting over."""
         check_counts(k, num_beams)
         rank, world = _dist_info()
+        partial = None
+        if world == 1 and self.model_id is not None:
+            partial = PartialOutput(Path(output), self._decoding_key(rows, k, num_beams))
         records = self.recommend_rows(rows, k, num_beams=num_beams, progress=progress and rank == 0,
-                                      rank=rank, world=world, where=where)
+                                      rank=rank, world=world, where=where,
+                                      done=partial.done if partial else None,
+                                      on_batch=partial.append if partial else None)
         records = gather_records(records, world)
         if rank == 0:
             with atomic_open(output, "w", encoding="utf-8") as f:
                 for rec in records:
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        if partial is not None:
+            partial.remove()
         if world > 1:
             torch.distributed.barrier()
         return len(records)
+
+    def _decoding_key(self, rows: Sequence[Interaction], k: int, num_beams: int | None) -> dict[str, Any]:
+        """Everything the records of `rows` depend on: a partial output made with another is not reused."""
+        import hashlib
+
+        digest = hashlib.sha256(json.dumps([[r.user_id, list(r.history), r.target] for r in rows]).encode())
+        return {"model": self.model_id, "rows": digest.hexdigest(), "k": k, "num_beams": num_beams,
+                "search": self.search, "max_expansions": self.max_expansions, "score_mode": self.score_mode,
+                "batch_size": self.batch_size}
+
+
+class PartialOutput:
+    """OUTPUT.partial: a header line with the decoding's key, then the records of each finished batch (flushed and
+    synced as it ends). Read back only under the same key; a torn last line (a kill mid-write) is dropped."""
+
+    def __init__(self, output: Path, key: dict[str, Any]):
+        self.path = output.with_name(output.name + ".partial")
+        self.key = json.loads(json.dumps(key))
+        self.done: dict[int, dict] = {}
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
+        try:
+            same = bool(lines) and json.loads(lines[0]).get("partial_of") == self.key
+        except (json.JSONDecodeError, AttributeError):
+            same = False
+        if same:
+            for line in lines[1:]:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                self.done[int(record["index"])] = record
+            print(f"bearrec: resuming {output}: {len(self.done)} rows kept in {self.path.name}", file=sys.stderr)
+        elif lines:
+            print(f"bearrec: {self.path} was made with other settings or another model; decoding from the start.",
+                  file=sys.stderr)
+        with atomic_open(self.path, "w", encoding="utf-8") as f:  # rewritten whole: the header, the rows kept
+            f.write(json.dumps({"partial_of": self.key}) + "\n")
+            for record in self.done.values():
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def append(self, records: list[dict]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def item_id_list(history: Any, where: str = "the history") -> list[str]:

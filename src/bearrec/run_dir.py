@@ -261,6 +261,14 @@ class RunDir:
                             fix="finish training (`bearrec train CONFIG --resume`)")
         return load_trained(self.model_dir, device=device)
 
+    def model_id(self) -> str | None:
+        """The SHA-256 of model/'s manifest (which lists every file's SHA-256): the trained weights' identity, or
+        None for a model folder without one."""
+        from .models import MANIFEST
+
+        path = self.model_dir / MANIFEST
+        return file_digest(path)["sha256"] if path.is_file() else None
+
     # ------------------------------------------------------------------ records
     def record_dataset(self, given: str, dataset: "Dataset") -> dict[str, Any]:
         """The config.json fields that let a run find its dataset from anywhere and notice when it changed."""
