@@ -227,6 +227,12 @@ def test_every_objective_trains_on_codes_and_both_searches_decode_them(indexed, 
         assert set(beam) <= set(items) and len(beam) == 5
         if rec.score_mode == "full":
             assert beam == [by_tokens[t] for t in _generate(rec, prompt, 5)]
+    if objective == "bear":  # PruningRate over codes: every row's exact top-5 certified, the positive's rank known
+        from bearrec.diagnose import diagnose_run
+
+        summary = diagnose_run(run, beams=5, limit=4, max_expansions=200, progress=False)
+        assert summary["n_rows"] == 4 and summary["certified_fraction"] == 1.0 and "pruning_rate@5" in summary
+        assert summary["n_pruned"] <= summary["n_in_exact_top_b"] <= 4
 
 
 def test_a_run_refuses_semantic_ids_changed_after_training(indexed, tmp_path):
