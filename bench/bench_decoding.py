@@ -70,13 +70,13 @@ def office_setting(args: argparse.Namespace, workdir: Path) -> Setting:
 
     from bearrec.data import prepare
     from bearrec.models import build_tiny_model, load_model, load_tokenizer, tiny_model_texts
-    from bearrec.prompts import encode_prompt, encode_responses, get_template, item_texts
+    from bearrec.prompts import get_template, item_texts
 
     if args.run:
         from bearrec.recommend import Recommender
 
         rec = Recommender.from_run(args.run, device="cpu")
-        model, tok, template, dataset, name = rec.model, rec.tokenizer, rec.texts.template, rec.dataset, f"run {args.run}"
+        model, tok, texts, dataset, name = rec.model, rec.tokenizer, rec.texts, rec.dataset, f"run {args.run}"
     else:
         dataset = prepare("bear-csv", args.data, workdir / "office")
         template = get_template("alpaca", domain="office")
@@ -85,12 +85,13 @@ def office_setting(args: argparse.Namespace, workdir: Path) -> Setting:
         else:
             name, path = "tiny (random weights)", build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, template)), workdir / "tiny")
         tok, model = load_tokenizer(path), load_model(path, dtype="float32")
+        texts = item_texts(dataset, template)
     model = model.float().eval()
     ids = list(dataset.items)
-    seqs = encode_responses(tok, template, [dataset.items[i] for i in ids])
+    seqs = texts.response_ids(tok, ids)  # titles, or a semantic-ID run's codes
     trie = ItemTrie.from_sequences(seqs, ids)
     rows = random.Random(args.seed).sample(dataset.test, args.prompts)
-    prompts = [encode_prompt(tok, template, dataset.titles(r.history)) for r in rows]
+    prompts = [texts.prompt_ids(tok, r.history) for r in rows]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     lens = sorted(len(p) for p in prompts)
     name += f" | Office: {len(ids)} items, depth {trie.max_depth}, prompts {lens[0]}-{lens[-1]} tokens " \

@@ -88,6 +88,22 @@ def test_long_single_child_chains_are_scored_exactly_in_either_attention_layout(
     assert all(r.expansions < (inner / 3 if score == "masked" else inner) for r in got)
 
 
+@pytest.mark.parametrize("tree", [True, False])
+def test_an_item_inside_a_single_child_chain_is_found(tree, monkeypatch):
+    """Sequences without EOS can end where another continues: a chain must stop at such an item, not pass it."""
+    import bearrec.decoding.exact as exact
+
+    if not tree:
+        monkeypatch.setattr(exact, "tree_attention", lambda model: False)
+    seqs = [[1, 5], [1, 5, 6, 7], [1, 5, 6, 8], [9, 10], [9, 11, 12, 13, 14]]
+    model = tiny_llama(V, seed=6)
+    ids, mask = random_prompts(2, V, seed=6)
+    for score in ("masked", "full"):
+        got = exact_top_k(model, ids, mask, make_trie(seqs), 5, score=score)
+        for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
+            assert res.certified and [tuple(h.tokens) for h in res.items] == [s for _, s in ref]
+
+
 def test_small_catalog_and_budget():
     model = tiny_llama(V, seed=2)
     seqs = [[5, EOS], [5, 6, EOS], [8, 9, 10, EOS], [5, 6, EOS]]
@@ -100,3 +116,26 @@ def test_small_catalog_and_budget():
     assert all(not r.certified and r.expansions <= 2 for r in cut)
     for r in cut:
         assert [h.score for h in r.items] == sorted((h.score for h in r.items), reverse=True)
+
+
+def test_the_growing_cache_holds_what_concatenation_would_through_its_growths():
+    from transformers import DynamicCache
+
+    from bearrec.decoding.common import growing_cache
+
+    model = tiny_llama(V, seed=1)
+    ids, mask = random_prompts(2, V, seed=1)
+    out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+    plain = out.past_key_values
+    grown = growing_cache(plain)
+    reference = DynamicCache([(layer.keys.clone(), layer.values.clone()) for layer in plain.layers], config=model.config)
+    capacity = grown.layers[0]._buffers[0].shape[-2]
+    torch.manual_seed(0)
+    for step in range(12):  # 12 x 17 columns: past the first capacity several times
+        for i, layer in enumerate(grown.layers):
+            k, v = torch.randn(2, *layer.keys.shape[:-2], 17, layer.keys.shape[-1]).unbind(0)
+            got, want = layer.update(k, v), reference.layers[i].update(k, v)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert grown.layers[0]._buffers[0].shape[-2] > 2 * capacity and grown.get_seq_length() == reference.get_seq_length()
+    with pytest.raises(NotImplementedError):
+        grown.layers[0].crop(3)

@@ -248,12 +248,18 @@ def test_a_run_refuses_semantic_ids_changed_after_training(indexed, tmp_path):
     with pytest.raises(DataError, match="semantic_ids.json.*does not have the SHA-256|semantic_ids.json.*bytes") as e:
         Recommender.from_run(run, device="cpu")
     assert "Fix:" in str(e.value)
+    # nor does resuming its training (its checkpoints learnt the old codes)
+    with pytest.raises(DataError, match="semantic_ids.json") as e:
+        train_small_run(tmp_path / "data", tmp_path / "run", "items=semantic_id", "objective.name=sft", resume=True)
+    assert "train into another output_dir" in str(e.value)
 
 
-def test_lora_on_a_pretrained_model_trains_the_new_code_embeddings(indexed, tmp_path):
+@pytest.mark.parametrize("tied", [True, False])
+def test_lora_on_a_pretrained_model_trains_the_new_code_embeddings(indexed, tmp_path, tied):
     import torch
+    from transformers import set_seed
 
-    from bearrec.models import build_tiny_model, load_model, tiny_model_texts
+    from bearrec.models import LoraSettings, build_tiny_model, load_model, tiny_model_texts
     from bearrec.prompts import get_template, item_texts
     from bearrec.recommend import Recommender
     from run_fixtures import train_small_run
@@ -261,26 +267,34 @@ def test_lora_on_a_pretrained_model_trains_the_new_code_embeddings(indexed, tmp_
     dataset = load_dataset(indexed / "data")
     base = build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, get_template("compact", max_history=3))),
                             tmp_path / "base", vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=1)
+    if not tied:  # an output layer of its own (Llama 3 8B, larger Qwen): its code rows must be trained too
+        model = load_model(base)
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 1.5)
+        model.save_pretrained(base)
     run = train_small_run(indexed / "data", tmp_path / "run", "items=semantic_id", f"model={base}",
                           "lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
                           "training.learning_rate=0.05", "objective.name=sft")
     rec = Recommender.from_run(run, device="cpu")
-    before = load_model(base).get_input_embeddings().weight
-    after = rec.model.get_input_embeddings().weight
+    original = load_model(base)
     code_ids = rec.tokenizer.convert_tokens_to_ids(list(rec.texts.added_tokens))
-    assert after.shape[0] == before.shape[0] + len(code_ids) and min(code_ids) == before.shape[0]
-    assert torch.equal(after[: before.shape[0]], before)  # the pretrained rows are untouched: LoRA, not full tuning
-    # the code rows start where training started them (seed 42, the config's) and were trained: the merged, saved and
-    # reloaded model holds other values
-    from bearrec.models import LoraSettings
-    from transformers import set_seed
-
+    n = original.get_input_embeddings().weight.shape[0]
+    assert min(code_ids) == n and max(code_ids) == n + len(code_ids) - 1
+    # the code rows start where training started them (seed 42, the config's), the pretrained rows stay as they were
     set_seed(42)
     fresh = load_model(base, new_tokens=code_ids, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
-    trainable = {n for n, p in fresh.named_parameters() if p.requires_grad}
-    assert any("trainable_tokens" in n for n in trainable) and any("lora_" in n for n in trainable)
-    initial = fresh.get_input_embeddings()(torch.tensor(code_ids))
-    assert not torch.allclose(after[code_ids], initial, atol=1e-4)
+    trainable = {name for name, p in fresh.named_parameters() if p.requires_grad}
+    assert any("lora_" in name for name in trainable)
+    for layer in ("embed_tokens", "lm_head") if not tied else ("embed_tokens",):
+        assert any(layer in name and "trainable_tokens" in name for name in trainable), layer
+    for get in (lambda m: m.get_input_embeddings().weight, lambda m: m.get_output_embeddings().weight):
+        after, before = get(rec.model), get(original)
+        assert after.shape[0] == n + len(code_ids)
+        assert torch.equal(after[:n], before)  # LoRA, not full tuning: the pretrained rows are untouched
+        # the merged, saved and reloaded model holds trained code rows: away from their start, and apart
+        start = get(fresh.get_base_model()) if hasattr(fresh, "get_base_model") else get(fresh)
+        assert not torch.allclose(after[code_ids], start[code_ids], atol=1e-4)
+        assert float(after[code_ids].std(0).mean()) > 1e-3
     assert len(rec.recommend(dataset.test[0].history, k=3)) == 3
 
 

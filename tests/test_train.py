@@ -324,16 +324,18 @@ def test_train_writes_the_run_directory_contract(env, tmp_path):
 
 
 def test_a_run_written_before_newer_objective_fields_can_still_be_resumed(env, tmp_path):
-    """config.json from before `method`, `objective.base` and `objective.single_child_ce` reads as their defaults."""
+    """config.json from before `method`, `objective.base`, `objective.single_child_ce`, `items` and `history` reads
+    as their defaults."""
     from bearrec.io import write_json
     from bearrec.train.trainer import run_record
 
     cfg = quick_config(env, tmp_path / "run", "objective.name=bear")
     old = run_record(cfg, "tiny")
     del old["method"], old["objective_config"]["base"], old["objective_config"]["single_child_ce"]
+    del old["items"], old["history"]
     write_json(tmp_path / "run" / "config.json", old)
     check_run_config(tmp_path / "run", cfg)
-    for changed in ("objective.base=sft", "objective.single_child_ce=true"):
+    for changed in ("objective.base=sft", "objective.single_child_ce=true", "items=semantic_id", "history=both"):
         with pytest.raises(ConfigError, match="different config"):
             check_run_config(tmp_path / "run", quick_config(env, tmp_path / "run", "objective.name=bear", changed))
 

@@ -4,7 +4,8 @@ tuned on the validation split, the test split decoded once, diagnosed, reported.
 OUTPUT (the config's `output`, or --output) holds:
   experiment.json                  the resolved config of the latest invocation
   data/<dataset>/                  the datasets the config prepares (with prepare.json: the options they were made with;
-                                   and semantic_ids.json where the dataset has `index` options, for `items: semantic_id`)
+                                   and semantic_ids.json where the dataset has `index` options, for `items: semantic_id`;
+                                   a dataset given by `path` gets its semantic_ids.json in that folder)
   runs/<dataset>/<method>[-<cell>]-seed<seed>/   ordinary run directories: every other command works on them. A grid
                                    cell at the tuning seed is a tuning run and, when selected, also the final run.
   tuning/<dataset>/<method>.json   every cell's validation score and the cell selected (the test split is not read)
@@ -39,8 +40,17 @@ CURRENT_STAGE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Cont
 
 # ---------------------------------------------------------------- the config
 
-# `bearrec index`'s options and their defaults (semantic_ids.build_index)
-INDEX_OPTIONS = {"levels": 3, "codes": 32, "embeddings": "collaborative", "seed": 0}
+def _index_defaults() -> dict[str, Any]:
+    """`bearrec index`'s options and their defaults: semantic_ids.build_index's keyword arguments."""
+    import inspect
+
+    from .semantic_ids import build_index
+
+    return {name: p.default for name, p in inspect.signature(build_index).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+INDEX_OPTIONS = _index_defaults()
 
 
 @dataclass

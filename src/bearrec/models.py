@@ -301,12 +301,26 @@ def _add_lora(model: "PreTrainedModel", lora: LoraSettings, new_tokens: Sequence
 
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM",
-                        trainable_token_indices=list(new_tokens) or None)
+                        trainable_token_indices=_token_layers(model, new_tokens))
     try:
         return get_peft_model(model, config)
     except ValueError as e:
         raise ConfigError(f"LoRA settings {asdict(lora)} do not fit this model: {e} Fix: set "
                           "target_modules to names of its linear layers (e.g. q_proj, v_proj for Llama).") from e
+
+
+def _token_layers(model: "PreTrainedModel", tokens: Sequence[int]) -> dict[str, list[int]] | None:
+    """peft's trainable_token_indices for `tokens`: the rows of the input embeddings and, where the output layer is
+    not tied to them, of the output layer too (else the model could read the new tokens but never learn to write
+    them)."""
+    if not tokens:
+        return None
+    names = {id(module): name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+    embeddings, output = model.get_input_embeddings(), model.get_output_embeddings()
+    layers = {names[id(embeddings)]: list(tokens)}
+    if output is not None and output.weight is not embeddings.weight:
+        layers[names[id(output)]] = list(tokens)
+    return layers
 
 
 def logits_to_keep(model: Any, n: int) -> dict[str, int]:

@@ -177,8 +177,8 @@ class RunDir:
         recorded = config.get("files", {}).get(INDEX_FILE)
         if recorded is not None and dataset.path is not None:
             verify_digest(Path(dataset.path) / INDEX_FILE, recorded,
-                          "restore the semantic IDs the run was trained with (`bearrec index` with the same "
-                          "options), or train a new run on the new ones")
+                          "restore the semantic IDs the run was trained with (from a backup: `bearrec index` need not "
+                          "give the same codes again), or train a new run on the new ones")
         return item_texts(dataset, self.template(), config.get("items", "title"), config.get("history"))
 
     # ------------------------------------------------------------------ dataset

@@ -40,8 +40,8 @@ def rq_kmeans(embeddings: np.ndarray, levels: int, codes: int, seed: int = 0) ->
     from sklearn.cluster import KMeans
 
     n = embeddings.shape[0]
-    if levels < 1:
-        raise ConfigError(f"--levels must be >= 1, got {levels}. Fix: e.g. --levels 3.")
+    if not 1 <= levels < len(LEVEL_LETTERS):  # one letter per level and one for the disambiguation code
+        raise ConfigError(f"--levels must be between 1 and {len(LEVEL_LETTERS) - 1}, got {levels}. Fix: e.g. --levels 3.")
     if not 2 <= codes <= n:
         raise ConfigError(f"--codes {codes} must be between 2 and the {n} items of the catalog. Fix: e.g. --codes "
                           f"{min(32, n)}.")
@@ -227,9 +227,14 @@ def load_index(dataset: Any) -> dict[str, Any]:
     from .io import read_json_file
 
     record = read_json_file(path, dict, fix)
-    for key in ("levels", "codes", "items", "stats", "dataset_fingerprint"):
-        if key not in record:
-            raise DataError(f"has no {key!r} field (not written by `bearrec index`).", path=path, fix=fix)
+    kinds = {"levels": int, "codes": int, "items": dict, "stats": dict, "dataset_fingerprint": str}
+    for key, kind in kinds.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            raise DataError(f"has no {key!r} field of type {kind.__name__} (not written by `bearrec index`).",
+                            path=path, fix=fix)
+    if not 1 <= record["levels"] < len(LEVEL_LETTERS) or not isinstance(record["stats"].get("extra_code_max"), int):
+        raise DataError("has levels out of range or no stats.extra_code_max (not written by `bearrec index`).",
+                        path=path, fix=fix)
     if record["dataset_fingerprint"] != dataset.fingerprint:
         raise DataError("was computed for another version of the dataset (its fingerprint differs).", path=path,
                         fix=fix + " again")
@@ -240,7 +245,7 @@ def load_index(dataset: Any) -> dict[str, Any]:
         which = f"item {missing[0]!r} of the catalog has no codes" if missing else f"item {extra[0]!r} is not in the catalog"
         raise DataError(f"does not cover the catalog exactly ({which}; {len(missing)} missing, {len(extra)} extra).",
                         path=path, fix=fix + " again")
-    levels, size, extra_max = int(record["levels"]), int(record["codes"]), int(record["stats"].get("extra_code_max", -1))
+    levels, size, extra_max = record["levels"], record["codes"], record["stats"]["extra_code_max"]
     for item, codes in items.items():
         ok = (isinstance(codes, list) and len(codes) == levels + 1 and all(isinstance(c, int) for c in codes)
               and all(0 <= c < size for c in codes[:-1]) and 0 <= codes[-1] <= extra_max)

@@ -123,7 +123,11 @@ class ItemTrie:
         return int(self.depth.max().item())
 
     def to(self, device: torch.device | str) -> "ItemTrie":
-        """A copy of the trie whose tensors live on `device`."""
+        """The trie with its tensors on `device`: itself when they are there already (keeping what it computed once),
+        else a copy."""
+        if torch.device(device) == self.device or (torch.device(device).type == self.device.type
+                                                    and torch.device(device).index is None):
+            return self
         return ItemTrie(self.child_ptr.to(device), self.edge_token.to(device), self.edge_child.to(device),
                         self.item_ptr.to(device), self.item_index.to(device), self.item_ids,
                         self.depth.to(device), self.meta)
@@ -223,17 +227,17 @@ class ItemTrie:
     def only_child(self) -> torch.Tensor:
         """Every node's child where it has exactly one, else -1: single-child chains (a title's tokens after the
         prefix that singles it out) are taken in one model call by exact search. Computed once per trie."""
-        self._node_arrays()
+        self._chain_arrays()
         return self._only_child
 
     @property
     def chain_leaf(self) -> torch.Tensor:
         """Every node's leaf where the path below it never branches and ends at an item (each node on it with one
         child and no item), else -1. Computed once per trie."""
-        self._node_arrays()
+        self._chain_arrays()
         return self._chain_leaf
 
-    def _node_arrays(self) -> None:
+    def _chain_arrays(self) -> None:
         if getattr(self, "_only_child", None) is None:
             counts = self.child_ptr.diff()
             first = self.edge_child[self.child_ptr[:-1].clamp(max=max(self.edge_child.numel() - 1, 0))] \
@@ -249,6 +253,8 @@ class ItemTrie:
                 elif not items[n] and only[n] >= 0:
                     leaf[n] = leaf[only[n]]
             self._chain_leaf = torch.tensor(leaf, dtype=torch.long, device=self.device)
+
+    def _node_arrays(self) -> None:
         if getattr(self, "_parent", None) is None:
             n = self.num_nodes
             owners = torch.repeat_interleave(torch.arange(n, device=self.device), self.child_ptr.diff())

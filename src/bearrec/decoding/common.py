@@ -148,6 +148,11 @@ def growing_cache(cache: Any) -> Any:
             self._view(n + m)
             return self.keys, self.values
 
+        def _unsupported(self, *args: Any, **kwargs: Any) -> None:
+            raise NotImplementedError("a growing cache only grows (exact search's columns)")
+
+        reset = crop = batch_repeat_interleave = batch_select_indices = offload = prefetch = reorder_cache = _unsupported
+
     return Cache(layers=[GrowingLayer(layer.keys, layer.values) for layer in cache.layers])
 
 

@@ -144,6 +144,8 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
     columns = _NodeColumns(model, cache, trie, attention_mask, prompt_len) if tree_attention(model) else None
+    if columns is not None:
+        cache = None  # the columns hold their own growing copy
     fronts = [_Frontier(k) for _ in range(P)]
     # one row of `logits` per evaluated column: the prompt it belongs to, the node whose children it scores, and
     # whether it is its chain's last (earlier ones score the chain's own next token)
@@ -185,7 +187,8 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
                     f.results.append((-neg, n))
                 if has_kids[n]:
                     chain = [n]
-                    while only_child[chain[-1]] >= 0 and has_kids[only_child[chain[-1]]]:
+                    while (only_child[chain[-1]] >= 0 and has_kids[only_child[chain[-1]]]
+                           and not has_items[only_child[chain[-1]]]):  # an item inside a chain is pushed, not passed
                         chain.append(only_child[chain[-1]])
                     batch_p.append(p), chains.append(chain), batch_s.append(-neg)
                     picked += 1
@@ -200,8 +203,10 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         base = torch.tensor(batch_s, device=dev)
         if columns is not None:
             logits = columns.expand(batch_p, chains)
-        else:
-            logits = _expand(model, cache, trie, col_p, col_node, attention_mask, prompt_len)
+        else:  # a chain's inner columns score its single next token, probability 1 under masked scores: not re-run
+            tail = _expand(model, cache, trie, col_p[last], col_node[last], attention_mask, prompt_len)
+            logits = tail.new_zeros(len(col_node), tail.shape[1])
+            logits[last] = tail
     out = []
     for f in fronts:
         certified = len(f.results) >= k or not f.heap

@@ -29,7 +29,7 @@ from .. import losses
 from ..errors import BearrecError, ConfigError, DataError
 from ..io import write_json
 from ..models import logits_to_keep
-from ..run_dir import RunDir
+from ..run_dir import RunDir, verify_digest
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
@@ -272,6 +272,13 @@ def check_run_config(run_dir: str | Path, config: TrainConfig, fingerprint: str 
     if fingerprint is not None and recorded is not None and recorded != fingerprint:
         raise ConfigError(f"{run.config_path}: the run was trained on another version of the dataset {config.dataset} "
                           "(its fingerprint changed). Fix: restore that dataset, or train into another output_dir.")
+    from ..semantic_ids import INDEX_FILE
+
+    codes = stored.get("files", {}).get(INDEX_FILE)
+    if codes is not None:  # its checkpoints learnt these codes: resuming on others would mix the two
+        verify_digest(Path(config.dataset) / INDEX_FILE, codes,
+                      f"restore the semantic IDs {run.path} was trained on (from a backup), or train into another "
+                      "output_dir")
 
 
 def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerCallback] | None = None,
