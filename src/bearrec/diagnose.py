@@ -99,7 +99,7 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
                  max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
                  progress: bool = True) -> dict:
     """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json."""
-    from .recommend import Recommender
+    from .recommend import PartialOutput, Recommender, rows_digest
     from .run_dir import RunDir
 
     run = RunDir(run_dir).require()
@@ -107,14 +107,29 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
     rows = rec.dataset.split(split)[:limit]
     prompts = [rec.encode(r.history, where=f"row {i} of {split}") for i, r in enumerate(rows)]
     positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
+    output = Path(output or run.artefact("diagnosis", split, limit))
+    # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
+    partial = None
+    if rec.model_id is not None:
+        partial = PartialOutput(output, {"model": rec.model_id, "rows": rows_digest(rows), "num_beams": beams, "max_expansions": max_expansions,
+                                         "batch_size": batch_size, "score_mode": rec.score_mode})
     results: list[RowDiagnosis] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="diagnose", unit="batch", disable=not progress):
         sl = slice(start, start + batch_size)
+        if partial is not None and all(i in partial.done for i in range(len(rows))[sl]):
+            results += [RowDiagnosis(**{k: v for k, v in partial.done[i].items() if k != "index"})
+                        for i in range(len(rows))[sl]]
+            continue
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
-        results += diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
-                                  beams, score=rec.score_mode, max_expansions=max_expansions)
+        batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
+                               beams, score=rec.score_mode, max_expansions=max_expansions)
+        if partial is not None:
+            partial.append([{"index": start + j, **asdict(r)} for j, r in enumerate(batch)])
+        results += batch
     summary = summarize(results, beams)
     summary.update(split=split, score_mode=rec.score_mode)
     summary.update(limit=limit)
-    write_json(output or run.artefact("diagnosis", split, limit), {**summary, "rows": [asdict(r) for r in results]})
+    write_json(output, {**summary, "rows": [asdict(r) for r in results]})
+    if partial is not None:
+        partial.remove()
     return summary

@@ -228,12 +228,16 @@ class Recommender:
 
     def _decoding_key(self, rows: Sequence[Interaction], k: int, num_beams: int | None) -> dict[str, Any]:
         """Everything the records of `rows` depend on: a partial output made with another is not reused."""
-        import hashlib
-
-        digest = hashlib.sha256(json.dumps([[r.user_id, list(r.history), r.target] for r in rows]).encode())
-        return {"model": self.model_id, "rows": digest.hexdigest(), "k": k, "num_beams": num_beams,
+        return {"model": self.model_id, "rows": rows_digest(rows), "k": k, "num_beams": num_beams,
                 "search": self.search, "max_expansions": self.max_expansions, "score_mode": self.score_mode,
                 "batch_size": self.batch_size}
+
+
+def rows_digest(rows: Sequence[Interaction]) -> str:
+    """SHA-256 of the rows' users, histories and targets: which rows a partial output holds records of."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps([[r.user_id, list(r.history), r.target] for r in rows]).encode()).hexdigest()
 
 
 class PartialOutput:
