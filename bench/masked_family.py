@@ -173,7 +173,7 @@ def prompt_dependence(run_dir: Path, rows: list[Interaction], items: dict[str, s
 
 
 def ranking(run_dir: Path, split: str, limit: int | None) -> dict:
-    metrics = evaluate(run_dir, split=split, beams=10, limit=limit)
+    metrics = evaluate(run_dir, split=split, num_beams=10, limit=limit)
     preds = list(read_jsonl(RunDir(run_dir).artefact("predictions", split, limit)))
     top = Counter(p["recommendations"][0]["item_ids"][0] for p in preds if p["recommendations"])
     return {**{k: round(metrics[k], 4) for k in ("hr@1", "hr@10", "ndcg@10")}, "distinct_first": len(top)}

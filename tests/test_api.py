@@ -76,18 +76,18 @@ def test_train_and_evaluate_are_their_subpackages():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["recommend", "r", "--beams", "0"], "argument --beams: must be an integer >= 1, got 0"),
+    (["recommend", "r", "--beams", "0"], "argument --num-beams/--beams: must be an integer >= 1, got 0"),
     (["recommend", "r", "--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got 0"),
     (["recommend", "r", "--search", "greedy"], "argument --search: invalid choice: 'greedy'"),
     (["evaluate", "r", "--search", "exact", "--max-expansions", "0"],
      "argument --max-expansions: must be an integer >= 1, got 0"),
     (["diagnose", "r", "--batch-size", "-2"], "argument --batch-size: must be an integer >= 1, got -2"),
-    (["recommend", "r", "--beams", "x"], "argument --beams: must be an integer >= 1, got 'x'"),
+    (["recommend", "r", "--beams", "x"], "argument --num-beams/--beams: must be an integer >= 1, got 'x'"),
     (["recommend", "r", "--limit", "-1"], "argument --limit: must be an integer >= 1, got -1"),
     (["recommend", "r", "--limit", "0"], "argument --limit: must be an integer >= 1, got 0"),
-    (["evaluate", "r", "--beams", "0"], "argument --beams: must be an integer >= 1, got 0"),
+    (["evaluate", "r", "--beams", "0"], "argument --num-beams/--beams: must be an integer >= 1, got 0"),
     (["evaluate", "r", "--limit", "0"], "argument --limit: must be an integer >= 1, got 0"),
-    (["diagnose", "r", "--beams", "-3"], "argument --beams: must be an integer >= 1, got -3"),
+    (["diagnose", "r", "--beams", "-3"], "argument --num-beams/--beams: must be an integer >= 1, got -3"),
     (["diagnose", "r", "--limit", "0"], "argument --limit: must be an integer >= 1, got 0"),
     (["diagnose", "r", "--max-expansions", "0"], "argument --max-expansions: must be an integer >= 1, got 0"),
     (["diagnose", "r", "--max-expansions", "1.5"], "argument --max-expansions: must be an integer >= 1, got '1.5'"),
@@ -108,8 +108,8 @@ def test_numeric_arguments_are_range_checked_under_their_own_names(argv, message
 
 def test_valid_arguments_parse_to_their_values():
     parser = build_parser()
-    args = parser.parse_args(["diagnose", "r", "--beams", "1", "--limit", "5", "--max-expansions", "10"])
-    assert (args.beams, args.limit, args.max_expansions) == (1, 5, 10)
+    args = parser.parse_args(["diagnose", "r", "--num-beams", "1", "--limit", "5", "--max-expansions", "10"])
+    assert (args.num_beams, args.limit, args.max_expansions) == (1, 5, 10)
     assert parser.parse_args(["recommend", "r"]).limit is None
     assert parser.parse_args(["report", "r", "--output", "o"]).bootstrap_metric == "ndcg@10"
     args = parser.parse_args(["report", "r", "--output", "o", "--bootstrap-metric", "MRR@5"])

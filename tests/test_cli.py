@@ -50,7 +50,7 @@ def test_pipeline_prepare_train_recommend_evaluate_diagnose_report(tmp_path, cap
     for name in ("config.json", "model", "trie.pt", "log_history.json"):
         assert (run_dir / name).exists(), name
 
-    assert run("recommend", run_dir, "--split", "test", "--beams", "5") == 0
+    assert run("recommend", run_dir, "--split", "test", "--num-beams", "5") == 0
     preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 20 and all(len(p["recommendations"]) == 5 for p in preds)
     catalog = {json.loads(line)["item_id"] for line in (data / "items.jsonl").read_text().splitlines()}
@@ -61,12 +61,12 @@ def test_pipeline_prepare_train_recommend_evaluate_diagnose_report(tmp_path, cap
     assert run("recommend", run_dir, "--histories", histories, "--beams", "3", "--output", tmp_path / "h.jsonl") == 0
     assert len(json.loads((tmp_path / "h.jsonl").read_text())["recommendations"]) == 3
 
-    assert run("evaluate", run_dir, "--split", "test", "--beams", "5") == 0
+    assert run("evaluate", run_dir, "--split", "test", "--num-beams", "5") == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"hr@1", "hr@5", "ndcg@5", "mrr@5"} <= set(metrics) and "hr@10" not in metrics
     assert metrics["invalid_rate"] == 0 and metrics["config"]["objective"] == "bear"
 
-    assert run("diagnose", run_dir, "--split", "test", "--beams", "5", "--limit", "6") == 0
+    assert run("diagnose", run_dir, "--split", "test", "--num-beams", "5", "--limit", "6") == 0
     diagnosis = json.loads((run_dir / "diagnosis-first6.json").read_text())  # a partial run is named so
     assert diagnosis["n_rows"] == 6 and 0 <= diagnosis["certified_fraction"] <= 1
 

@@ -86,7 +86,7 @@ def test_an_interrupted_diagnosis_resumes_from_its_finished_batches(small_run, t
     from run_fixtures import copy_run
 
     run = copy_run(small_run, tmp_path)
-    whole = diagnose.diagnose_run(run, split="valid", beams=3, limit=5, batch_size=2, max_expansions=100,
+    whole = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=5, batch_size=2, max_expansions=100,
                                   output=tmp_path / "whole.json", progress=False)
     real, calls = diagnose.diagnose_batch, []
 
@@ -99,12 +99,12 @@ def test_an_interrupted_diagnosis_resumes_from_its_finished_batches(small_run, t
     out = tmp_path / "d.json"
     monkeypatch.setattr(diagnose, "diagnose_batch", lambda *a, **k: batch(*a, stop_at=3, **k))
     with pytest.raises(KeyboardInterrupt):
-        diagnose.diagnose_run(run, split="valid", beams=3, limit=5, batch_size=2, max_expansions=100, output=out,
+        diagnose.diagnose_run(run, split="valid", num_beams=3, limit=5, batch_size=2, max_expansions=100, output=out,
                               progress=False)
     assert not out.exists() and len((tmp_path / "d.json.partial").read_text().splitlines()) == 1 + 4
     calls.clear()
     monkeypatch.setattr(diagnose, "diagnose_batch", lambda *a, **k: batch(*a, **k))
-    again = diagnose.diagnose_run(run, split="valid", beams=3, limit=5, batch_size=2, max_expansions=100, output=out,
+    again = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=5, batch_size=2, max_expansions=100, output=out,
                                   progress=False)
     assert len(calls) == 1 and again == whole  # only the last batch was left
     assert json.loads(out.read_text()) == json.loads((tmp_path / "whole.json").read_text())

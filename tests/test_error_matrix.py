@@ -341,10 +341,10 @@ def test_a_bad_or_missing_config_file_is_refused_before_the_output_dir_exists(ru
 USAGE = [
     (["recommend", "{run}", "--limit", "-1"], "--limit"),
     (["recommend", "{run}", "--limit", "0"], "--limit"),
-    (["recommend", "{run}", "--beams", "0"], "--beams"),
+    (["recommend", "{run}", "--beams", "0"], "--num-beams/--beams"),
     (["diagnose", "{run}", "--limit", "0"], "--limit"),
     (["diagnose", "{run}", "--max-expansions", "0"], "--max-expansions"),
-    (["evaluate", "{run}", "--beams", "0"], "--beams"),
+    (["evaluate", "{run}", "--num-beams", "0"], "--num-beams/--beams"),
 ]
 
 

@@ -37,7 +37,7 @@ def test_evaluate_with_exact_search_reports_the_certified_share(small_run, tmp_p
     from bearrec.evaluate import evaluate
 
     run = copy_run(small_run, tmp_path)
-    metrics = evaluate(run, search="exact", beams=3, limit=3, max_expansions=500)
+    metrics = evaluate(run, search="exact", num_beams=3, limit=3, max_expansions=500)
     assert (run / "predictions-exact-first3.jsonl").exists() and (run / "metrics-exact-first3.json").exists()
     assert metrics["search"] == "exact" and 0 <= metrics["certified_share"] <= 1 and metrics["n_rows"] == 3
     assert not (run / "predictions-first3.jsonl").exists()

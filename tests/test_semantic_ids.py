@@ -230,7 +230,7 @@ def test_every_objective_trains_on_codes_and_both_searches_decode_them(indexed, 
     if objective == "bear":  # PruningRate over codes: every row's exact top-5 certified, the positive's rank known
         from bearrec.diagnose import diagnose_run
 
-        summary = diagnose_run(run, beams=5, limit=4, max_expansions=200, progress=False)
+        summary = diagnose_run(run, num_beams=5, limit=4, max_expansions=200, progress=False)
         assert summary["n_rows"] == 4 and summary["certified_fraction"] == 1.0 and "pruning_rate@5" in summary
         assert summary["n_pruned"] <= summary["n_in_exact_top_b"] <= 4
 

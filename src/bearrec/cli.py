@@ -51,10 +51,10 @@ def _recommend(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
     if args.histories:
         output = args.output
-        n = rec.recommend_file(args.histories, output, k=args.beams)
+        n = rec.recommend_file(args.histories, output, k=args.num_beams)
     else:
         output = args.output or run.artefact("predictions", args.split, args.limit, args.search)
-        n = rec.recommend_split(args.split, output, k=args.beams, limit=args.limit)
+        n = rec.recommend_split(args.split, output, k=args.num_beams, limit=args.limit)
     print(f"wrote {n} recommendation lists to {output}")
     return 0
 
@@ -62,7 +62,7 @@ def _recommend(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
-    metrics = evaluate(args.source, split=args.split, beams=args.beams, output=args.output, limit=args.limit,
+    metrics = evaluate(args.source, split=args.split, num_beams=args.num_beams, output=args.output, limit=args.limit,
                        batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -71,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     from .diagnose import diagnose_run
 
-    result = diagnose_run(args.run_dir, split=args.split, beams=args.beams, limit=args.limit,
+    result = diagnose_run(args.run_dir, split=args.split, num_beams=args.num_beams, limit=args.limit,
                           max_expansions=args.max_expansions, batch_size=args.batch_size)
     print(json.dumps(result, indent=2))
     return 0
@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--histories", help="a JSON Lines file of {\"history\": [item ids]} to recommend for")
-    p.add_argument("--beams", type=positive_int, default=10, help="beam size = recommendations per row (default 10)")
+    p.add_argument("--num-beams", "--beams", type=positive_int, default=10,
+                   help="beam size = recommendations per row (default 10)")
     p.add_argument("--output")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--device")
@@ -176,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
     p.add_argument("source", help="a predictions .jsonl file or a run directory")
     p.add_argument("--split", default="test")
-    p.add_argument("--beams", type=positive_int, default=10,
+    p.add_argument("--num-beams", "--beams", type=positive_int, default=10,
                    help="beams, when a run directory must decode its predictions (default 10)")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--output", help="metrics.json path (default beside the source)")
@@ -188,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("diagnose", help="PruningRate@B and where beam search loses the positive item")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
-    p.add_argument("--beams", type=positive_int, default=10, help="beam size B (default 10)")
+    p.add_argument("--num-beams", "--beams", type=positive_int, default=10, help="beam size B (default 10)")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--max-expansions", type=positive_int, default=2000,
                    help="model evaluations per row allowed to the exact top-K search (default 2000)")

@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
-from .io import write_json
+from .io import refuse_folder, write_json
 
 
 @dataclass
@@ -95,7 +95,7 @@ def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
     }
 
 
-def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, limit: int | None = None,
+def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 10, limit: int | None = None,
                  max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
                  progress: bool = True) -> dict:
     """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json."""
@@ -108,10 +108,11 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
     prompts = [rec.encode(r.history, where=f"row {i} of {split}") for i, r in enumerate(rows)]
     positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
     output = Path(output or run.artefact("diagnosis", split, limit))
+    refuse_folder(output)
     # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
     partial = None
     if rec.model_id is not None:
-        partial = PartialOutput(output, {"model": rec.model_id, "rows": rows_digest(rows), "num_beams": beams, "max_expansions": max_expansions,
+        partial = PartialOutput(output, {"model": rec.model_id, "rows": rows_digest(rows), "num_beams": num_beams, "max_expansions": max_expansions,
                                          "batch_size": batch_size, "score_mode": rec.score_mode})
     results: list[RowDiagnosis] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="diagnose", unit="batch", disable=not progress):
@@ -122,11 +123,11 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", beams: int = 10, l
             continue
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
         batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
-                               beams, score=rec.score_mode, max_expansions=max_expansions)
+                               num_beams, score=rec.score_mode, max_expansions=max_expansions)
         if partial is not None:
             partial.append([{"index": start + j, **asdict(r)} for j, r in enumerate(batch)])
         results += batch
-    summary = summarize(results, beams)
+    summary = summarize(results, num_beams)
     summary.update(split=split, score_mode=rec.score_mode)
     summary.update(limit=limit)
     write_json(output, {**summary, "rows": [asdict(r) for r in results]})

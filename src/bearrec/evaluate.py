@@ -23,14 +23,14 @@ from .run_dir import RunDir
 KS = (1, 5, 10, 20)
 
 
-def predictions_are_current(path: Path, n_rows: int, beams: int, search: str = "beam") -> bool:
-    """True when `path` holds exactly `n_rows` rows decoded by `search` with `beams` beams (exact: `beams` items)."""
+def predictions_are_current(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> bool:
+    """True when `path` holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact: that many items)."""
     if not path.exists():
         return False
     rows = list(read_jsonl(path))
     if search == "exact":
-        return len(rows) == n_rows and all(r.get("search") == "exact" and r.get("k") == beams for r in rows)
-    return len(rows) == n_rows and all(r.get("search", "beam") == "beam" and r.get("beams") == beams for r in rows)
+        return len(rows) == n_rows and all(r.get("search") == "exact" and r.get("k") == num_beams for r in rows)
+    return len(rows) == n_rows and all(r.get("search", "beam") == "beam" and r.get("beams") == num_beams for r in rows)
 
 
 def popularity(dataset: Dataset) -> Counter:
@@ -78,7 +78,7 @@ def check_predictions(rows: list[dict], path: Path, split_rows: Sequence[Interac
                         path=path, fix=fix)
 
 
-def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output: str | Path | None = None,
+def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, output: str | Path | None = None,
              limit: int | None = None, dataset: Dataset | None = None, batch_size: int = 16, search: str = "beam",
              max_expansions: int = 2000) -> dict:
     """Metrics of a predictions file, or of a run directory on `split` (decoding first if needed, with `search`
@@ -99,12 +99,12 @@ def evaluate(source: str | Path, *, split: str = "test", beams: int = 10, output
                                 + (f" ({search} search applies to language models only)" if search != "beam" else "")
                                 + ".", path=run.path, fix="fit it with `bearrec experiment` (or "
                                 "bearrec.baselines.run_baseline), which writes its predictions")
-        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), beams, search):
+        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), num_beams, search):
             from .recommend import Recommender
 
             rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,
                                        dataset=dataset)
-            rec.recommend_split(split, predictions_path, k=beams, limit=limit)
+            rec.recommend_split(split, predictions_path, k=num_beams, limit=limit)
         output = output or run.artefact("metrics", split, limit, search)
     elif source.is_file():
         predictions_path = source

@@ -595,14 +595,14 @@ class Experiment:
         from .evaluate import evaluate
 
         d = self.config.decoding
-        return evaluate(run_dir, split=split, beams=d.num_beams, batch_size=d.batch_size, search=search,
+        return evaluate(run_dir, split=split, num_beams=d.num_beams, batch_size=d.batch_size, search=search,
                         max_expansions=d.max_expansions)
 
     def diagnose(self, run_dir: Path) -> dict:
         from .diagnose import diagnose_run
 
         d = self.config.diagnosis
-        return diagnose_run(run_dir, split="test", beams=self.config.decoding.num_beams, limit=d.rows,
+        return diagnose_run(run_dir, split="test", num_beams=self.config.decoding.num_beams, limit=d.rows,
                             max_expansions=d.max_expansions, batch_size=d.batch_size)
 
     def _baseline_args(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,

@@ -10,15 +10,22 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def refuse_folder(path: str | os.PathLike) -> None:
+    """DataError when an output file's path is a folder (checked before any work, not after it)."""
+    from .errors import DataError
+
+    if Path(path).is_dir():
+        raise DataError("is a folder, so a file cannot be written there.", path=path,
+                        fix="give a file name (the output is one file)")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
     """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
     from .errors import DataError
 
     path = Path(path)
-    if path.is_dir():
-        raise DataError("is a folder, so a file cannot be written there.", path=path,
-                        fix="give a file name (the output is one file)")
+    refuse_folder(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -21,7 +21,7 @@ import torch
 from .data.dataset import Dataset, Interaction
 from .decoding import Hypothesis, beam_search, certified_top_k, left_pad
 from .errors import ConfigError, DataError
-from .io import atomic_open
+from .io import atomic_open, refuse_folder
 from .prompts import ItemTexts
 from .trie import ItemTrie
 
@@ -207,6 +207,7 @@ class Recommender:
         In one process, with a known `model_id`, every finished batch is kept in OUTPUT.partial, so that an
         interrupted run resumes where it stopped (the same batches, so the same numbers) instead of starting over."""
         check_counts(k, num_beams)
+        refuse_folder(output)
         rank, world = _dist_info()
         partial = None
         if world == 1 and self.model_id is not None:
@@ -264,12 +265,15 @@ class PartialOutput:
         elif lines:
             print(f"bearrec: {self.path} was made with other settings or another model; decoding from the start.",
                   file=sys.stderr)
-        with atomic_open(self.path, "w", encoding="utf-8") as f:  # rewritten whole: the header, the rows kept
-            f.write(json.dumps({"partial_of": self.key}) + "\n")
-            for record in self.done.values():
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.started = False
 
     def append(self, records: list[dict]) -> None:
+        if not self.started:  # written at the first finished batch: a run that fails before leaves no file
+            with atomic_open(self.path, "w", encoding="utf-8") as f:  # the header, then the rows kept
+                f.write(json.dumps({"partial_of": self.key}) + "\n")
+                for record in self.done.values():
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.started = True
         with open(self.path, "a", encoding="utf-8") as f:
             for record in records:
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
