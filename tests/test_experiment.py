@@ -172,6 +172,8 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"diagnosis": {"rows": -1}}, "diagnosis.rows"),
     ({"datasets": {"small": {"path": "x", "index": {"level": 2}}}}, "datasets.small.index.level: is not an option"),
     ({"datasets": {"small": {"path": "x", "index": 3}}}, "datasets.small.index: must be a mapping"),
+    ({"methods": {"codes": {"method": "sfft"}}}, "methods.codes: 'sfft' is neither a baseline"),
+    ({"methods": {"sft": {"name": "x"}}}, "methods.sft.name: is set by the experiment"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_experiment(tmp_path)
@@ -280,6 +282,25 @@ def test_semantic_ids_are_indexed_once_per_dataset_and_runs_train_on_them(tmp_pa
         exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
 
 
+def test_one_objective_twice_under_names_of_its_own(tmp_path):
+    """`sid-sft: {method: sft, items: semantic_id}` beside `sft`: two rows of the tables, runs in folders of their own."""
+    write_small_dataset(tmp_path / "data")
+    raw = tiny_experiment(tmp_path / "data", seeds=[0], diagnosis={"rows": 0},
+                          decoding={"num_beams": 5, "search": ["beam"]},
+                          methods={"top": {"method": "popularity"}, "sft": {},
+                                   "sid-sft": {"method": "sft", "items": "semantic_id"}})
+    raw["datasets"]["small"]["index"] = {"levels": 2, "codes": 4}
+    exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
+    runs = tmp_path / "out" / "runs" / "small"
+    configs = {name: json.loads((runs / f"{name}-seed0" / "config.json").read_text()) for name in ("top", "sft", "sid-sft")}
+    assert [configs[n]["method"] for n in ("top", "sft", "sid-sft")] == ["top", "sft", "sid-sft"]
+    assert configs["top"]["objective"] == "popularity"
+    assert (configs["sft"]["items"], configs["sid-sft"]["items"]) == ("title", "semantic_id")
+    assert configs["sft"]["name"] is None and configs["sid-sft"]["objective"] == "sft"
+    summary = json.loads((tmp_path / "out" / "report" / "small" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"top", "sft", "sid-sft"}
+
+
 def test_a_second_experiment_on_the_same_folder_is_refused_and_a_dead_ones_lock_taken_over(tmp_path):
     import subprocess
     import sys
@@ -298,3 +319,15 @@ def test_a_second_experiment_on_the_same_folder_is_refused_and_a_dead_ones_lock_
         holder.wait()
     exp.run_experiment(config, out, print_fn=lambda _: None)  # its process is gone: the lock is taken over
     assert not (out / "experiment.lock").exists() and (out / "results.md").is_file()
+
+
+def test_the_readme_example_is_a_valid_experiment():
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Experiments"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)[1]
+    config = exp.experiment_from_dict(yaml.safe_load(block), "README.md")
+    names = [m.name for m in config.methods]
+    assert names[:2] == ["popularity", "sasrec"] and "bear-lora" in names
+    assert next(m for m in config.methods if m.name == "bear-lora").method == "bear"

@@ -246,7 +246,7 @@ def _check_same_run(run: RunDir, record: dict[str, Any]) -> None:
 
 
 def _open_run(method: str, dataset_dir: str | Path, output_dir: str | Path, seed: int, settings: dict | None,
-              k: int) -> tuple[RunDir, Dataset, dict[str, Any]]:
+              k: int, name: str | None = None) -> tuple[RunDir, Dataset, dict[str, Any]]:
     """The run directory, the dataset and the config record of a baseline run, checked (arguments, settings, and an
     existing config.json against this one)."""
     check_method(method)
@@ -260,7 +260,7 @@ def _open_run(method: str, dataset_dir: str | Path, output_dir: str | Path, seed
                           f"Fix: use k <= {len(dataset.items)}.")
     resolved = resolve_settings(method, settings, dataset)
     run = RunDir(output_dir)
-    record = {"kind": "baseline", "method": method, "objective": method, "seed": seed, "baseline": resolved,
+    record = {"kind": "baseline", "method": name or method, "objective": method, "seed": seed, "baseline": resolved,
               "num_beams": k, **run.record_dataset(str(dataset_dir), dataset)}
     if run.is_run():
         _check_same_run(run, record)
@@ -268,20 +268,21 @@ def _open_run(method: str, dataset_dir: str | Path, output_dir: str | Path, seed
 
 
 def baseline_done(method: str, dataset_dir: str | Path, output_dir: str | Path, *, split: str, seed: int = 0,
-                  settings: dict | None = None, k: int = 10) -> bool:
+                  settings: dict | None = None, k: int = 10, name: str | None = None) -> bool:
     """Whether `run_baseline` with these arguments would find everything done (a folder of other settings raises)."""
-    run, dataset, _ = _open_run(method, dataset_dir, output_dir, seed, settings, k)
+    run, dataset, _ = _open_run(method, dataset_dir, output_dir, seed, settings, k, name)
     return (run.is_run() and run.artefact("metrics", split).is_file()
             and predictions_current(run.artefact("predictions", split), dataset.split(split), k))
 
 
 def run_baseline(method: str, dataset_dir: str | Path, output_dir: str | Path, *, split: str, seed: int = 0,
-                 settings: dict | None = None, k: int = 10) -> dict:
+                 settings: dict | None = None, k: int = 10, name: str | None = None) -> dict:
     """Fit baseline `method`, write `split`'s predictions and metrics into run directory `output_dir`; the metrics.
+    `name`: what the run is reported under (default `method`).
 
     Work already done (that split's current predictions and metrics) is skipped; a folder made with other settings,
     seed, method or dataset is refused."""
-    run, dataset, record = _open_run(method, dataset_dir, output_dir, seed, settings, k)
+    run, dataset, record = _open_run(method, dataset_dir, output_dir, seed, settings, k, name)
     rows = dataset.split(split)
     run.path.mkdir(parents=True, exist_ok=True)
     if not run.is_run():

@@ -69,16 +69,27 @@ class DatasetSpec:
 
 @dataclass
 class MethodSpec:
-    """One method: a training objective's method name (sft, msl, bear, bear-sft, msl+ce...) or a baseline, its
-    settings (dotted TrainConfig keys, or the baseline's settings) and a grid of settings tuned on validation."""
+    """One method: its name in the tables (the key under `methods`), what it runs (`method`: a training objective's
+    method name, sft, msl, bear, bear-sft, msl+ce..., or a baseline; default the name), its settings (dotted TrainConfig
+    keys, or the baseline's settings) and a grid of settings tuned on validation. A name of its own lets one objective
+    appear twice, e.g. `sid-sft: {method: sft, items: semantic_id}` beside `sft`."""
 
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    method: str = ""
+
+    def __post_init__(self) -> None:
+        self.method = self.method or self.name
+
+    @property
+    def label(self) -> str | None:
+        """The name runs are reported under when it is not the method's own (None: the method's)."""
+        return self.name if self.name != self.method else None
 
     @property
     def is_baseline(self) -> bool:
-        return self.name in BASELINES
+        return self.method in BASELINES
 
     def cells(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values ([{}] without a grid), in the grid's order."""
@@ -171,6 +182,10 @@ def _method(name: str, raw: Any, where: str) -> MethodSpec:
     if not isinstance(raw, dict):
         raise _fail(where, f"must map settings to values, got {raw!r}.", "write e.g. `bear: {objective.lam: 0.5}`")
     raw = dict(raw)
+    runs = raw.pop("method", name)
+    if not isinstance(runs, str) or not re.fullmatch(r"[\w.+@-]+", name):
+        raise _fail(where, f"needs a plain name and a method name (got {name!r}, method {runs!r}).",
+                    "e.g. `sid-sft: {method: sft, items: semantic_id}`")
     grid = raw.pop("grid", None) or {}
     if not isinstance(grid, dict):
         raise _fail(f"{where}.grid", f"must map settings to lists of values, got {grid!r}.",
@@ -180,12 +195,13 @@ def _method(name: str, raw: Any, where: str) -> MethodSpec:
         if not isinstance(values, list) or not values:
             raise _fail(f"{where}.grid.{key}", f"must be a non-empty list of values, got {values!r}.",
                         f"write e.g. `{key}: [0.1, 1.0]`")
-    if name not in BASELINES:
+    if runs not in BASELINES:
         try:
-            ObjectiveConfig.for_method(name)
+            ObjectiveConfig.for_method(runs)
         except ConfigError as e:
-            raise _fail(where, f"{name!r} is neither a baseline ({', '.join(BASELINES)}) nor a method: {e}",
-                        "name a baseline or a method such as sft, msl, bear, direct, bear-sft, msl+ce") from None
+            raise _fail(where, f"{runs!r} is neither a baseline ({', '.join(BASELINES)}) nor a method: {e}",
+                        "name a baseline or a method such as sft, msl, bear, direct, bear-sft, msl+ce (or give a "
+                        "name of your own and `method: ...`)") from None
     settings = _flatten(raw)
     for key in list(settings) + list(grid):
         place = f"{where}.{'grid.' if key in grid else ''}{key}"
@@ -197,12 +213,13 @@ def _method(name: str, raw: Any, where: str) -> MethodSpec:
     overlap = sorted(set(settings) & set(grid))
     if overlap:
         raise _fail(f"{where}.grid.{overlap[0]}", "is also set outside the grid.", "set it in one place")
-    return MethodSpec(name=name, settings=settings, grid=grid)
+    return MethodSpec(name=name, settings=settings, grid=grid, method=runs)
 
 
 # TrainConfig keys the experiment sets for each run (seeds from `seeds`, paths from the output folder).
-RUN_KEYS = ("seed", "dataset", "output_dir")
-RUN_KEYS_FIX = "list seeds under `seeds`; the datasets under `datasets`; the output folder under `output`"
+RUN_KEYS = ("seed", "dataset", "output_dir", "name")
+RUN_KEYS_FIX = ("list seeds under `seeds`; the datasets under `datasets`; the output folder under `output`; a method's "
+                "key under `methods` names its runs")
 
 
 def _mapping(value: Any, where: str, example: str) -> dict:
@@ -331,9 +348,9 @@ def check_settings(config: ExperimentConfig) -> None:
             where = f"{config.source}: methods.{method.name}" + (f" (grid cell {_cell_name(cell)})" if cell else "")
             try:
                 if method.is_baseline:
-                    if method.name == "popularity" and (method.settings or cell):
+                    if method.method == "popularity" and (method.settings or cell):
                         raise ConfigError("popularity takes no settings.")
-                    resolve_settings(method.name, experiment.baseline_settings(config.datasets[0], method, cell))
+                    resolve_settings(method.method, experiment.baseline_settings(config.datasets[0], method, cell))
                 else:
                     for ds in config.datasets:
                         experiment.train_config(ds, method, cell, config.seeds[0])
@@ -414,13 +431,15 @@ class Experiment:
                         "remove it; list the methods under `methods`")
         objective.setdefault("beam_size", self.config.decoding.num_beams)
         raw.update(dataset=str(self.dataset_dir(ds)), output_dir=str(self.run_dir(ds, method, cell, seed)), seed=seed,
-                   objective=ObjectiveConfig.for_method(method.name, **objective))
+                   objective=ObjectiveConfig.for_method(method.method, **objective))
+        if method.label is not None:
+            raw["name"] = method.label
         return config_from_dict(raw)
 
     def baseline_settings(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> dict[str, Any]:
         """The baseline's settings; SASRec reads the same number of history items as the LLMs' prompts."""
         settings = {**method.settings, **cell}
-        if method.name == "sasrec" and "max_len" not in settings:
+        if method.method == "sasrec" and "max_len" not in settings:
             from .train.config import TrainConfig
 
             history = {**_flatten(self.config.train), **_flatten(ds.train)}.get("max_history")
@@ -608,9 +627,9 @@ class Experiment:
     def _baseline_args(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
                        cell: dict[str, Any] | None) -> tuple[tuple, dict]:
         cell = self.selected(ds, method) if cell is None else cell
-        return ((method.name, self.dataset_dir(ds), self.run_dir(ds, method, cell, seed)),
+        return ((method.method, self.dataset_dir(ds), self.run_dir(ds, method, cell, seed)),
                 {"split": split, "seed": seed, "settings": self.baseline_settings(ds, method, cell),
-                 "k": self.config.decoding.num_beams})
+                 "k": self.config.decoding.num_beams, "name": method.label})
 
     def run_baseline(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
                      cell: dict[str, Any] | None = None) -> dict:

@@ -301,12 +301,12 @@ def config_checksum(record: dict[str, Any]) -> str:
 
 
 def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written before an objective field (base, single_child_ce), `method` or `items` existed, read as
+    """A config.json written before an objective field (base, single_child_ce), `method`, `items` or `name` existed, read as
     the defaults it was trained with, so that such a run can still be resumed or reused."""
     from .train.config import OBJECTIVES, ObjectiveConfig
 
     if "template" in stored:  # before semantic IDs, every run wrote titles
-        stored = {"items": "title", "history": None, **stored}
+        stored = {"items": "title", "history": None, "name": None, **stored}
     objective = stored.get("objective_config")
     if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
         known = {f.name for f in fields(ObjectiveConfig)}

@@ -128,6 +128,8 @@ class TrainConfig:
 
     dataset: str = ""
     output_dir: str = "runs/run"
+    # the name the run is reported under (an experiment's label, e.g. "sid-sft"); default its method, e.g. "bear-sft"
+    name: str | None = None
     model: str = "tiny"  # a folder, a hub name, "smollm2-135m" or "tiny" (built on the dataset)
     tiny: TinyModel = field(default_factory=TinyModel)
     lora: LoraSettings | None = None
@@ -168,6 +170,8 @@ class TrainConfig:
         _check_dtype(self.dtype)
         _check_template(self.template, self.domain, self.max_history)
         check_item_kinds(self.items, self.history)
+        if self.name is not None and not re.fullmatch(r"[\w.+@-]+", self.name):
+            raise ConfigError(f"name={self.name!r} is not a plain name. Fix: use letters, digits and . _ + - @.")
         _check_training(self.training)
         if self.selection_metric is None:
             self.selection_metric = f"eval_ndcg@{self.objective.beam_size}"

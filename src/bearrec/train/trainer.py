@@ -248,7 +248,7 @@ def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     """RUN_DIR/config.json: the resolved config plus the facts other stages read (objective, method, score mode).
     `train` adds where the dataset is and its fingerprint (RunDir.record_dataset) and trie.pt's checksum."""
     record = config.to_json()
-    record.update(objective=config.objective.name, method=config.objective.method,
+    record.update(objective=config.objective.name, method=config.name or config.objective.method,
                   objective_config=asdict(config.objective),
                   score_mode=config.objective.score_mode, beam_size=config.objective.beam_size,
                   model_source=model_source, training=config.training_arguments())
