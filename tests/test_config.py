@@ -183,3 +183,12 @@ def test_the_config_json_of_a_trained_run_reads_back(small_run):
     cfg = config_from_dict(stored)
     again = json.loads(json.dumps(run_record(cfg, stored["model_source"]), default=str))
     assert {key: stored[key] for key in again} == again
+
+
+def test_the_selection_metric_takes_the_cutoffs_of_the_beam_width(tmp_path):
+    from bearrec.train import load_config
+
+    with pytest.raises(ConfigError, match="with K in 1, 5, 10 "):
+        load_config(None, [f"dataset={tmp_path}", "selection_metric=eval_ndcg@20"])
+    assert load_config(None, [f"dataset={tmp_path}", "objective.beam_size=50",
+                              "selection_metric=eval_ndcg@20"]).selection_metric == "eval_ndcg@20"

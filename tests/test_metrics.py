@@ -137,3 +137,10 @@ def test_properties(preds, rnd: random.Random):
     assert m2.keys() == m.keys()
     for key in m:
         assert m2[key] == pytest.approx(m[key])
+
+
+def test_one_set_of_cutoffs_for_every_beam_width():
+    from bearrec.metrics import DEFAULT_KS, cutoffs
+
+    assert cutoffs(10) == (1, 5, 10) and cutoffs(5) == (1, 5) and cutoffs(3) == (1, 3)
+    assert cutoffs(50) == (*DEFAULT_KS, 50) and cutoffs(1) == (1,)

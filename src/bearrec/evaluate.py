@@ -17,10 +17,9 @@ from .data import Dataset
 from .data.dataset import Interaction
 from .errors import DataError
 from .io import read_jsonl, write_json
-from .metrics import evaluate_predictions
+from .metrics import DEFAULT_KS, evaluate_predictions
 from .run_dir import RunDir
 
-KS = (1, 5, 10, 20)
 
 
 def predictions_are_current(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> bool:
@@ -118,7 +117,7 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
                         fix="pass a run directory or a predictions .jsonl file")
     predictions = list(read_jsonl(predictions_path))
     check_predictions(predictions, predictions_path, dataset.split(split) if dataset else None, split)
-    metrics = evaluate_predictions(predictions, KS, catalog=dataset.items if dataset else None,
+    metrics = evaluate_predictions(predictions, DEFAULT_KS, catalog=dataset.items if dataset else None,
                                    popularity=popularity(dataset) if dataset else None)
     searches = {r.get("search", "beam") for r in predictions}
     if searches == {"exact"}:

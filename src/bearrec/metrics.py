@@ -23,7 +23,12 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 
-DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20)  # the cutoffs of every metric table
+
+
+def cutoffs(num_beams: int) -> tuple[int, ...]:
+    """The cutoffs a list of `num_beams` recommendations is scored at: DEFAULT_KS below it, and num_beams itself."""
+    return tuple(k for k in DEFAULT_KS if k < num_beams) + (num_beams,)
 RANK_METRICS = ("hr", "ndcg", "mrr")
 
 

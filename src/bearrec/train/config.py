@@ -16,6 +16,7 @@ from typing import Any, Callable
 import yaml
 
 from ..errors import ConfigError
+from ..metrics import cutoffs
 from ..models import LoraSettings
 from ..prompts import check_item_kinds
 
@@ -177,9 +178,10 @@ class TrainConfig:
             self.selection_metric = f"eval_ndcg@{self.objective.beam_size}"
         match = re.fullmatch(r"eval_(hr|ndcg|mrr)@(\d+)", self.selection_metric)
         if self.selection_metric != "eval_loss" and (
-                match is None or int(match[2]) not in {1, 5, self.objective.beam_size} or int(match[2]) > self.objective.beam_size):
+                match is None or int(match[2]) not in cutoffs(self.objective.beam_size)):
+            ks = ", ".join(map(str, cutoffs(self.objective.beam_size)))
             raise ConfigError(f"selection_metric={self.selection_metric!r} is not available. Fix: use eval_loss or "
-                              f"eval_hr@K / eval_ndcg@K / eval_mrr@K with K in 1, 5 or {self.objective.beam_size} "
+                              f"eval_hr@K / eval_ndcg@K / eval_mrr@K with K in {ks} "
                               "(objective.beam_size beams decode the validation rows).")
 
     def training_arguments(self) -> dict[str, Any]:

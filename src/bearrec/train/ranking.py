@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from ..data.dataset import Interaction
-from ..metrics import evaluate_predictions
+from ..metrics import cutoffs, evaluate_predictions
 from ..prompts import ItemTexts
 from ..trie import ItemTrie
 
@@ -43,5 +43,5 @@ class RankingEvaluator:
         finally:
             model.train(was_training)
         records = gather_records(records, world)
-        metrics = evaluate_predictions(records, ks=(1, 5, self.num_beams))
+        metrics = evaluate_predictions(records, ks=cutoffs(self.num_beams))
         return {k: float(v) for k, v in metrics.items() if k.split("@")[0] in ("hr", "ndcg", "mrr")}
