@@ -94,7 +94,7 @@ def office_setting(args: argparse.Namespace, workdir: Path) -> Setting:
     prompts = [texts.prompt_ids(tok, r.history) for r in rows]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     lens = sorted(len(p) for p in prompts)
-    name += f" | Office: {len(ids)} items, depth {trie.max_depth}, prompts {lens[0]}-{lens[-1]} tokens " \
+    name += f" | {Path(dataset.path).name if dataset.path else 'catalog'}: {len(ids)} items, depth {trie.max_depth}, prompts {lens[0]}-{lens[-1]} tokens " \
             f"(median {lens[len(lens) // 2]})"
     return Setting(name, model, tok.eos_token_id, pad, seqs, trie, make_batches(prompts, args.batch_size, pad))
 
