@@ -112,7 +112,8 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
     partial = None
     if rec.model_id is not None:
-        partial = PartialOutput(output, {"model": rec.model_id, "rows": rows_digest(rows), "num_beams": num_beams, "max_expansions": max_expansions,
+        partial = PartialOutput(output, {"model": rec.model_id, "rows": rows_digest(rows), "num_beams": num_beams,
+                                         "max_expansions": max_expansions,
                                          "batch_size": batch_size, "score_mode": rec.score_mode})
     results: list[RowDiagnosis] = []
     for start in tqdm(range(0, len(rows), batch_size), desc="diagnose", unit="batch", disable=not progress):

@@ -23,7 +23,8 @@ from .run_dir import RunDir
 
 
 def predictions_are_current(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> bool:
-    """True when `path` holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact: that many items)."""
+    """True when `path` holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact: that many
+    items)."""
     if not path.exists():
         return False
     rows = list(read_jsonl(path))

@@ -3,7 +3,7 @@ tuned on the validation split, the test split decoded once, diagnosed, reported.
 
 OUTPUT (the config's `output`, or --output) holds:
   experiment.json                  the resolved config of the latest invocation
-  data/<dataset>/                  the datasets the config prepares (with prepare.json: the options they were made with;
+  data/<dataset>/                  the datasets the config prepares (with prepare.json: the options they were made with,
                                    and semantic_ids.json where the dataset has `index` options, for `items: semantic_id`;
                                    a dataset given by `path` gets its semantic_ids.json in that folder)
   runs/<dataset>/<method>[-<cell>]-seed<seed>/   ordinary run directories: every other command works on them. A grid

@@ -143,7 +143,8 @@ def resolve_model(name_or_path: str | os.PathLike) -> tuple[str, dict[str, Any]]
         return str(folder), {"gguf_file": gguf_file}
     if name.lower() == "tiny" and not Path(name).is_dir():
         raise ConfigError("the 'tiny' model is built from a dataset, not loaded by name. Fix: call "
-                          "build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, template)), folder), then load the folder.")
+                          "build_tiny_model(tiny_model_texts(dataset, item_texts(dataset, template)), folder), then "
+                          "load the folder.")
     path = Path(name).expanduser()
     looks_local = name.startswith((".", "/", "~")) or os.sep in name and path.parent.is_dir() or path.exists()
     if looks_local and not path.is_dir():
@@ -237,8 +238,8 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
                new_tokens: Sequence[int] = ()) -> "PreTrainedModel":
     """A causal LM by name/alias/folder, optionally quantised (bitsandbytes) and wrapped with LoRA (peft).
 
-    `new_tokens`: ids of tokens added to its tokenizer (semantic IDs' codes). The embeddings grow to hold them and, under
-    LoRA, their rows are trained too (peft's trainable tokens): a model cannot write a token it cannot learn."""
+    `new_tokens`: ids of tokens added to its tokenizer (semantic IDs' codes). The embeddings grow to hold them and,
+    under LoRA, their rows are trained too (peft's trainable tokens): a model cannot write a token it cannot learn."""
     from transformers import AutoModelForCausalLM
 
     location, extra = resolve_model(name_or_path)

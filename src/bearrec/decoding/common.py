@@ -151,7 +151,8 @@ def growing_cache(cache: Any) -> Any:
         def _unsupported(self, *args: Any, **kwargs: Any) -> None:
             raise NotImplementedError("a growing cache only grows (exact search's columns)")
 
-        reset = crop = batch_repeat_interleave = batch_select_indices = offload = prefetch = reorder_cache = _unsupported
+        reset = crop = batch_repeat_interleave = batch_select_indices = _unsupported
+        offload = prefetch = reorder_cache = _unsupported
 
     return Cache(layers=[GrowingLayer(layer.keys, layer.values) for layer in cache.layers])
 

@@ -123,8 +123,8 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     """For each left-padded prompt, the k catalog entries of highest P(y|x), best first (see module doc).
 
     `max_expansions` bounds the expansions per prompt (a node, or a single-child chain, scored in one model call);
-    when it is hit, the best entries found so far are returned with certified=False. `nodes_per_step` nodes per prompt are expanded per
-    forward (more batches better, at the cost of a few speculative expansions).
+    when it is hit, the best entries found so far are returned with certified=False. `nodes_per_step` nodes per
+    prompt are expanded per forward (more batches better, at the cost of a few speculative expansions).
     """
     check_score_mode(score)
     if k < 1:
