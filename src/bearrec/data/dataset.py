@@ -74,9 +74,6 @@ class Dataset:
             raise DataError(f"unknown split {name!r}.", fix=f"use one of {', '.join(SPLITS)}")
         return self.splits[name]
 
-    def titles(self, item_ids: Iterable[str]) -> list[str]:
-        return [self.items[i] for i in item_ids]
-
 
 def fingerprint_bytes(files: Mapping[str, bytes]) -> str:
     """The fingerprint of the four content files given as {file name: bytes} (see the module docstring)."""
