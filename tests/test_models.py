@@ -56,14 +56,14 @@ def test_tiny_model_loads_with_auto_classes_and_runs(tiny):
     assert model.config.model_type == "llama" and model.config.vocab_size == len(tok) <= 512
     assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == ("<s>", "</s>", "<pad>", "<unk>")
     assert len({tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id}) == 4
-    prompt = encode_prompt(tok, template, data.titles(data.train[0].history))
+    prompt = encode_prompt(tok, template, [data.items[i] for i in data.train[0].history])
     assert prompt[0] == tok.bos_token_id and tok.bos_token_id not in prompt[1:]
     responses = encode_responses(tok, template, list(data.items.values()))
     assert all(r[-1] == tok.eos_token_id and tok.eos_token_id not in r[:-1] for r in responses)
     ids = torch.tensor([prompt + responses[0]])
     assert model(ids).logits.shape == (1, ids.shape[1], len(tok))
     # the tokenizer learned the texts: the fixed instruction is a handful of merged tokens, not bytes
-    assert len(prompt) < len(template.render(data.titles(data.train[0].history))) / 2
+    assert len(prompt) < len(template.render([data.items[i] for i in data.train[0].history])) / 2
 
 
 def test_tiny_model_is_deterministic_given_seed(tiny, tmp_path):
@@ -102,7 +102,7 @@ def test_lora_trains_only_adapters_and_merged_save_reproduces_logits(tiny, tmp_p
                 p.normal_(0, 0.1)
     model.eval()
     tok = load_tokenizer(path)
-    ids = torch.tensor([encode_prompt(tok, template, data.titles(data.train[1].history))])
+    ids = torch.tensor([encode_prompt(tok, template, [data.items[i] for i in data.train[1].history])])
     with torch.no_grad():
         expected = model(ids).logits
         base = load_model(path)(ids).logits
@@ -130,7 +130,7 @@ def test_gradient_checkpointing_with_lora_still_trains_adapters(tiny):
     model = load_model(path, lora=LoraSettings(), gradient_checkpointing=True)
     model.train()
     tok = load_tokenizer(path)
-    ids = torch.tensor([encode_prompt(tok, template, data.titles(data.train[2].history))])
+    ids = torch.tensor([encode_prompt(tok, template, [data.items[i] for i in data.train[2].history])])
     model(input_ids=ids, labels=ids).loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert grads and all(g is not None for g in grads.values())
