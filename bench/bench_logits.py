@@ -55,7 +55,7 @@ def setup(device: str):
     batch = {k: v.to(device) for k, v in TrainCollator(0, trie)(rows).items()}
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), report_to="none", remove_unused_columns=False,
                              use_cpu=device == "cpu")
-    trainers = {name: BearTrainer(model=model, args=args, objective=ObjectiveConfig(name=name, beam_size=10),
+    trainers = {name: BearTrainer(model=model, args=args, objective=ObjectiveConfig(name=name, num_beams=10),
                                   trie=trie) for name in ("sft", "bear")}
     return model, trainers, batch
 

@@ -82,7 +82,7 @@ def make_step(model, trie, batch, name: str):
     from bearrec.train import ObjectiveConfig, objective_loss
     from bearrec.train.data import IGNORE
 
-    objective = ObjectiveConfig.for_method(name, beam_size=10)
+    objective = ObjectiveConfig.for_method(name, num_beams=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     steps = int((batch["labels"] != IGNORE).sum(1).max())
     device = batch["input_ids"].device

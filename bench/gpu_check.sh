@@ -353,7 +353,7 @@ template: compact
 domain: office
 max_history: 10
 seed: 0
-objective: {name: sft, beam_size: 10, lam: 0.25, xi: 2.75, tau: 1.0}
+objective: {name: sft, num_beams: 10, lam: 0.25, xi: 2.75, tau: 1.0}
 max_train_rows: $TRAIN_ROWS
 max_valid_rows: $VALID_ROWS
 training:

@@ -28,7 +28,7 @@ def train_small_run(dataset: Path, output_dir: Path, *overrides: str, resume: bo
     config = load_config(None, [
         f"dataset={dataset}", f"output_dir={output_dir}", "model=tiny", "template=compact", "max_history=3",
         "tiny.vocab_size=300", "tiny.hidden_size=32", "tiny.intermediate_size=64", "tiny.num_layers=1",
-        "tiny.num_heads=4", "objective.name=bear", "objective.beam_size=5",
+        "tiny.num_heads=4", "objective.name=bear", "objective.num_beams=5",
         "training.num_train_epochs=1", "training.per_device_train_batch_size=10", "training.eval_strategy=steps",
         "training.eval_steps=1", "training.save_strategy=steps", "training.save_steps=1", "training.logging_steps=1", "training.disable_tqdm=true",
         "training.report_to=none", *overrides])

@@ -38,8 +38,8 @@ BASE = ["dataset=data/d"]
     ("training=[1]", "training must be a mapping, got [1]."),
     ("objective.lam=abc", "objective.lam must be a number, got 'abc'. Fix: write a value of that type, e.g. "
                           "objective.lam=0.25."),
-    ("objective.beam_size=2.5", "objective.beam_size must be an integer, got 2.5."),
-    ("objective.beam_size=[1, 2]", "objective.beam_size must be an integer, got [1, 2]."),
+    ("objective.num_beams=2.5", "objective.num_beams must be an integer, got 2.5."),
+    ("objective.num_beams=[1, 2]", "objective.num_beams must be an integer, got [1, 2]."),
     ("objective.xi=true", "objective.xi must be a number, got True."),
     ("objective.name=3", "objective.name must be a string, got 3."),
     ("objective.weighted=1", "objective.weighted must be true or false, got 1."),
@@ -81,7 +81,7 @@ def test_a_long_list_of_choices_is_cut_short():
     ("objective.xi=0", "objective.xi must be > 0 and finite, got 0. Fix: e.g. objective.xi=2.75."),
     ("objective.tau=-1", "objective.tau must be > 0 and finite, got -1."),
     ("objective.xi=.inf", "objective.xi must be > 0 and finite, got inf."),
-    ("objective.beam_size=0", "objective.beam_size must be an integer >= 1, got 0."),
+    ("objective.num_beams=0", "objective.num_beams must be an integer >= 1, got 0."),
     ("max_history=0", "max_history must be at least 1, got 0."),
     ("seed=-1", "seed must be in [0, 2**32), got -1."),
     ("max_train_rows=0", "max_train_rows must be a positive integer or null, got 0."),
@@ -143,7 +143,7 @@ def test_the_dataclasses_check_values_given_in_python():
 def test_to_json_and_a_runs_config_json_round_trip():
     from bearrec.train.trainer import run_record
 
-    cfg = load_config(None, [*BASE, "objective.name=bear", "objective.beam_size=5", "lora.r=4", "seed=3",
+    cfg = load_config(None, [*BASE, "objective.name=bear", "objective.num_beams=5", "lora.r=4", "seed=3",
                              "training.learning_rate=2e-3", "training.report_to=[tensorboard]",
                              "template={text: 'Seen: {history}\nNext:\n', response_header: '\nNext:\n'}"])
     assert config_from_dict(cfg.to_json()) == cfg
@@ -190,5 +190,5 @@ def test_the_selection_metric_takes_the_cutoffs_of_the_beam_width(tmp_path):
 
     with pytest.raises(ConfigError, match="with K in 1, 5, 10 "):
         load_config(None, [f"dataset={tmp_path}", "selection_metric=eval_ndcg@20"])
-    assert load_config(None, [f"dataset={tmp_path}", "objective.beam_size=50",
+    assert load_config(None, [f"dataset={tmp_path}", "objective.num_beams=50",
                               "selection_metric=eval_ndcg@20"]).selection_metric == "eval_ndcg@20"

@@ -103,7 +103,7 @@ def objective_step(model, batch: dict, trie, objective, *, bf16: bool) -> torch.
             model.eval()
             with torch.no_grad():
                 thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie,
-                                             objective.beam_size, score=objective.score_mode, max_steps=steps).float()
+                                             objective.num_beams, score=objective.score_mode, max_steps=steps).float()
             model.train(was_training)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)
@@ -137,7 +137,7 @@ def test_bf16_training_step_agrees_with_float32(env, method):
     from bearrec.train import ObjectiveConfig
 
     model_dir, trie = env[1], env[5].to(DEVICE)
-    objective = ObjectiveConfig.for_method(method, beam_size=4)
+    objective = ObjectiveConfig.for_method(method, num_beams=4)
     batch = training_batch(env)
     fp32 = step_outcome(model_dir, batch, trie, objective, bf16=False)
     bf16 = step_outcome(model_dir, batch, trie, objective, bf16=True)
@@ -164,7 +164,7 @@ def test_train_runs_end_to_end_on_cuda_in_bf16(env, tmp_path, method):
     overrides = [f"objective.name={objective.name}"] + ([f"objective.base={objective.base}"]
                                                        if objective.base != "msl" else [])
     config = load_config(None, [f"dataset={ds_dir}", f"output_dir={tmp_path / 'run'}", f"model={model_dir}",
-                                "template=compact", "objective.beam_size=4", *overrides, "training.max_steps=3",
+                                "template=compact", "objective.num_beams=4", *overrides, "training.max_steps=3",
                                 "training.per_device_train_batch_size=16", "training.learning_rate=1e-3",
                                 "training.bf16=true", "training.logging_steps=1", "training.disable_tqdm=true",
                                 "training.report_to=none", *(["training.use_cpu=true"] if DEVICE == "cpu" else [])])
@@ -255,7 +255,7 @@ def test_lora_trained_on_cuda_saves_merges_and_loads_back(env, tmp_path):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     batch = training_batch(env)
     for _ in range(2):  # bf16 steps, as training with bf16=True takes them: the adapters move away from zero
-        objective_step(model, batch, trie, ObjectiveConfig(name="bear", beam_size=4), bf16=True).backward()
+        objective_step(model, batch, trie, ObjectiveConfig(name="bear", num_beams=4), bf16=True).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     assert any(float(p.detach().abs().max()) > 0 for n, p in model.named_parameters() if "lora_B" in n)

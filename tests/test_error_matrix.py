@@ -25,7 +25,7 @@ model: tiny
 template: compact
 max_history: 3
 tiny: {vocab_size: 300, hidden_size: 32, intermediate_size: 64, num_layers: 1, num_heads: 4}
-objective: {name: bear, beam_size: 5}
+objective: {name: bear, num_beams: 5}
 training:
   num_train_epochs: 1
   per_device_train_batch_size: 10

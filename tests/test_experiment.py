@@ -206,7 +206,7 @@ def test_the_shipped_configs_load(monkeypatch):
     # the office config gives every run the settings docs/results.md's Office runs were trained with
     config = exp.Experiment(office).train_config(office.datasets[0], bear, {"objective.lam": 0.25,
                                                                           "objective.xi": 1.0}, 1)
-    assert (config.max_history, config.domain, config.max_valid_rows, config.objective.beam_size) == (5, "office", 500, 10)
+    assert (config.max_history, config.domain, config.max_valid_rows, config.objective.num_beams) == (5, "office", 500, 10)
     assert (config.objective.lam, config.objective.xi, config.seed) == (0.25, 1.0, 1)
     assert config.training["train_sampling_strategy"] == "group_by_length"
     for name in ("semantic-ml100k", "semantic-office"):

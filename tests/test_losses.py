@@ -23,14 +23,14 @@ def _random_case(seed, n=12, v=9, min_allowed=1):
     return logits, targets, allowed
 
 
-def _manual_bear(logits, targets, allowed, beam_size, lam, xi, tau):
+def _manual_bear(logits, targets, allowed, num_beams, lam, xi, tau):
     out = []
     for z, t, a in zip(logits.tolist(), targets.tolist(), allowed.tolist()):
         idx = [j for j in range(len(z)) if a[j]]
         denom = sum(math.exp(z[j] / tau) for j in idx)
         probs = sorted((math.exp(z[j] / tau) / denom for j in idx), reverse=True)
         p = math.exp(z[t] / tau) / denom
-        beta = probs[beam_size - 1] if len(probs) >= beam_size else probs[-1]
+        beta = probs[num_beams - 1] if len(probs) >= num_beams else probs[-1]
         delta = math.log(beta) - math.log(p)
         out.append(-math.log(p) + lam * -math.log1p(math.exp(-delta / xi)))
     return torch.tensor(out)
@@ -54,7 +54,7 @@ def test_sft_and_msl_match_formulas():
 def test_pruning_margin_is_the_same_under_full_and_masked_normalisation(seed):
     """BEAR on an SFT base takes Delta_t over the valid children: the normaliser cancels in log beta - log p."""
     logits, targets, allowed = _random_case(seed, min_allowed=2)
-    _, masked = losses.pruning_margin(logits, targets, allowed, beam_size=2)
+    _, masked = losses.pruning_margin(logits, targets, allowed, num_beams=2)
     full = F.log_softmax(logits, -1)
     manual = []
     for lp, t, a in zip(full, targets, allowed):
@@ -65,15 +65,15 @@ def test_pruning_margin_is_the_same_under_full_and_masked_normalisation(seed):
     assert torch.allclose(losses.bear_regularizer(masked, 1.5), F.logsigmoid(torch.stack(manual) / 1.5), atol=1e-6)
 
 
-@pytest.mark.parametrize("beam_size", [1, 2, 3, 20])
-def test_bear_matches_formula_including_fewer_than_b_children(beam_size):
-    logits, targets, allowed = _random_case(beam_size)
-    got = losses.bear_loss(logits, targets, allowed, beam_size=beam_size, lam=0.4, xi=1.7, tau=0.9)
-    assert torch.allclose(got, _manual_bear(logits, targets, allowed, beam_size, 0.4, 1.7, 0.9), atol=1e-5)
+@pytest.mark.parametrize("num_beams", [1, 2, 3, 20])
+def test_bear_matches_formula_including_fewer_than_b_children(num_beams):
+    logits, targets, allowed = _random_case(num_beams)
+    got = losses.bear_loss(logits, targets, allowed, num_beams=num_beams, lam=0.4, xi=1.7, tau=0.9)
+    assert torch.allclose(got, _manual_bear(logits, targets, allowed, num_beams, 0.4, 1.7, 0.9), atol=1e-5)
     # without a mask the base is SFT and beta the B-th largest of the full softmax
     full = torch.ones_like(allowed)
-    got = losses.bear_loss(logits, targets, None, beam_size=beam_size, lam=0.4, xi=1.7)
-    assert torch.allclose(got, _manual_bear(logits, targets, full, beam_size, 0.4, 1.7, 1.0), atol=1e-5)
+    got = losses.bear_loss(logits, targets, None, num_beams=num_beams, lam=0.4, xi=1.7)
+    assert torch.allclose(got, _manual_bear(logits, targets, full, num_beams, 0.4, 1.7, 1.0), atol=1e-5)
 
 
 def test_bear_threshold_is_detached_unless_asked():
@@ -81,7 +81,7 @@ def test_bear_threshold_is_detached_unless_asked():
     grads = []
     for detach in (True, False):
         x = logits.clone().requires_grad_()
-        losses.bear_loss(x, targets, allowed, beam_size=2, detach_threshold=detach).sum().backward()
+        losses.bear_loss(x, targets, allowed, num_beams=2, detach_threshold=detach).sum().backward()
         grads.append(x.grad)
     x = logits.clone().requires_grad_()
     log_probs = F.log_softmax(x.masked_fill(~allowed, float("-inf")), -1)
@@ -98,7 +98,7 @@ def test_bear_threshold_is_detached_unless_asked():
 def test_pruned_tokens_are_pushed_up():
     """A step where the target is outside the top B: the BEAR term's gradient raises its logit."""
     logits = torch.tensor([[5.0, 4.0, 3.0, -2.0]], requires_grad=True)
-    reg = losses.bear_loss(logits, torch.tensor([3]), beam_size=2) - losses.sft_loss(logits, torch.tensor([3]))
+    reg = losses.bear_loss(logits, torch.tensor([3]), num_beams=2) - losses.sft_loss(logits, torch.tensor([3]))
     reg.sum().backward()
     assert logits.grad[0, 3] < 0  # gradient descent increases the target's logit
 
@@ -112,19 +112,19 @@ def test_weighted_form_has_the_gradient_of_msl_plus_lam_xi_lreg():
     allowed[0] = False
     allowed[0, targets[0]] = True  # one single-child token
     x1 = logits.clone().requires_grad_()
-    losses.bear_weighted_loss(x1, targets, allowed, beam_size=b, lam=lam, xi=xi).sum().backward()
+    losses.bear_weighted_loss(x1, targets, allowed, num_beams=b, lam=lam, xi=xi).sum().backward()
     x2 = logits.clone().requires_grad_()
-    ce, delta = losses.pruning_margin(x2, targets, allowed, beam_size=b)
+    ce, delta = losses.pruning_margin(x2, targets, allowed, num_beams=b)
     (ce + lam * xi * F.logsigmoid(delta / xi)).sum().backward()
-    _, w = losses.bear_weights(logits, targets, allowed, beam_size=b, lam=lam, xi=xi)
+    _, w = losses.bear_weights(logits, targets, allowed, num_beams=b, lam=lam, xi=xi)
     W = w[allowed.sum(1) > 1].sum()
     assert torch.allclose(x1.grad * W, x2.grad, atol=1e-5)
     # so the weighted form with lam equals the explicit bear_loss with lam * xi, up to 1/W
     x3 = logits.clone().requires_grad_()
-    losses.bear_loss(x3, targets, allowed, beam_size=b, lam=lam * xi, xi=xi).sum().backward()
+    losses.bear_loss(x3, targets, allowed, num_beams=b, lam=lam * xi, xi=xi).sum().backward()
     assert torch.allclose(x3.grad, x2.grad, atol=1e-5)
     # the normalised weights sum to one over multi-child tokens; the single-child token gets none
-    weights = losses.bear_weighted_loss(logits, targets, allowed, beam_size=b, lam=lam, xi=xi) / ce.detach()
+    weights = losses.bear_weighted_loss(logits, targets, allowed, num_beams=b, lam=lam, xi=xi) / ce.detach()
     assert weights[0].item() == 0 or math.isnan(weights[0].item())
     assert torch.isclose(weights[1:].sum(), torch.tensor(1.0), atol=1e-5)
 
@@ -141,8 +141,8 @@ def test_gathered_children_equal_dense_masks(seed):
     logits = torch.randn(len(prefixes), vocab, generator=torch.Generator().manual_seed(seed))
     dense = trie.allowed_mask(nodes, vocab)
     children, valid = trie.padded_children(nodes)
-    for name, kw in [("msl_loss", {"tau": 0.8}), ("bear_loss", {"beam_size": 2, "lam": 0.3}),
-                     ("bear_weighted_loss", {"beam_size": 2})]:
+    for name, kw in [("msl_loss", {"tau": 0.8}), ("bear_loss", {"num_beams": 2, "lam": 0.3}),
+                     ("bear_weighted_loss", {"num_beams": 2})]:
         fn = getattr(losses, name)
         xd = logits.clone().requires_grad_()
         xg = logits.clone().requires_grad_()
@@ -172,8 +172,8 @@ def test_direct_loss_matches_formula_and_ignores_missing_thresholds():
 
 def test_errors():
     logits, targets, allowed = _random_case(5)
-    with pytest.raises(ConfigError, match="beam_size"):
-        losses.bear_loss(logits, targets, allowed, beam_size=0)
+    with pytest.raises(ConfigError, match="num_beams"):
+        losses.bear_loss(logits, targets, allowed, num_beams=0)
     allowed[0] = False
     allowed[0, (targets[0] + 1) % allowed.shape[1]] = True
     with pytest.raises(ConfigError, match="not among the allowed"):

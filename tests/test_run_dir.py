@@ -126,3 +126,22 @@ def test_exact_search_files_have_their_own_names(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     assert run.best("metrics", search="exact") == (20, tmp_path / "metrics-exact-first20.json")
     assert run.best("metrics") == (None, tmp_path / "metrics.json")
+
+
+def test_a_run_written_when_num_beams_was_called_beam_size_still_reads(small_run, tmp_path):
+    from bearrec.run_dir import config_checksum
+    from bearrec.train.config import load_config
+
+    moved = copy_run(small_run, tmp_path)
+    record = json.loads((moved / "config.json").read_text())
+    objective = record["objective_config"]
+    objective["beam_size"] = objective.pop("num_beams")
+    record["config_sha256"] = config_checksum(record)  # as that release wrote it
+    (moved / "config.json").write_text(json.dumps(record))
+    assert RunDir(moved).config()["objective_config"]["num_beams"] == 5
+    assert "beam_size" not in RunDir(moved).config()["objective_config"]
+    from run_fixtures import train_small_run
+
+    train_small_run(tmp_path / "data", moved, resume=True)  # resumes: the settings are the same ones
+    with pytest.raises(Exception, match=r"objective\.beam_size is now called objective\.num_beams\. Fix: rename"):
+        load_config(None, [f"dataset={tmp_path}", "objective.beam_size=5"])

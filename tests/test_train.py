@@ -65,24 +65,24 @@ def quick_config(env, out, *extra):
 # ------------------------------------------------------------------------------------------ config
 def test_load_config_yaml_overrides_and_errors(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("dataset: d\nobjective: {name: msl, beam_size: 5}\ntraining: {learning_rate: 1e-4}\n"
+    path.write_text("dataset: d\nobjective: {name: msl, num_beams: 5}\ntraining: {learning_rate: 1e-4}\n"
                     "lora: {r: 4}\n")
     cfg = load_config(path, ["objective.name=bear", "training.learning_rate=2e-3", "lora.alpha=8", "seed=3"])
-    assert cfg.objective == ObjectiveConfig(name="bear", beam_size=5)
+    assert cfg.objective == ObjectiveConfig(name="bear", num_beams=5)
     assert cfg.training["learning_rate"] == 2e-3 and cfg.lora.r == 4 and cfg.lora.alpha == 8
     args = cfg.training_arguments()
     assert args["seed"] == 3 and args["remove_unused_columns"] is False and args["metric_for_best_model"] == "eval_ndcg@5"
     assert args["greater_is_better"] is True and args["prediction_loss_only"] is True
     assert load_config(path, ["lora=null"]).lora is None
     assert cfg.objective.score_mode == "masked" and ObjectiveConfig().score_mode == "full"
-    with pytest.raises(ConfigError, match=r"unknown key objective\.beam\b.*beam_size"):
+    with pytest.raises(ConfigError, match=r"unknown key objective\.beam\b.*num_beams"):
         load_config(path, ["objective.beam=3"])
     with pytest.raises(ConfigError, match="unknown key epochs. Valid keys: dataset"):
         load_config(path, ["epochs=3"])
-    with pytest.raises(ConfigError, match="beam_size must be an integer >= 1"):
-        load_config(path, ["objective.beam_size=0"])
+    with pytest.raises(ConfigError, match="num_beams must be an integer >= 1"):
+        load_config(path, ["objective.num_beams=0"])
     with pytest.raises(ConfigError, match="selection_metric='eval_ndcg@10' is not available"):
-        load_config(path, ["objective.beam_size=5", "selection_metric=eval_ndcg@10"])
+        load_config(path, ["objective.num_beams=5", "selection_metric=eval_ndcg@10"])
     assert load_config(path, ["selection_metric=eval_hr@5"]).training_arguments()["metric_for_best_model"] == "eval_hr@5"
     assert load_config(path, ["objective.name=bear", "objective.base=sft"]).objective.score_mode == "full"
     for method in ("sft", "msl", "bear", "bear-sft", "direct-sft", "msl+ce", "bear+ce", "direct+ce"):
@@ -159,7 +159,7 @@ def test_loss_of_a_left_padded_batch_with_kept_logits_equals_each_row_alone(env,
     collate = TrainCollator(tok.pad_token_id, trie)
     trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
                                                               remove_unused_columns=False),
-                          objective=ObjectiveConfig.for_method(method, beam_size=3), trie=trie)
+                          objective=ObjectiveConfig.for_method(method, num_beams=3), trie=trie)
     kept = []
     monkeypatch.setattr(trainer_module, "logits_to_keep", lambda m, n: kept.append(n) or {"logits_to_keep": n})
     with torch.no_grad():
@@ -188,7 +188,7 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
     batch = TrainCollator(tok.pad_token_id, trie)(encode_rows(ds.train[:5], ItemTexts.titles(ds.items, template), tok))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     weighted = objective == "bear-weighted"
-    cfg = ObjectiveConfig.for_method("bear" if weighted else objective, beam_size=3, weighted=weighted)
+    cfg = ObjectiveConfig.for_method("bear" if weighted else objective, num_beams=3, weighted=weighted)
     name = cfg.name
     total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, cfg)
     # reference: dense (tokens x vocabulary) masks from the token prefixes, as the reference implementation does
@@ -202,14 +202,14 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
     single_ce = torch.where(allowed.sum(1) == 1, losses.sft_loss(h, y), torch.zeros(len(y)))
     ref = {"sft": lambda: losses.sft_loss(h, y).mean(),
            "msl": lambda: losses.msl_loss(h, y, allowed).mean(),
-           "bear": lambda: losses.bear_loss(h, y, allowed, beam_size=3).mean(),
-           "bear-weighted": lambda: losses.bear_weighted_loss(h, y, allowed, beam_size=3).sum(),
+           "bear": lambda: losses.bear_loss(h, y, allowed, num_beams=3).mean(),
+           "bear-weighted": lambda: losses.bear_weighted_loss(h, y, allowed, num_beams=3).sum(),
            # the paper's L_SFT + lam L_reg: full-vocabulary CE, margin over the valid children
            "bear-sft": lambda: (losses.sft_loss(h, y) + 0.25 * F.logsigmoid(
-               losses.pruning_margin(h, y, allowed, beam_size=3)[1] / 2.75)).mean(),
+               losses.pruning_margin(h, y, allowed, num_beams=3)[1] / 2.75)).mean(),
            # single_child_ce: the full CE where the prefix has one child, the masked objective elsewhere
            "msl+ce": lambda: (losses.msl_loss(h, y, allowed) + single_ce).mean(),
-           "bear+ce": lambda: (losses.bear_loss(h, y, allowed, beam_size=3) + single_ce).mean()}
+           "bear+ce": lambda: (losses.bear_loss(h, y, allowed, num_beams=3) + single_ce).mean()}
     ref["bear-sft+ce"] = ref["bear-sft"]  # the SFT base already trains single-child tokens: nothing is added
     ref = ref[objective]()
     assert count == y.numel() and torch.allclose(total / count, ref, atol=1e-5)
@@ -252,7 +252,7 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path, base):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     trie = ItemTrie.from_catalog(ds.items, tok, template)
     batch = TrainCollator(tok.pad_token_id, trie, with_prompts=True)(encode_rows(ds.train[:3], ItemTexts.titles(ds.items, template), tok))
-    cfg = ObjectiveConfig(name="direct", beam_size=2, lam=0.5, base=base)
+    cfg = ObjectiveConfig(name="direct", num_beams=2, lam=0.5, base=base)
     score = cfg.score_mode
     trainer = BearTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none",
                                                               remove_unused_columns=False),
@@ -367,8 +367,8 @@ def test_bad_inputs_raise_clear_errors(env, tmp_path):
         encode_rows(ds.train[:1], ItemTexts.titles({**ds.items, ds.train[0].target: "   "}, template), tok)
     with pytest.raises(DataError, match="not in the catalog"):
         encode_rows([Interaction("u", ds.train[0].history, "missing", 0)], ItemTexts.titles(ds.items, template), tok)
-    with pytest.raises(ConfigError, match="beam_size"):
-        ObjectiveConfig(name="bear", beam_size=0)
+    with pytest.raises(ConfigError, match="num_beams"):
+        ObjectiveConfig(name="bear", num_beams=0)
 
 
 def test_nan_loss_names_the_step_and_the_fix(env, tmp_path):

@@ -429,7 +429,7 @@ class Experiment:
         if "name" in objective:
             raise _fail(f"{self.config.source}: train.objective.name", "is set by each method's name.",
                         "remove it; list the methods under `methods`")
-        objective.setdefault("beam_size", self.config.decoding.num_beams)
+        objective.setdefault("num_beams", self.config.decoding.num_beams)
         raw.update(dataset=str(self.dataset_dir(ds)), output_dir=str(self.run_dir(ds, method, cell, seed)), seed=seed,
                    objective=ObjectiveConfig.for_method(method.method, **objective))
         if method.label is not None:

@@ -42,18 +42,18 @@ def _target_log_prob(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return picked
 
 
-def _log_threshold(log_probs: torch.Tensor, allowed: torch.Tensor | None, beam_size: int) -> torch.Tensor:
-    """log beta: the beam_size-th largest allowed log-probability, or the smallest allowed one if fewer exist."""
-    if beam_size < 1:
-        raise ConfigError(f"beam_size must be at least 1, got {beam_size}.")
-    k = min(beam_size, log_probs.shape[-1])
+def _log_threshold(log_probs: torch.Tensor, allowed: torch.Tensor | None, num_beams: int) -> torch.Tensor:
+    """log beta: the num_beams-th largest allowed log-probability, or the smallest allowed one if fewer exist."""
+    if num_beams < 1:
+        raise ConfigError(f"num_beams must be at least 1, got {num_beams}.")
+    k = min(num_beams, log_probs.shape[-1])
     kth = log_probs.topk(k, dim=-1).values[:, -1]
     count = torch.full_like(kth, log_probs.shape[-1]) if allowed is None else allowed.sum(-1)
     if allowed is None:
         smallest = log_probs.min(-1).values
     else:
         smallest = log_probs.masked_fill(~allowed, float("inf")).min(-1).values
-    return torch.where(count >= beam_size, kth, smallest)
+    return torch.where(count >= num_beams, kth, smallest)
 
 
 def sft_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -70,22 +70,22 @@ def msl_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor 
 
 
 def pruning_margin(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
-                   beam_size: int = 10, tau: float = 1.0, detach_threshold: bool = True
+                   num_beams: int = 10, tau: float = 1.0, detach_threshold: bool = True
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(base CE_t, Delta_t = log beta_t - log p_t) under the base distribution (MSL if allowed else SFT)."""
     log_probs = _log_probs(logits, allowed, tau)
     log_p = _target_log_prob(log_probs, targets)
-    log_beta = _log_threshold(log_probs, allowed, beam_size)
+    log_beta = _log_threshold(log_probs, allowed, num_beams)
     if detach_threshold:
         log_beta = log_beta.detach()
     return -log_p, log_beta - log_p
 
 
 def bear_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
-              beam_size: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0,
+              num_beams: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0,
               detach_threshold: bool = True) -> torch.Tensor:
     """BEAR per token: base_t + lam * log sigmoid((log beta_t - log p_t) / xi) (method.md, L_SFT + lam L_reg)."""
-    ce, delta = pruning_margin(logits, targets, allowed, beam_size=beam_size, tau=tau,
+    ce, delta = pruning_margin(logits, targets, allowed, num_beams=num_beams, tau=tau,
                                detach_threshold=detach_threshold)
     return ce + lam * bear_regularizer(delta, xi)
 
@@ -96,19 +96,19 @@ def bear_regularizer(delta: torch.Tensor, xi: float) -> torch.Tensor:
 
 
 def bear_weights(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
-                 beam_size: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0
+                 num_beams: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(CE_t, detached w_t = 1 + lam * sigmoid((log p_t - log beta_t) / xi)) of the reference weighted form."""
-    ce, delta = pruning_margin(logits, targets, allowed, beam_size=beam_size, tau=tau)
+    ce, delta = pruning_margin(logits, targets, allowed, num_beams=num_beams, tau=tau)
     return ce, (1.0 + lam * torch.sigmoid(-delta / xi)).detach()
 
 
 def bear_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None, *,
-                       beam_size: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0
+                       num_beams: int = 10, lam: float = 0.25, xi: float = 2.75, tau: float = 1.0
                        ) -> torch.Tensor:
     """The reference implementation's form, per token: w_t * CE_t with w normalised to sum to one over the
     tokens with more than one valid child (the others contribute zero; summing gives the batch loss)."""
-    ce, w = bear_weights(logits, targets, allowed, beam_size=beam_size, lam=lam, xi=xi, tau=tau)
+    ce, w = bear_weights(logits, targets, allowed, num_beams=num_beams, lam=lam, xi=xi, tau=tau)
     counts = (torch.full_like(ce, logits.shape[-1]) if allowed is None else allowed.sum(-1))
     w = torch.where(counts > 1, w, torch.zeros_like(w))
     return w / w.sum().clamp(min=1e-12) * ce

@@ -301,13 +301,17 @@ def config_checksum(record: dict[str, Any]) -> str:
 
 
 def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written before an objective field (base, single_child_ce), `method`, `items` or `name` existed, read as
-    the defaults it was trained with, so that such a run can still be resumed or reused."""
+    """A config.json written before an objective field (base, single_child_ce), `method`, `items` or `name` existed, or
+    when objective.num_beams was called beam_size, read as the defaults it was trained with, so that such a run can
+    still be resumed or reused."""
     from .train.config import OBJECTIVES, ObjectiveConfig
 
     if "template" in stored:  # before semantic IDs, every run wrote titles
         stored = {"items": "title", "history": None, "name": None, **stored}
     objective = stored.get("objective_config")
+    if isinstance(objective, dict) and "beam_size" in objective and "num_beams" not in objective:
+        objective = {("num_beams" if k == "beam_size" else k): v for k, v in objective.items()}
+        stored = {**stored, "objective_config": objective}
     if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
         known = {f.name for f in fields(ObjectiveConfig)}
         filled = {**asdict(ObjectiveConfig(name=objective["name"])), **objective}

@@ -29,7 +29,7 @@ class ObjectiveConfig:
     """Which loss to train with and its hyperparameters (method.md; the paper's Toy run: B=10, lam=.25, xi=2.75)."""
 
     name: str = "sft"
-    beam_size: int = 10
+    num_beams: int = 10
     lam: float = 0.25
     xi: float = 2.75
     tau: float = 1.0
@@ -48,7 +48,7 @@ class ObjectiveConfig:
         _check_fields(self, "objective.")
         if self.name not in OBJECTIVES:
             raise ConfigError(f"objective.name={self.name!r} is unknown. Fix: use one of {', '.join(OBJECTIVES)}.")
-        _check_range("objective.beam_size", self.beam_size, self.beam_size >= 1, "an integer >= 1", 10)
+        _check_range("objective.num_beams", self.num_beams, self.num_beams >= 1, "an integer >= 1", 10)
         for key, example in (("xi", 2.75), ("tau", 1.0)):
             value = getattr(self, key)
             _check_range(f"objective.{key}", value, 0 < value < math.inf, "> 0 and finite", example)
@@ -148,8 +148,8 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 42
     # The validation metric that picks the checkpoint (never test): eval_loss, or a ranking metric of the
-    # constrained beam search with objective.beam_size beams on the validation rows (eval_ndcg@10, eval_hr@5, ...).
-    # Default: eval_ndcg@B with B = objective.beam_size.
+    # constrained beam search with objective.num_beams beams on the validation rows (eval_ndcg@10, eval_hr@5, ...).
+    # Default: eval_ndcg@B with B = objective.num_beams.
     selection_metric: str | None = None
     training: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
     max_train_rows: int | None = None
@@ -175,14 +175,14 @@ class TrainConfig:
             raise ConfigError(f"name={self.name!r} is not a plain name. Fix: use letters, digits and . _ + - @.")
         _check_training(self.training)
         if self.selection_metric is None:
-            self.selection_metric = f"eval_ndcg@{self.objective.beam_size}"
+            self.selection_metric = f"eval_ndcg@{self.objective.num_beams}"
         match = re.fullmatch(r"eval_(hr|ndcg|mrr)@(\d+)", self.selection_metric)
         if self.selection_metric != "eval_loss" and (
-                match is None or int(match[2]) not in cutoffs(self.objective.beam_size)):
-            ks = ", ".join(map(str, cutoffs(self.objective.beam_size)))
+                match is None or int(match[2]) not in cutoffs(self.objective.num_beams)):
+            ks = ", ".join(map(str, cutoffs(self.objective.num_beams)))
             raise ConfigError(f"selection_metric={self.selection_metric!r} is not available. Fix: use eval_loss or "
                               f"eval_hr@K / eval_ndcg@K / eval_mrr@K with K in {ks} "
-                              "(objective.beam_size beams decode the validation rows).")
+                              "(objective.num_beams beams decode the validation rows).")
 
     def training_arguments(self) -> dict[str, Any]:
         """The TrainingArguments keyword arguments: our defaults, then the user's, then the reserved ones."""
@@ -466,6 +466,11 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+# Keys an earlier release used, with their names now (run directories written then are read through
+# run_dir.with_later_defaults).
+RENAMED_KEYS = {"objective.beam_size": "objective.num_beams"}
+
+
 def _build(cls: type, values: Any, where: str) -> Any:
     """cls(**values) with an error naming an unknown key and listing the valid ones."""
     if not isinstance(values, dict):
@@ -474,6 +479,9 @@ def _build(cls: type, values: Any, where: str) -> Any:
                           f"{dataclasses.fields(cls)[0].name}=... on the command line.")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
+        full = f"{where + '.' if where else ''}{key}"
+        if full in RENAMED_KEYS:
+            raise ConfigError(f"{full} is now called {RENAMED_KEYS[full]}. Fix: rename the key.")
         if key not in names:
             raise ConfigError(f"unknown key {where + '.' if where else ''}{key}. Valid keys: {', '.join(names)}. "
                               "Fix: check the spelling, or remove the key.")

@@ -60,11 +60,11 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     if o.name == "msl":
         return losses.msl_loss(hc, col, valid, o.tau).sum() + single, count
     if o.name == "bear" and o.weighted:
-        weighted = losses.bear_weighted_loss(hc, col, valid, beam_size=o.beam_size, lam=o.lam, xi=o.xi, tau=o.tau)
+        weighted = losses.bear_weighted_loss(hc, col, valid, num_beams=o.num_beams, lam=o.lam, xi=o.xi, tau=o.tau)
         return weighted.sum() * count + single, count
     # The base cross-entropy: masked (MSL) or over the full vocabulary (SFT). The pruning margin is taken over
     # the valid children either way: log beta_t - log p_t does not depend on the softmax's normaliser.
-    ce, delta = losses.pruning_margin(hc, col, valid, beam_size=o.beam_size, tau=o.tau,
+    ce, delta = losses.pruning_margin(hc, col, valid, num_beams=o.num_beams, tau=o.tau,
                                       detach_threshold=o.detach_threshold)
     if o.base == "sft":
         ce = losses.sft_loss(h, y)
@@ -164,7 +164,7 @@ class BearTrainer(Trainer):
         model.eval()  # the search runs without dropout, like decoding at test time
         try:
             net = self.accelerator.unwrap_model(model)
-            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.beam_size, score=self.objective.score_mode,
+            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.num_beams, score=self.objective.score_mode,
                       max_steps=steps).float()
         finally:
             model.train(was_training)
@@ -250,7 +250,7 @@ def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     record = config.to_json()
     record.update(objective=config.objective.name, method=config.name or config.objective.method,
                   objective_config=asdict(config.objective),
-                  score_mode=config.objective.score_mode, beam_size=config.objective.beam_size,
+                  score_mode=config.objective.score_mode, num_beams=config.objective.num_beams,
                   model_source=model_source, training=config.training_arguments())
     return record
 
@@ -325,7 +325,7 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     ranking = None
     if config.selection_metric != "eval_loss":
         ranking = RankingEvaluator(valid_split, tokenizer, trie, texts, dataset.items,
-                                   config.objective.score_mode, num_beams=config.objective.beam_size)
+                                   config.objective.score_mode, num_beams=config.objective.num_beams)
     trainer = BearTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
         data_collator=TrainCollator(tokenizer.pad_token_id, trie, with_prompts=config.objective.name == "direct"),
