@@ -109,3 +109,47 @@ def test_an_interrupted_diagnosis_resumes_from_its_finished_batches(small_run, t
     assert len(calls) == 1 and again == whole  # only the last batch was left
     assert json.loads(out.read_text()) == json.loads((tmp_path / "whole.json").read_text())
     assert not (tmp_path / "d.json.partial").exists()
+
+
+def test_pruning_from_predictions_agrees_with_the_diagnosis(small_run, tmp_path):
+    """The rate from a run's beam and exact predictions equals the one `diagnose_run` measures on the same rows."""
+    from bearrec.diagnose import diagnose_run, pruning_from_predictions
+    from bearrec.errors import DataError
+    from bearrec.evaluate import evaluate
+    from bearrec.io import read_jsonl
+    from bearrec.run_dir import RunDir
+    from run_fixtures import copy_run
+
+    run = copy_run(small_run, tmp_path)
+    decoded = {}
+    for search in ("beam", "exact"):
+        evaluate(run, split="valid", num_beams=3, search=search, max_expansions=5000)
+        decoded[search] = list(read_jsonl(RunDir(run).artefact("predictions", "valid", search=search)))
+    beam, exact = decoded["beam"], decoded["exact"]
+    got = pruning_from_predictions(beam, exact)
+    want = diagnose_run(run, split="valid", num_beams=3, max_expansions=5000, output=tmp_path / "d.json", progress=False)
+    assert got["n_rows"] == want["n_rows"] == len(beam)
+    assert (got["n_in_exact_top_k"], got["n_pruned"]) == (want["n_in_exact_top_b"], want["n_pruned"])
+    assert got["pruning_rate@3"] == want["pruning_rate@3"] and got["certified_fraction"] == 1.0
+    with pytest.raises(DataError, match="no beam search prediction.*Fix: decode the same rows"):
+        pruning_from_predictions(beam[:-1], exact)
+
+
+def test_pruning_from_predictions_counts_rows_by_hand():
+    from bearrec.diagnose import pruning_from_predictions
+    from bearrec.errors import DataError
+
+    def rec(index, target, items, certified=True):
+        return {"index": index, "target": target, "k": 2, "certified": certified,
+                "recommendations": [{"item_ids": list(i)} for i in items]}
+
+    exact = [rec(0, "a", [("a",), ("b",)]), rec(1, "a", [("c",), ("a", "d")]), rec(2, "e", [("c",), ("d",)]),
+             rec(3, "b", [("b",), ("c",)], certified=False)]
+    beam = [rec(0, "a", [("b",), ("a",)]), rec(1, "a", [("c",), ("d",)]), rec(2, "e", [("e",), ("d",)]),
+            rec(3, "b", [("c",), ("d",)])]
+    got = pruning_from_predictions(beam, exact)  # in the exact top 2: rows 0, 1 (a shares its entry), 3; pruned: 1, 3
+    assert got == {"pruning_rate@2": pytest.approx(2 / 3), "n_rows": 4, "n_in_exact_top_k": 3, "n_pruned": 2,
+                   "certified_fraction": 0.75}
+    assert pruning_from_predictions(beam, [rec(2, "e", [("c",), ("d",)])])["pruning_rate@2"] is None  # none in top
+    with pytest.raises(DataError, match="no exact-search predictions"):
+        pruning_from_predictions(beam, [])

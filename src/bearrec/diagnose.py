@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
+from .errors import DataError
 from .io import refuse_folder, write_json
 
 
@@ -65,6 +66,29 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
             token_outside_top_b=None if step is None else ranks[step - 1] > num_beams,
             ranks=ranks, log_prob=float(cumulative[-1])))
     return out
+
+
+def pruning_from_predictions(beam: Sequence[dict], exact: Sequence[dict]) -> dict:
+    """PruningRate@K over every row decoded both ways: among rows whose target is in the exact search's top K,
+    the share beam search did not return (K: the lists' length). No model call, so it covers a whole split where
+    `diagnose_run` covers its first rows; it gives no steps or ranks."""
+    if not exact:
+        raise DataError("no exact-search predictions to compare. Fix: decode the split with search='exact' too.")
+    by_index = {r["index"]: r for r in beam}
+    missing = [r["index"] for r in exact if r["index"] not in by_index]
+    if missing:
+        raise DataError(f"{len(missing)} rows decoded by exact search have no beam search prediction (first index "
+                        f"{missing[0]}). Fix: decode the same rows with both searches.")
+
+    def items(record: dict) -> set[str]:
+        return {i for rec in record["recommendations"] for i in rec["item_ids"]}
+
+    in_top = [r for r in exact if r["target"] in items(r)]
+    pruned = [r for r in in_top if r["target"] not in items(by_index[r["index"]])]
+    k = max(r["k"] for r in exact)
+    return {f"pruning_rate@{k}": len(pruned) / len(in_top) if in_top else None, "n_rows": len(exact),
+            "n_in_exact_top_k": len(in_top), "n_pruned": len(pruned),
+            "certified_fraction": sum(bool(r.get("certified")) for r in exact) / len(exact)}
 
 
 def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
