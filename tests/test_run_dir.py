@@ -136,10 +136,11 @@ def test_a_run_written_when_num_beams_was_called_beam_size_still_reads(small_run
     record = json.loads((moved / "config.json").read_text())
     objective = record["objective_config"]
     objective["beam_size"] = objective.pop("num_beams")
+    record["beam_size"] = record.pop("num_beams")
     record["config_sha256"] = config_checksum(record)  # as that release wrote it
     (moved / "config.json").write_text(json.dumps(record))
     assert RunDir(moved).config()["objective_config"]["num_beams"] == 5
-    assert "beam_size" not in RunDir(moved).config()["objective_config"]
+    assert "beam_size" not in RunDir(moved).config()["objective_config"] and RunDir(moved).config()["num_beams"] == 5
     from run_fixtures import train_small_run
 
     train_small_run(tmp_path / "data", moved, resume=True)  # resumes: the settings are the same ones

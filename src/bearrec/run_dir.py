@@ -308,6 +308,8 @@ def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
 
     if "template" in stored:  # before semantic IDs, every run wrote titles
         stored = {"items": "title", "history": None, "name": None, **stored}
+    if "beam_size" in stored and "num_beams" not in stored:  # the run record's copy of objective.num_beams
+        stored = {("num_beams" if k == "beam_size" else k): v for k, v in stored.items()}
     objective = stored.get("objective_config")
     if isinstance(objective, dict) and "beam_size" in objective and "num_beams" not in objective:
         objective = {("num_beams" if k == "beam_size" else k): v for k, v in objective.items()}
