@@ -300,6 +300,13 @@ def config_checksum(record: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _renamed(record: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """`record` with its key `old` called `new` at the same place (unchanged when it lacks `old` or has `new`)."""
+    if old not in record or new in record:
+        return record
+    return {(new if k == old else k): v for k, v in record.items()}
+
+
 def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     """A config.json written before an objective field (base, single_child_ce), `method`, `items` or `name` existed, or
     when objective.num_beams was called beam_size, read as the defaults it was trained with, so that such a run can
@@ -308,11 +315,10 @@ def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
 
     if "template" in stored:  # before semantic IDs, every run wrote titles
         stored = {"items": "title", "history": None, "name": None, **stored}
-    if "beam_size" in stored and "num_beams" not in stored:  # the run record's copy of objective.num_beams
-        stored = {("num_beams" if k == "beam_size" else k): v for k, v in stored.items()}
+    stored = _renamed(stored, "beam_size", "num_beams")  # the run record's copy of objective.num_beams
     objective = stored.get("objective_config")
-    if isinstance(objective, dict) and "beam_size" in objective and "num_beams" not in objective:
-        objective = {("num_beams" if k == "beam_size" else k): v for k, v in objective.items()}
+    if isinstance(objective, dict):
+        objective = _renamed(objective, "beam_size", "num_beams")
         stored = {**stored, "objective_config": objective}
     if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
         known = {f.name for f in fields(ObjectiveConfig)}
