@@ -1,9 +1,7 @@
 """Pruning diagnostics against a slow reference beam search and brute-force exact ranking."""
 from __future__ import annotations
 
-
 import pytest
-import torch
 
 from bearrec.decoding.testing import item_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import brute_force, reference_beam
