@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
 from .errors import DataError
 from .io import refuse_folder, write_json
+from .metrics import hit_ranks
 
 
 @dataclass
@@ -79,15 +80,12 @@ def pruning_from_predictions(beam: Sequence[dict], exact: Sequence[dict]) -> dic
     if missing:
         raise DataError(f"{len(missing)} rows decoded by exact search have no beam search prediction (first index "
                         f"{missing[0]}). Fix: decode the same rows with both searches.")
-
-    def items(record: dict) -> set[str]:
-        return {i for rec in record["recommendations"] for i in rec["item_ids"]}
-
-    in_top = [r for r in exact if r["target"] in items(r)]
-    pruned = [r for r in in_top if r["target"] not in items(by_index[r["index"]])]
+    in_top = hit_ranks(exact) > 0
+    pruned = in_top & (hit_ranks([by_index[r["index"]] for r in exact]) == 0)
     k = max(r["k"] for r in exact)
-    return {f"pruning_rate@{k}": len(pruned) / len(in_top) if in_top else None, "n_rows": len(exact),
-            "n_in_exact_top_k": len(in_top), "n_pruned": len(pruned),
+    n_top, n_pruned = int(in_top.sum()), int(pruned.sum())
+    return {f"pruning_rate@{k}": n_pruned / n_top if n_top else None, "n_rows": len(exact),
+            "n_in_exact_top_k": n_top, "n_pruned": n_pruned,
             "certified_fraction": sum(bool(r.get("certified")) for r in exact) / len(exact)}
 
 

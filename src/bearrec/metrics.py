@@ -66,6 +66,11 @@ def reported_ks(ks: Sequence[int], list_length: int) -> list[int]:
     return sorted({int(k) for k in ks if int(k) <= list_length})
 
 
+def hit_ranks(predictions: Iterable[dict]) -> np.ndarray:
+    """Each prediction's 1-based rank of its target (0 when absent), rows validated and in order."""
+    return _parse(list(predictions))[1]
+
+
 def _parse(rows: list[dict]) -> tuple[list[list[list[str]]], np.ndarray, int]:
     """Each row's entries, the hit rank per row (0 = miss) and the longest list length."""
     entries = [_entries(row, i) for i, row in enumerate(rows)]
