@@ -1,6 +1,7 @@
 """What exact search costs for one trained run, per search mode, on the first rows of its test split.
 
-Times beam search, best-first exact search under full and masked scores, and the whole-catalog pass; then, for a few
+Times beam search, best-first exact search under full scores (with steps that grow with the work done, and with
+fixed steps of 8 nodes, the search before 2026-12-05) and masked scores, and the whole-catalog pass; then, for a few
 rows, counts the trie's inner nodes whose prefix is at least as probable as the exact 10th item (the nodes any exact
 search must expand under full scores) and as beam search's 10th (a bound a pruned pass could start from):
     python bench/exact_cost_probe.py RUN_DIR [--rows 8] [--catalog-rows 2]
@@ -35,10 +36,11 @@ def main() -> None:
     t = time.perf_counter()
     beam_search(rec.model, ids, mask, trie, b, score=rec.score_mode)
     print(f"beam search: {time.perf_counter() - t:.1f} s")
-    for score in ("full", "masked"):
+    for score, steps in (("full", "growing"), ("full", "fixed"), ("masked", "growing")):
         t = time.perf_counter()
-        found = exact_top_k(rec.model, ids, mask, trie, b, score=score, max_expansions=args.max_expansions)
-        print(f"best-first exact, {score} scores: {time.perf_counter() - t:.1f} s, "
+        found = exact_top_k(rec.model, ids, mask, trie, b, score=score, max_expansions=args.max_expansions,
+                            **({"max_nodes_per_step": 8} if steps == "fixed" else {}))
+        print(f"best-first exact, {score} scores, {steps} steps: {time.perf_counter() - t:.1f} s, "
               f"{sum(r.certified for r in found)} of {len(found)} certified, expansions {[r.expansions for r in found]}")
     inner = trie.child_ptr.diff() > 0
     ends = trie.item_counts(torch.arange(trie.num_nodes)) > 0

@@ -11,7 +11,7 @@ from bearrec.data import fetch_movielens_100k
 from bearrec.errors import BearrecError
 
 TINIER = ("datasets.ml100k.prepare.train_sample=48", "datasets.ml100k.test_sample=8", "train.max_valid_rows=8",
-          "diagnosis.rows=3")
+          "diagnosis.rows=3", "datasets.ml100k.index.embeddings=collaborative")  # no sentence encoder needed
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
     results = exp.run_experiment(config, tmp_path / "out", print_fn=lines.append)
     out = tmp_path / "out"
     methods = [m.name for m in config.methods]
-    assert {"popularity", "sasrec", "sft", "msl", "bear+ce"} <= set(methods)
+    assert {"popularity", "sasrec", "sft", "msl", "bear+ce", "sid-sft", "sid-bear"} <= set(methods)
     for method in methods:
         run = out / "runs" / "ml100k" / f"{method}-seed0"
         metrics = json.loads((run / "metrics.json").read_text())
@@ -40,6 +40,9 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
     bear_ce = json.loads((out / "runs" / "ml100k" / "bear+ce-seed0" / "config.json").read_text())
     assert bear_ce["method"] == "bear+ce" and bear_ce["objective"] == "bear" and bear_ce["score_mode"] == "masked"
     assert bear_ce["objective_config"]["single_child_ce"] is True and bear_ce["domain"] == "movie"
+    sid = json.loads((out / "runs" / "ml100k" / "sid-bear-seed0" / "config.json").read_text())
+    assert sid["items"] == "semantic_id" and sid["objective"] == "bear" and sid["method"] == "sid-bear"
+    assert json.loads((out / "data" / "ml100k" / "semantic_ids.json").read_text())["levels"] == 3
     assert (out / "report" / "ml100k" / "report.html").exists()
     stats = json.loads((out / "data" / "ml100k" / "stats.json").read_text())
     assert stats["n_train"] == 48 and stats["n_test"] == 8 and stats["dropped"]["test_rows_not_sampled"] > 0

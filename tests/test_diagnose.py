@@ -119,18 +119,45 @@ def test_pruning_from_predictions_agrees_with_the_diagnosis(small_run, tmp_path)
     from run_fixtures import copy_run
 
     run = copy_run(small_run, tmp_path)
+    want = diagnose_run(run, split="valid", num_beams=3, max_expansions=5000, output=tmp_path / "d.json", progress=False)
+    assert want["exact_top_b_from"] == "exact search"  # no exact predictions yet: searched
     decoded = {}
     for search in ("beam", "exact"):
         evaluate(run, split="valid", num_beams=3, search=search, max_expansions=5000)
         decoded[search] = list(read_jsonl(RunDir(run).artefact("predictions", "valid", search=search)))
     beam, exact = decoded["beam"], decoded["exact"]
     got = pruning_from_predictions(beam, exact)
-    want = diagnose_run(run, split="valid", num_beams=3, max_expansions=5000, output=tmp_path / "d.json", progress=False)
     assert got["n_rows"] == want["n_rows"] == len(beam)
     assert (got["n_in_exact_top_k"], got["n_pruned"]) == (want["n_in_exact_top_b"], want["n_pruned"])
     assert got["pruning_rate@3"] == want["pruning_rate@3"] and got["certified_fraction"] == 1.0
     with pytest.raises(DataError, match="no beam search prediction.*Fix: decode the same rows"):
         pruning_from_predictions(beam[:-1], exact)
+
+
+def test_a_diagnosis_reads_the_exact_top_b_from_the_runs_exact_predictions(small_run, tmp_path, monkeypatch):
+    """With the split decoded by exact search, diagnose_run reuses those lists (no second exact search) and finds
+    what searching again finds; predictions of another width are not used."""
+    import json
+
+    import bearrec.diagnose as diagnose
+    from bearrec.evaluate import evaluate
+    from run_fixtures import copy_run
+
+    run = copy_run(small_run, tmp_path)
+    searched = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=6, max_expansions=5000,
+                                     output=tmp_path / "searched.json", progress=False)
+    evaluate(run, split="valid", num_beams=4, search="exact", max_expansions=5000)  # another width: not used
+    again = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=6, max_expansions=5000,
+                                  output=tmp_path / "again.json", progress=False)
+    assert again["exact_top_b_from"] == "exact search"
+    evaluate(run, split="valid", num_beams=3, search="exact", max_expansions=5000)
+    monkeypatch.setattr(diagnose, "certified_top_k", lambda *a, **k: pytest.fail("exact search run again"))
+    read = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=6, max_expansions=5000,
+                                 output=tmp_path / "read.json", progress=False)
+    assert read.pop("exact_top_b_from") == "predictions-exact-valid.jsonl"
+    assert read == {k: v for k, v in searched.items() if k != "exact_top_b_from"}
+    assert json.loads((tmp_path / "read.json").read_text())["rows"] == \
+        json.loads((tmp_path / "searched.json").read_text())["rows"]
 
 
 def test_pruning_from_predictions_counts_rows_by_hand():

@@ -139,3 +139,34 @@ def test_the_growing_cache_holds_what_concatenation_would_through_its_growths():
     assert grown.layers[0]._buffers[0].shape[-2] > 2 * capacity and grown.get_seq_length() == reference.get_seq_length()
     with pytest.raises(NotImplementedError):
         grown.layers[0].crop(3)
+
+
+@pytest.mark.parametrize("tree", [True, False])
+@pytest.mark.parametrize("seed,k,step", [(0, 10, 1), (1, 4, 3), (2, 25, 64), (3, 1, 5)])
+def test_steps_that_pass_over_complete_items_stay_exact(tree, seed, k, step, monkeypatch):
+    """Many expansions under full scores (a nearly flat model), with complete items queued among them: a step that
+    passes over items pending expansions may outrank still emits them in the brute-force order, in either layout."""
+    import bearrec.decoding.exact as exact
+
+    if not tree:
+        monkeypatch.setattr(exact, "tree_attention", lambda model: False)
+    model = tiny_llama(V, seed=seed, init_range=0.02)
+    seqs = random_sequences(150, V, seed=seed, max_len=6)
+    ids, mask = random_prompts(3, V, seed=seed)
+    got = exact_top_k(model, ids, mask, make_trie(seqs), k, score="full", max_expansions=10**6, nodes_per_step=step)
+    for res, ref in zip(got, brute_force(model, ids, mask, seqs, "full")):
+        assert res.certified
+        assert [h.score for h in res.items] == pytest.approx([s for s, _ in ref[:k]], abs=1e-4)
+        assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:k]]
+
+
+def test_a_complete_item_does_not_cut_a_step_short():
+    """Steps keep expanding past a queued item (emitted later), so a search takes fewer forwards: 13 before."""
+    model = tiny_llama(V, seed=8)
+    seqs = random_sequences(400, V, seed=3, max_len=8)
+    ids, mask = random_prompts(2, V, seed=8)
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    got = exact_top_k(model, ids, mask, make_trie(seqs), 10, score="full", max_expansions=10**6, nodes_per_step=32)
+    assert all(r.certified for r in got)
+    assert len(calls) <= 8

@@ -331,3 +331,17 @@ def test_the_readme_example_is_a_valid_experiment():
     names = [m.name for m in config.methods]
     assert names[:2] == ["popularity", "sasrec"] and "bear-lora" in names
     assert next(m for m in config.methods if m.name == "bear-lora").method == "bear"
+
+
+def test_each_seed_runs_every_methods_cheap_stages_before_any_exact_search(tmp_path):
+    """Per seed: baselines, trainings, beam decodings, exact decodings, diagnoses, each phase for every method, so the
+    beam-search results of all methods come before the slow exact searches."""
+    raw = tiny_experiment(tmp_path / "data", methods={"sft": {}, "popularity": {}, "bear": {}})
+    stages = exp.Experiment(exp.experiment_from_dict(raw), tmp_path / "out").stages()
+    final = [(s.kind, s.label.split(" seed ")[0].split()[-1]) for s in stages if "seed 0" in s.label]
+    assert final == [("baseline", "popularity"), ("train", "sft"), ("train", "bear"), ("evaluate", "sft"),
+                     ("evaluate", "bear"), ("exact", "sft"), ("exact", "bear"), ("diagnose", "sft"),
+                     ("diagnose", "bear")]
+    assert [s.label for s in stages].index(next(s.label for s in stages if "seed 1" in s.label)) == \
+        [s.label for s in stages].index(next(s.label for s in stages if s.label.startswith("diagnose") and
+                                               "seed 0" in s.label)) + 2

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
 from .errors import DataError
-from .io import refuse_folder, write_json
+from .io import read_jsonl, refuse_folder, write_json
 from .metrics import hit_ranks
 
 
@@ -40,11 +40,16 @@ class RowDiagnosis:
 
 def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: Any,
                    positives: Sequence[Sequence[int]], targets: Sequence[str], num_beams: int, *,
-                   score: str = "full", max_expansions: int = 2000) -> list[RowDiagnosis]:
-    """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`."""
+                   score: str = "full", max_expansions: int = 2000,
+                   exact_hits: Sequence[tuple[bool, bool]] | None = None) -> list[RowDiagnosis]:
+    """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`.
+    `exact_hits`: each row's (positive in the exact top B, certified) when already known, so exact search is not
+    run again."""
     beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
-    exact = certified_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
-                            max_expansions=max_expansions)
+    if exact_hits is None:
+        found = certified_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
+                                max_expansions=max_expansions)
+        exact_hits = [(any(t in h.item_ids for h in r.items), r.certified) for t, r in zip(targets, found)]
     seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score=score)
     depth = max(len(p) for p in positives)
     thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,
@@ -52,7 +57,7 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     out = []
     for i, target in enumerate(targets):
         returned = any(target in h.item_ids for h in beams[i])
-        in_exact = any(target in h.item_ids for h in exact[i].items)
+        in_exact, certified = exact_hits[i]
         cumulative = seq.log_probs[i].cumsum(0)
         ranks = seq.ranks[i].tolist()
         step = None
@@ -63,7 +68,7 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
             # outranked among the finished hypotheses: that happens at its last (EOS) step.
             step = int(below[0]) + 1 if below.numel() else n
         out.append(RowDiagnosis(
-            in_exact_top_b=in_exact, certified=exact[i].certified, returned=returned, pruned_step=step,
+            in_exact_top_b=in_exact, certified=certified, returned=returned, pruned_step=step,
             token_outside_top_b=None if step is None else ranks[step - 1] > num_beams,
             ranks=ranks, log_prob=float(cumulative[-1])))
     return out
@@ -120,7 +125,10 @@ def summarize(rows: Sequence[RowDiagnosis], num_beams: int) -> dict:
 def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 10, limit: int | None = None,
                  max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
                  progress: bool = True) -> dict:
-    """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json."""
+    """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json. Where the run
+    holds exact-search predictions of the whole split with `num_beams` items (`bearrec evaluate --search exact`), the
+    exact top B is read from them instead of searched again."""
+    from .evaluate import predictions_are_current
     from .recommend import PartialOutput, Recommender, rows_digest
     from .run_dir import RunDir
 
@@ -131,6 +139,11 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
     output = Path(output or run.artefact("diagnosis", split, limit))
     refuse_folder(output)
+    exact_path = run.artefact("predictions", split, search="exact")
+    exact_hits = None
+    if predictions_are_current(exact_path, len(rec.dataset.split(split)), num_beams, "exact"):
+        records = list(read_jsonl(exact_path))[:len(rows)]
+        exact_hits = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
     # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
     partial = None
     if rec.model_id is not None:
@@ -146,12 +159,14 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
             continue
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
         batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
-                               num_beams, score=rec.score_mode, max_expansions=max_expansions)
+                               num_beams, score=rec.score_mode, max_expansions=max_expansions,
+                               exact_hits=None if exact_hits is None else exact_hits[sl])
         if partial is not None:
             partial.append([{"index": start + j, **asdict(r)} for j, r in enumerate(batch)])
         results += batch
     summary = summarize(results, num_beams)
-    summary.update(split=split, score_mode=rec.score_mode)
+    summary.update(split=split, score_mode=rec.score_mode,
+                   exact_top_b_from=exact_path.name if exact_hits is not None else "exact search")
     summary.update(limit=limit)
     write_json(output, {**summary, "rows": [asdict(r) for r in results]})
     if partial is not None:

@@ -374,11 +374,15 @@ def demo_config_path() -> Path:
 
 # ---------------------------------------------------------------- the plan
 
+# The order of each seed's stages after tuning: a phase runs for every method before the next (evaluate: beam search).
+FINAL_PHASES = ("baseline", "train", "evaluate", "exact", "diagnose")
+
+
 @dataclass
 class Stage:
     """One step of an experiment: `run` does it, `done` tells whether an earlier invocation already did."""
 
-    kind: str  # prepare, tune, select, train, evaluate, diagnose, baseline, report
+    kind: str  # prepare, index, tune, select, then FINAL_PHASES, then report
     label: str
     run: Callable[[], Any]
     done: Callable[[], bool]
@@ -463,9 +467,9 @@ class Experiment:
             for method in self.config.methods:
                 if method.grid:
                     plan += self.tuning_stages(ds, method)
-            for seed in self.config.seeds:
-                for method in self.config.methods:
-                    plan += self.final_stages(ds, method, seed)
+            for seed in self.config.seeds:  # cheap first: every method's beam-search results before any exact search
+                stages = [s for method in self.config.methods for s in self.final_stages(ds, method, seed)]
+                plan += sorted(stages, key=lambda s: FINAL_PHASES.index(s.kind))
             plan.append(Stage("report", f"report on {ds.name}", lambda ds=ds: self.write_report(ds), lambda: False))
         plan.append(Stage("report", "results tables", self.write_results, lambda: False))
         return plan
@@ -492,7 +496,8 @@ class Experiment:
         stages = [Stage("train", f"train {on}", lambda: self.train(ds, method, seed),
                         lambda: run().model_dir.is_dir() and bool(self.llm_config(ds, method, None, seed)))]
         for search in self.config.decoding.search:
-            stages.append(Stage("evaluate", f"decode and evaluate {on} (test, {search} search)",
+            stages.append(Stage("evaluate" if search == "beam" else search,
+                                f"decode and evaluate {on} (test, {search} search)",
                                 lambda search=search: self.evaluate(run().path, "test", search),
                                 lambda search=search: self.decoded(ds, run(), "test", search)))
         rows = self.config.diagnosis.rows

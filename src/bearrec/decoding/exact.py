@@ -15,6 +15,11 @@ singles it out) cost nothing: a node whose path below never branches is pushed a
 with no model call, and expanding a node whose only child has children of its own feeds the whole chain in one
 call, one column per node, scoring the children of its last node. Under 'full' scores each token of a chain lowers
 the score, and best-first search prunes most of a long chain, so nodes are expanded one by one.
+
+A step expands each prompt's `nodes_per_step` best queued nodes, passing over complete items that a pending
+expansion's children may still outrank (they are emitted once nothing pending can). Steps cannot usefully grow with
+the work done: the nodes a proof needs are found level by level, so a long title takes as many steps as it has tokens
+whatever their size, and the nodes a larger step adds below the final 10th item are wasted (bench/exact_cost_probe.py).
 """
 from __future__ import annotations
 
@@ -101,6 +106,7 @@ class _Frontier:
         self.results: list[tuple[float, int]] = []
         self.best_complete: list[float] = []  # min-heap of the k best complete scores discovered
         self.expansions = 0
+        self.expanded: set[int] = set()  # nodes whose children are scored (an item among them may still be queued)
 
     def floor(self) -> float:
         """No completion scoring below this can enter the top k any more."""
@@ -124,7 +130,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
     `max_expansions` bounds the expansions per prompt (a node, or a single-child chain, scored in one model call);
     when it is hit, the best entries found so far are returned with certified=False. `nodes_per_step` nodes per
-    prompt are expanded per forward (more batches better, at the cost of a few speculative expansions).
+    prompt are expanded per forward (fewer forwards, at the cost of a few speculative expansions).
     """
     check_score_mode(score)
     if k < 1:
@@ -178,20 +184,34 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         for p, f in enumerate(fronts):
             picked = 0
             budget = min(nodes_per_step, max_expansions - f.expansions)
+            held: list[tuple[float, int]] = []  # complete items passed by this step, pushed back after it
             while f.heap and len(f.results) < k:
-                n = f.heap[0][1]
-                if (has_kids[n] and picked >= budget) or (has_items[n] and picked > 0):
-                    break  # out of budget, or a pending expansion's children may still outrank n
-                neg, n = heapq.heappop(f.heap)
-                if has_items[n]:
+                neg, n = f.heap[0]
+                expand = has_kids[n] and n not in f.expanded
+                if expand and picked >= budget:
+                    break
+                if has_items[n] and picked == 0:
+                    heapq.heappop(f.heap)  # nothing pending can outrank it: emitted
                     f.results.append((-neg, n))
-                if has_kids[n]:
+                elif not expand:  # a complete item (every queued node has an item or children to score)
+                    if picked >= budget:
+                        break
+                    held.append(heapq.heappop(f.heap))  # pending expansions' children may still outrank it
+                    continue
+                else:
+                    heapq.heappop(f.heap)
+                    if has_items[n]:
+                        held.append((neg, n))  # its item waits; its children are scored now
+                if expand:
+                    f.expanded.add(n)
                     chain = [n]
                     while (only_child[chain[-1]] >= 0 and has_kids[only_child[chain[-1]]]
                            and not has_items[only_child[chain[-1]]]):  # an item inside a chain is pushed, not passed
                         chain.append(only_child[chain[-1]])
                     batch_p.append(p), chains.append(chain), batch_s.append(-neg)
                     picked += 1
+            for entry in held:
+                heapq.heappush(f.heap, entry)
         if not batch_p:
             break
         lengths = torch.tensor([len(c) for c in chains], device=dev)
