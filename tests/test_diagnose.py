@@ -120,7 +120,7 @@ def test_pruning_from_predictions_agrees_with_the_diagnosis(small_run, tmp_path)
 
     run = copy_run(small_run, tmp_path)
     want = diagnose_run(run, split="valid", num_beams=3, max_expansions=5000, output=tmp_path / "d.json", progress=False)
-    assert want["exact_top_b_from"] == "exact search"  # no exact predictions yet: searched
+    assert want["lists_from"] == {"beam": "beam search", "exact": "exact search"}  # nothing decoded yet: searched
     decoded = {}
     for search in ("beam", "exact"):
         evaluate(run, split="valid", num_beams=3, search=search, max_expansions=5000)
@@ -134,9 +134,10 @@ def test_pruning_from_predictions_agrees_with_the_diagnosis(small_run, tmp_path)
         pruning_from_predictions(beam[:-1], exact)
 
 
-def test_a_diagnosis_reads_the_exact_top_b_from_the_runs_exact_predictions(small_run, tmp_path, monkeypatch):
-    """With the split decoded by exact search, diagnose_run reuses those lists (no second exact search) and finds
-    what searching again finds; predictions of another width are not used."""
+def test_a_diagnosis_reads_the_lists_from_the_runs_predictions(small_run, tmp_path, monkeypatch):
+    """With the split decoded by beam and exact search, diagnose_run reuses those lists (no search run again, beam
+    thresholds only for batches with a pruned row) and finds what searching finds; predictions of another width
+    are not used."""
     import json
 
     import bearrec.diagnose as diagnose
@@ -144,20 +145,51 @@ def test_a_diagnosis_reads_the_exact_top_b_from_the_runs_exact_predictions(small
     from run_fixtures import copy_run
 
     run = copy_run(small_run, tmp_path)
-    searched = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=6, max_expansions=5000,
-                                     output=tmp_path / "searched.json", progress=False)
-    evaluate(run, split="valid", num_beams=4, search="exact", max_expansions=5000)  # another width: not used
-    again = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=6, max_expansions=5000,
-                                  output=tmp_path / "again.json", progress=False)
-    assert again["exact_top_b_from"] == "exact search"
-    evaluate(run, split="valid", num_beams=3, search="exact", max_expansions=5000)
-    monkeypatch.setattr(diagnose, "certified_top_k", lambda *a, **k: pytest.fail("exact search run again"))
-    read = diagnose.diagnose_run(run, split="valid", num_beams=3, limit=6, max_expansions=5000,
-                                 output=tmp_path / "read.json", progress=False)
-    assert read.pop("exact_top_b_from") == "predictions-exact-valid.jsonl"
-    assert read == {k: v for k, v in searched.items() if k != "exact_top_b_from"}
+    kw = dict(split="valid", num_beams=2, limit=12, max_expansions=5000, batch_size=3, progress=False)
+    searched = diagnose.diagnose_run(run, output=tmp_path / "searched.json", **kw)
+    for search in ("beam", "exact"):
+        evaluate(run, split="valid", num_beams=3, search=search, max_expansions=5000)  # another width: not used
+    again = diagnose.diagnose_run(run, output=tmp_path / "again.json", **kw)
+    assert again["lists_from"] == {"beam": "beam search", "exact": "exact search"}
+    for search in ("beam", "exact"):
+        evaluate(run, split="valid", num_beams=2, search=search, max_expansions=5000)
+    for name in ("beam_search", "certified_top_k"):
+        monkeypatch.setattr(diagnose, name, lambda *a, **k: pytest.fail("a list searched again"))
+    thresholds, real = [], diagnose.beam_thresholds
+    monkeypatch.setattr(diagnose, "beam_thresholds", lambda *a, **k: thresholds.append(1) or real(*a, **k))
+    read = diagnose.diagnose_run(run, output=tmp_path / "read.json", **kw)
+    assert read.pop("lists_from") == {"beam": "predictions-valid.jsonl", "exact": "predictions-exact-valid.jsonl"}
+    assert read == {k: v for k, v in searched.items() if k != "lists_from"}
     assert json.loads((tmp_path / "read.json").read_text())["rows"] == \
         json.loads((tmp_path / "searched.json").read_text())["rows"]
+    rows = json.loads((tmp_path / "searched.json").read_text())["rows"]
+    assert len(thresholds) == sum(any(r["pruned_step"] for r in rows[i:i + 3]) for i in range(0, len(rows), 3))
+
+
+def test_known_lists_give_the_same_diagnosis_and_thresholds_only_where_a_row_is_pruned(monkeypatch):
+    """In the reference setting (some positives pruned), diagnosing with the lists given equals searching them, and
+    the beam thresholds are computed for the pruned rows' batches only."""
+    import bearrec.diagnose as diagnose
+
+    model = tiny_llama(V, seed=3, init_range=0.8)
+    seqs = random_sequences(60, V, seed=3, max_len=4, dup_rate=0.0, prefix_rate=0.0)
+    trie = item_trie(seqs)
+    ids, mask = random_prompts(6, V, seed=3)
+    ranked = brute_force(model, ids, mask, seqs, "full")
+    positives = [list(ranked[p][p % 6][1]) for p in range(6)]
+    targets = [f"i{seqs.index(s)}" for s in positives]
+    searched = diagnose_batch(model, ids, mask, trie, positives, targets, 3, max_expansions=10_000)
+    calls, real = [], diagnose.beam_thresholds
+    monkeypatch.setattr(diagnose, "beam_thresholds", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for name in ("beam_search", "certified_top_k"):
+        monkeypatch.setattr(diagnose, name, lambda *a, **k: pytest.fail("a list searched again"))
+    for p, want in enumerate(searched):
+        got, = diagnose.diagnose_batch(model, ids[p:p + 1], mask[p:p + 1], trie, positives[p:p + 1], targets[p:p + 1],
+                                       3, returned=[want.returned], exact_hits=[(want.in_exact_top_b, want.certified)])
+        assert (got.pruned_step, got.token_outside_top_b, got.ranks) == (want.pruned_step, want.token_outside_top_b,
+                                                                          want.ranks)
+        assert got.log_prob == pytest.approx(want.log_prob, abs=1e-4)
+    assert len(calls) == sum(r.pruned_step is not None for r in searched) > 0
 
 
 def test_pruning_from_predictions_counts_rows_by_hand():

@@ -40,35 +40,38 @@ class RowDiagnosis:
 
 def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: Any,
                    positives: Sequence[Sequence[int]], targets: Sequence[str], num_beams: int, *,
-                   score: str = "full", max_expansions: int = 2000,
+                   score: str = "full", max_expansions: int = 2000, returned: Sequence[bool] | None = None,
                    exact_hits: Sequence[tuple[bool, bool]] | None = None) -> list[RowDiagnosis]:
     """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`.
-    `exact_hits`: each row's (positive in the exact top B, certified) when already known, so exact search is not
-    run again."""
-    beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
+    Known lists are not searched again: `returned`, whether beam search returns each row's positive, and
+    `exact_hits`, each row's (positive in the exact top B, certified). The beam thresholds that date a pruning are
+    computed only for a batch with a pruned row."""
+    if returned is None:
+        beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
+        returned = [any(t in h.item_ids for h in b) for t, b in zip(targets, beams)]
     if exact_hits is None:
         found = certified_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
                                 max_expansions=max_expansions)
         exact_hits = [(any(t in h.item_ids for h in r.items), r.certified) for t, r in zip(targets, found)]
     seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score=score)
-    depth = max(len(p) for p in positives)
-    thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,
-                                 max_steps=depth).cpu()
+    thresholds = None
+    if any(hit and not ret for (hit, _), ret in zip(exact_hits, returned)):
+        thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,
+                                     max_steps=max(len(p) for p in positives)).cpu()
     out = []
-    for i, target in enumerate(targets):
-        returned = any(target in h.item_ids for h in beams[i])
+    for i in range(len(targets)):
         in_exact, certified = exact_hits[i]
         cumulative = seq.log_probs[i].cumsum(0)
         ranks = seq.ranks[i].tolist()
         step = None
-        if in_exact and not returned:
+        if in_exact and not returned[i]:
             n = len(positives[i])
             below = (cumulative[: n - 1] < thresholds[i, : n - 1]).nonzero()
             # A positive whose every prefix stayed in the beam was lost when its complete title was
             # outranked among the finished hypotheses: that happens at its last (EOS) step.
             step = int(below[0]) + 1 if below.numel() else n
         out.append(RowDiagnosis(
-            in_exact_top_b=in_exact, certified=certified, returned=returned, pruned_step=step,
+            in_exact_top_b=in_exact, certified=certified, returned=bool(returned[i]), pruned_step=step,
             token_outside_top_b=None if step is None else ranks[step - 1] > num_beams,
             ranks=ranks, log_prob=float(cumulative[-1])))
     return out
@@ -126,8 +129,8 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
                  max_expansions: int = 2000, batch_size: int = 8, output: str | Path | None = None,
                  progress: bool = True) -> dict:
     """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json. Where the run
-    holds exact-search predictions of the whole split with `num_beams` items (`bearrec evaluate --search exact`), the
-    exact top B is read from them instead of searched again."""
+    holds predictions of the whole split with `num_beams` items (`bearrec evaluate`, with `--search exact` for the
+    exact top B), each row's hit is read from them instead of searched again (`lists_from` says which)."""
     from .evaluate import predictions_are_current
     from .recommend import PartialOutput, Recommender, rows_digest
     from .run_dir import RunDir
@@ -139,11 +142,13 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
     output = Path(output or run.artefact("diagnosis", split, limit))
     refuse_folder(output)
-    exact_path = run.artefact("predictions", split, search="exact")
-    exact_hits = None
-    if predictions_are_current(exact_path, len(rec.dataset.split(split)), num_beams, "exact"):
-        records = list(read_jsonl(exact_path))[:len(rows)]
-        exact_hits = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
+    known: dict[str, list] = {}
+    for search in ("beam", "exact"):
+        path = run.artefact("predictions", split, search=search)
+        if predictions_are_current(path, len(rec.dataset.split(split)), num_beams, search):
+            records = list(read_jsonl(path))[:len(rows)]
+            known[search] = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
+            known[f"{search}_file"] = path.name
     # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
     partial = None
     if rec.model_id is not None:
@@ -160,13 +165,14 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
         batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
                                num_beams, score=rec.score_mode, max_expansions=max_expansions,
-                               exact_hits=None if exact_hits is None else exact_hits[sl])
+                               returned=[hit for hit, _ in known["beam"][sl]] if "beam" in known else None,
+                               exact_hits=known["exact"][sl] if "exact" in known else None)
         if partial is not None:
             partial.append([{"index": start + j, **asdict(r)} for j, r in enumerate(batch)])
         results += batch
     summary = summarize(results, num_beams)
     summary.update(split=split, score_mode=rec.score_mode,
-                   exact_top_b_from=exact_path.name if exact_hits is not None else "exact search")
+                   lists_from={search: known.get(f"{search}_file", f"{search} search") for search in ("beam", "exact")})
     summary.update(limit=limit)
     write_json(output, {**summary, "rows": [asdict(r) for r in results]})
     if partial is not None:
