@@ -1,10 +1,11 @@
 """What exact search costs for one trained run, per search mode, on the first rows of its test split.
 
-Times beam search, best-first exact search under full scores (with steps that grow with the work done, and with
-fixed steps of 8 nodes, the search before 2026-12-05) and masked scores, and the whole-catalog pass; then, for a few
-rows, counts the trie's inner nodes whose prefix is at least as probable as the exact 10th item (the nodes any exact
-search must expand under full scores) and as beam search's 10th (a bound a pruned pass could start from):
-    python bench/exact_cost_probe.py RUN_DIR [--rows 8] [--catalog-rows 2]
+Times beam search, best-first exact search under full and masked scores (for each --nodes-per-step: the nodes each
+prompt expands per forward), and the whole-catalog pass; then, for a few rows, counts the trie's inner nodes whose
+prefix is at least as probable as the exact 10th item (the nodes any exact search must expand under full scores) and
+as beam search's 10th (a bound a pruned pass could start from):
+    python bench/exact_cost_probe.py RUN_DIR [--rows 8] [--catalog-rows 2] [--max-expansions 2000]
+        [--nodes-per-step 8 32]
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--catalog-rows", type=int, default=2)
     parser.add_argument("--num-beams", type=int, default=10)
     parser.add_argument("--max-expansions", type=int, default=2000)
+    parser.add_argument("--nodes-per-step", type=int, nargs="+", default=[8, 32])
     args = parser.parse_args()
     rec = Recommender.from_run(args.run, device="cpu")
     rows = rec.dataset.split("test")[:args.rows]
@@ -35,13 +37,15 @@ def main() -> None:
           f"{trie.num_nodes} nodes, run's score mode {rec.score_mode}, torch threads {torch.get_num_threads()}")
     t = time.perf_counter()
     beam_search(rec.model, ids, mask, trie, b, score=rec.score_mode)
-    print(f"beam search: {time.perf_counter() - t:.1f} s")
-    for score, steps in (("full", "growing"), ("full", "fixed"), ("masked", "growing")):
-        t = time.perf_counter()
-        found = exact_top_k(rec.model, ids, mask, trie, b, score=score, max_expansions=args.max_expansions,
-                            **({"max_nodes_per_step": 8} if steps == "fixed" else {}))
-        print(f"best-first exact, {score} scores, {steps} steps: {time.perf_counter() - t:.1f} s, "
-              f"{sum(r.certified for r in found)} of {len(found)} certified, expansions {[r.expansions for r in found]}")
+    print(f"beam search: {time.perf_counter() - t:.1f} s", flush=True)
+    for score in ("full", "masked"):
+        for step in args.nodes_per_step:
+            t = time.perf_counter()
+            found = exact_top_k(rec.model, ids, mask, trie, b, score=score, max_expansions=args.max_expansions,
+                                nodes_per_step=step)
+            print(f"best-first exact, {score} scores, {step} nodes per step: {time.perf_counter() - t:.1f} s, "
+                  f"{sum(r.certified for r in found)} of {len(found)} certified, "
+                  f"expansions {[r.expansions for r in found]}", flush=True)
     inner = trie.child_ptr.diff() > 0
     ends = trie.item_counts(torch.arange(trie.num_nodes)) > 0
     for i in range(min(args.catalog_rows, len(rows))):

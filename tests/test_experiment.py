@@ -209,6 +209,11 @@ def test_the_shipped_configs_load(monkeypatch):
     assert (config.max_history, config.domain, config.max_valid_rows, config.objective.num_beams) == (5, "office", 500, 10)
     assert (config.objective.lam, config.objective.xi, config.seed) == (0.25, 1.0, 1)
     assert config.training["train_sampling_strategy"] == "group_by_length"
+    smol = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "smollm2-office-cpu.yaml")
+    config = exp.Experiment(smol).train_config(smol.datasets[0], smol.methods[-1], {}, 0)
+    assert (config.model, config.lora.r, config.objective.name, config.objective.base) == ("smollm2-135m", 8, "bear", "sft")
+    assert smol.datasets[0].prepare["train_sample"] == 1024 and smol.datasets[0].test_sample == 500
+    assert smol.decoding.search == ["beam", "exact"] and smol.diagnosis.rows == 500
     for name in ("semantic-ml100k", "semantic-office"):
         semantic = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / f"{name}.yaml")
         config = exp.Experiment(semantic).train_config(semantic.datasets[0], semantic.methods[2], {}, 0)
