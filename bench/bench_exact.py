@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=None, help="where --train writes (default: a temporary folder)")
     ap.add_argument("--k", type=int, default=10, help="top-k of exact search = beam size B of beam search")
     ap.add_argument("--max-expansions", type=int, default=2000, help="exact_top_k's default")
-    ap.add_argument("--nodes-per-step", type=int, default=8, help="exact_top_k's default")
+    ap.add_argument("--nodes-per-step", type=int, default=32, help="exact_top_k's default")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)

@@ -17,9 +17,12 @@ call, one column per node, scoring the children of its last node. Under 'full' s
 the score, and best-first search prunes most of a long chain, so nodes are expanded one by one.
 
 A step expands each prompt's `nodes_per_step` best queued nodes, passing over complete items that a pending
-expansion's children may still outrank (they are emitted once nothing pending can). Steps cannot usefully grow with
-the work done: the nodes a proof needs are found level by level, so a long title takes as many steps as it has tokens
-whatever their size, and the nodes a larger step adds below the final 10th item are wasted (bench/exact_cost_probe.py).
+expansion's children may still outrank (they are emitted once nothing pending can). The default of 32 is measured
+(bench/exact_cost_probe.py, docs/benchmarks.md): on SmolLM2 under full scores, proving a top 10 takes ~7,000
+expansions, and 32 per step took 5.8x less time than 8 (per-forward overhead dominates), with no wasted expansion;
+larger steps gain little there and waste expansions on a small model. Steps cannot usefully grow with the work done:
+the nodes a proof needs are found level by level, so a long title takes as many steps as it has tokens whatever their
+size.
 """
 from __future__ import annotations
 
@@ -125,7 +128,7 @@ class _Frontier:
 @torch.no_grad()
 def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
                 k: int, *, score: str = "full", max_expansions: int = 2000,
-                nodes_per_step: int = 8) -> list[ExactResult]:
+                nodes_per_step: int = 32) -> list[ExactResult]:
     """For each left-padded prompt, the k catalog entries of highest P(y|x), best first (see module doc).
 
     `max_expansions` bounds the expansions per prompt (a node, or a single-child chain, scored in one model call);
