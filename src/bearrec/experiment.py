@@ -374,8 +374,9 @@ def demo_config_path() -> Path:
 
 # ---------------------------------------------------------------- the plan
 
-# The order of each seed's stages after tuning: a phase runs for every method before the next (evaluate: beam search).
-FINAL_PHASES = ("baseline", "train", "evaluate", "exact", "diagnose")
+# The order of each seed's stages after tuning: a phase runs for every method before the next (evaluate: beam search);
+# the last phase runs each method's exact search then its diagnosis (which reads those lists), method by method.
+FINAL_PHASES = {"baseline": 0, "train": 1, "evaluate": 2, "exact": 3, "diagnose": 3}
 
 
 @dataclass
@@ -469,7 +470,7 @@ class Experiment:
                     plan += self.tuning_stages(ds, method)
             for seed in self.config.seeds:  # cheap first: every method's beam-search results before any exact search
                 stages = [s for method in self.config.methods for s in self.final_stages(ds, method, seed)]
-                plan += sorted(stages, key=lambda s: FINAL_PHASES.index(s.kind))
+                plan += sorted(stages, key=lambda s: FINAL_PHASES[s.kind])
             plan.append(Stage("report", f"report on {ds.name}", lambda ds=ds: self.write_report(ds), lambda: False))
         plan.append(Stage("report", "results tables", self.write_results, lambda: False))
         return plan
