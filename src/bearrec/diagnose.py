@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
 from .errors import DataError
-from .io import read_jsonl, refuse_folder, write_json
+from .io import refuse_folder, write_json
 from .metrics import hit_ranks
 
 
@@ -131,7 +131,7 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json. Where the run
     holds predictions of the whole split with `num_beams` items (`bearrec evaluate`, with `--search exact` for the
     exact top B), each row's hit is read from them instead of searched again (`lists_from` says which)."""
-    from .evaluate import predictions_are_current
+    from .evaluate import current_predictions
     from .recommend import PartialOutput, Recommender, rows_digest
     from .run_dir import RunDir
 
@@ -142,13 +142,15 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
     output = Path(output or run.artefact("diagnosis", split, limit))
     refuse_folder(output)
-    known: dict[str, list] = {}
-    for search in ("beam", "exact"):
+    hits: dict[str, list[tuple[bool, bool]]] = {}  # search -> each row's (positive in its list, certified)
+    lists_from = {"beam": "beam search", "exact": "exact search"}
+    for search in lists_from:
         path = run.artefact("predictions", split, search=search)
-        if predictions_are_current(path, len(rec.dataset.split(split)), num_beams, search):
-            records = list(read_jsonl(path))[:len(rows)]
-            known[search] = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
-            known[f"{search}_file"] = path.name
+        records = current_predictions(path, len(rec.dataset.split(split)), num_beams, search)
+        if records is not None:
+            records = records[:len(rows)]
+            hits[search] = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
+            lists_from[search] = path.name
     # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
     partial = None
     if rec.model_id is not None:
@@ -165,14 +167,13 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
         batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
                                num_beams, score=rec.score_mode, max_expansions=max_expansions,
-                               returned=[hit for hit, _ in known["beam"][sl]] if "beam" in known else None,
-                               exact_hits=known["exact"][sl] if "exact" in known else None)
+                               returned=[hit for hit, _ in hits["beam"][sl]] if "beam" in hits else None,
+                               exact_hits=hits["exact"][sl] if "exact" in hits else None)
         if partial is not None:
             partial.append([{"index": start + j, **asdict(r)} for j, r in enumerate(batch)])
         results += batch
     summary = summarize(results, num_beams)
-    summary.update(split=split, score_mode=rec.score_mode,
-                   lists_from={search: known.get(f"{search}_file", f"{search} search") for search in ("beam", "exact")})
+    summary.update(split=split, score_mode=rec.score_mode, lists_from=lists_from)
     summary.update(limit=limit)
     write_json(output, {**summary, "rows": [asdict(r) for r in results]})
     if partial is not None:

@@ -22,15 +22,23 @@ from .run_dir import RunDir
 
 
 
+def current_predictions(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> list[dict] | None:
+    """The records of `path` when it holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact:
+    that many items); else None."""
+    if not path.exists():
+        return None
+    rows = list(read_jsonl(path))
+    if search == "exact":
+        ok = all(r.get("search") == "exact" and r.get("k") == num_beams for r in rows)
+    else:
+        ok = all(r.get("search", "beam") == "beam" and r.get("beams") == num_beams for r in rows)
+    return rows if ok and len(rows) == n_rows else None
+
+
 def predictions_are_current(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> bool:
     """True when `path` holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact: that many
     items)."""
-    if not path.exists():
-        return False
-    rows = list(read_jsonl(path))
-    if search == "exact":
-        return len(rows) == n_rows and all(r.get("search") == "exact" and r.get("k") == num_beams for r in rows)
-    return len(rows) == n_rows and all(r.get("search", "beam") == "beam" and r.get("beams") == num_beams for r in rows)
+    return current_predictions(path, n_rows, num_beams, search) is not None
 
 
 def popularity(dataset: Dataset) -> Counter:
