@@ -5,7 +5,7 @@ prompt expands per forward), and the whole-catalog pass; then, for a few rows, c
 prefix is at least as probable as the exact 10th item (the nodes any exact search must expand under full scores) and
 as beam search's 10th (a bound a pruned pass could start from):
     python bench/exact_cost_probe.py RUN_DIR [--rows 8] [--catalog-rows 2] [--max-expansions 2000]
-        [--nodes-per-step 8 32]
+        [--nodes-per-step 8 32] [--scores full masked]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--num-beams", type=int, default=10)
     parser.add_argument("--max-expansions", type=int, default=2000)
     parser.add_argument("--nodes-per-step", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--scores", nargs="+", choices=["full", "masked"], default=["full", "masked"])
     args = parser.parse_args()
     rec = Recommender.from_run(args.run, device="cpu")
     rows = rec.dataset.split("test")[:args.rows]
@@ -38,7 +39,7 @@ def main() -> None:
     t = time.perf_counter()
     beam_search(rec.model, ids, mask, trie, b, score=rec.score_mode)
     print(f"beam search: {time.perf_counter() - t:.1f} s", flush=True)
-    for score in ("full", "masked"):
+    for score in args.scores:
         for step in args.nodes_per_step:
             t = time.perf_counter()
             found = exact_top_k(rec.model, ids, mask, trie, b, score=score, max_expansions=args.max_expansions,

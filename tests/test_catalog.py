@@ -57,3 +57,17 @@ def test_rows_best_first_search_cannot_certify_are_scored_whole(score):
     for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
         assert res.certified and res.expansions == 2 + inner
         assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:5]]
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_counts_best_first_search_cannot_settle_are_read_from_the_whole_catalog(score):
+    from bearrec.decoding import certified_count_above
+
+    model = tiny_llama(V, seed=6)
+    seqs = random_sequences(60, V, seed=6)
+    ids, mask = random_prompts(3, V, seed=6)
+    ranked = brute_force(model, ids, mask, seqs, score)
+    floors = [ref[r][0] - 1e-3 for ref, r in zip(ranked, (0, 3, 20))]  # just below the entry ranked r
+    got = certified_count_above(model, ids, mask, item_trie(seqs), 5, floors, score=score, max_expansions=1)
+    assert [r.count for r in got] == [1, 4, 5]
+    assert all(r.certified for r in got) and any(r.expansions > 1 for r in got)

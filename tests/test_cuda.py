@@ -229,6 +229,22 @@ def test_exact_top_k_on_cuda_equals_cpu(score):
     assert [h.score for r in gpu for h in r.items] == pytest.approx([h.score for r in cpu for h in r.items], abs=1e-4)
 
 
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_count_above_on_cuda_equals_cpu(score):
+    """The diagnosis's count of the entries above each positive: the same on CUDA as on CPU."""
+    from bearrec.decoding import count_above
+
+    model = tiny_llama(V, seed=7)
+    trie = item_trie(random_sequences(100, V, seed=7, prefix_rate=0.3))
+    ids, mask = random_prompts(4, V, min_len=2, max_len=16, seed=7)
+    ranked = exact_top_k(model, ids, mask, trie, 30, score=score)
+    floors = [r.items[i].score - 1e-3 for r, i in zip(ranked, (0, 5, 12, 29))]
+    cpu = count_above(model, ids, mask, trie, 10, floors, score=score)
+    gpu = count_above(model.to(DEVICE), ids.to(DEVICE), mask.to(DEVICE), trie, 10, floors, score=score)
+    assert [(r.count, r.certified) for r in gpu] == [(r.count, r.certified) for r in cpu] == \
+        [(1, True), (6, True), (10, True), (10, True)]
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("B,length_penalty,early_stopping", [(5, 0.0, False), (10, 1.0, "never"), (1, 0.0, False)])
 def test_parity_with_hf_generate_on_cuda(seed, B, length_penalty, early_stopping):

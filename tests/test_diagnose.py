@@ -120,7 +120,8 @@ def test_pruning_from_predictions_agrees_with_the_diagnosis(small_run, tmp_path)
 
     run = copy_run(small_run, tmp_path)
     want = diagnose_run(run, split="valid", num_beams=3, max_expansions=5000, output=tmp_path / "d.json", progress=False)
-    assert want["lists_from"] == {"beam": "beam search", "exact": "exact search"}  # nothing decoded yet: searched
+    assert want["lists_from"] == {"beam": "beam search",  # nothing decoded yet: searched
+                                  "exact": "count of the entries above each positive"}
     decoded = {}
     for search in ("beam", "exact"):
         evaluate(run, split="valid", num_beams=3, search=search, max_expansions=5000)
@@ -150,10 +151,15 @@ def test_a_diagnosis_reads_the_lists_from_the_runs_predictions(small_run, tmp_pa
     for search in ("beam", "exact"):
         evaluate(run, split="valid", num_beams=3, search=search, max_expansions=5000)  # another width: not used
     again = diagnose.diagnose_run(run, output=tmp_path / "again.json", **kw)
-    assert again["lists_from"] == {"beam": "beam search", "exact": "exact search"}
-    for search in ("beam", "exact"):
-        evaluate(run, split="valid", num_beams=2, search=search, max_expansions=5000)
-    for name in ("beam_search", "certified_top_k"):
+    assert again["lists_from"] == {"beam": "beam search", "exact": "count of the entries above each positive"}
+    evaluate(run, split="valid", num_beams=2, search="beam")
+    monkeypatch.setattr(diagnose, "beam_search", lambda *a, **k: pytest.fail("the beam lists searched again"))
+    beam_only = diagnose.diagnose_run(run, output=tmp_path / "beam-only.json", **kw)  # beam scores seed the counts
+    assert beam_only.pop("lists_from") == {"beam": "predictions-valid.jsonl",
+                                           "exact": "count of the entries above each positive"}
+    assert beam_only == {k: v for k, v in searched.items() if k != "lists_from"}
+    evaluate(run, split="valid", num_beams=2, search="exact", max_expansions=5000)
+    for name in ("beam_search", "certified_count_above"):
         monkeypatch.setattr(diagnose, name, lambda *a, **k: pytest.fail("a list searched again"))
     thresholds, real = [], diagnose.beam_thresholds
     monkeypatch.setattr(diagnose, "beam_thresholds", lambda *a, **k: thresholds.append(1) or real(*a, **k))
@@ -181,11 +187,12 @@ def test_known_lists_give_the_same_diagnosis_and_thresholds_only_where_a_row_is_
     searched = diagnose_batch(model, ids, mask, trie, positives, targets, 3, max_expansions=10_000)
     calls, real = [], diagnose.beam_thresholds
     monkeypatch.setattr(diagnose, "beam_thresholds", lambda *a, **k: calls.append(1) or real(*a, **k))
-    for name in ("beam_search", "certified_top_k"):
+    for name in ("beam_search", "certified_count_above"):
         monkeypatch.setattr(diagnose, name, lambda *a, **k: pytest.fail("a list searched again"))
     for p, want in enumerate(searched):
+        beam = [[([targets[p]] if want.returned else ["not-the-target"], None)]]
         got, = diagnose.diagnose_batch(model, ids[p:p + 1], mask[p:p + 1], trie, positives[p:p + 1], targets[p:p + 1],
-                                       3, returned=[want.returned], exact_hits=[(want.in_exact_top_b, want.certified)])
+                                       3, beam_lists=beam, exact_hits=[(want.in_exact_top_b, want.certified)])
         assert (got.pruned_step, got.token_outside_top_b, got.ranks) == (want.pruned_step, want.token_outside_top_b,
                                                                           want.ranks)
         assert got.log_prob == pytest.approx(want.log_prob, abs=1e-4)

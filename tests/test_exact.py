@@ -118,29 +118,6 @@ def test_small_catalog_and_budget():
         assert [h.score for h in r.items] == sorted((h.score for h in r.items), reverse=True)
 
 
-def test_the_growing_cache_holds_what_concatenation_would_through_its_growths():
-    from transformers import DynamicCache
-
-    from bearrec.decoding.common import growing_cache
-
-    model = tiny_llama(V, seed=1)
-    ids, mask = random_prompts(2, V, seed=1)
-    out = model(input_ids=ids, attention_mask=mask, use_cache=True)
-    plain = out.past_key_values
-    grown = growing_cache(plain)
-    reference = DynamicCache([(layer.keys.clone(), layer.values.clone()) for layer in plain.layers], config=model.config)
-    capacity = grown.layers[0]._buffers[0].shape[-2]
-    torch.manual_seed(0)
-    for step in range(12):  # 12 x 17 columns: past the first capacity several times
-        for i, layer in enumerate(grown.layers):
-            k, v = torch.randn(2, *layer.keys.shape[:-2], 17, layer.keys.shape[-1]).unbind(0)
-            got, want = layer.update(k, v), reference.layers[i].update(k, v)
-            assert all(torch.equal(a, b) for a, b in zip(got, want))
-    assert grown.layers[0]._buffers[0].shape[-2] > 2 * capacity and grown.get_seq_length() == reference.get_seq_length()
-    with pytest.raises(NotImplementedError):
-        grown.layers[0].crop(3)
-
-
 @pytest.mark.parametrize("tree", [True, False])
 @pytest.mark.parametrize("seed,k,step", [(0, 10, 1), (1, 4, 3), (2, 25, 64), (3, 1, 5)])
 def test_steps_that_pass_over_complete_items_stay_exact(tree, seed, k, step, monkeypatch):
@@ -170,3 +147,57 @@ def test_a_complete_item_does_not_cut_a_step_short():
     got = exact_top_k(model, ids, mask, make_trie(seqs), 10, score="full", max_expansions=10**6, nodes_per_step=32)
     assert all(r.certified for r in got)
     assert len(calls) <= 8
+
+
+@pytest.mark.parametrize("tree", [True, False])
+@pytest.mark.parametrize("score", ["full", "masked"])
+@pytest.mark.parametrize("seed,k,step", [(0, 10, 1), (1, 3, 4), (2, 6, 32)])
+def test_count_above_equals_brute_force_and_known_entries_are_not_counted_twice(tree, score, seed, k, step,
+                                                                               monkeypatch):
+    """Entries above a floor set at, between and below the brute-force ranking's scores, counted up to k, with some
+    entries above it given as known."""
+    import random
+
+    import bearrec.decoding.exact as exact
+    from bearrec.decoding import count_above
+
+    if not tree:
+        monkeypatch.setattr(exact, "tree_attention", lambda model: False)
+    model = tiny_llama(V, seed=seed, init_range=0.3)
+    seqs = random_sequences(80, V, seed=seed, max_len=5)
+    trie = make_trie(seqs)
+    rng = random.Random(seed)
+    ids, mask = random_prompts(6, V, seed=seed)
+    ranked = brute_force(model, ids, mask, seqs, score)
+    floors, known, want = [], [], []
+    for p, ref in enumerate(ranked):
+        r = [0, 1, k - 1, k, k + 3, len(ref) - 1][p]  # the floor sits just above the entry ranked r
+        floor = ref[r][0] + 1e-4 if p % 2 else (ref[r][0] + ref[min(r + 1, len(ref) - 1)][0]) / 2
+        above = [s for total, s in ref if total > floor]
+        floors.append(floor)
+        known.append([trie.node_of(s) for s in rng.sample(above, min(len(above), rng.randint(0, k)))])
+        want.append(min(k, len(above)))
+    got = count_above(model, ids, mask, trie, k, floors, known=known, score=score, max_expansions=10**6,
+                      nodes_per_step=step)
+    assert [r.count for r in got] == want and all(r.certified for r in got)
+
+
+def test_counting_far_down_the_ranking_costs_less_than_proving_the_top_k():
+    """An item ranked low needs only k entries found above it; known entries answer with no model call."""
+    from bearrec.decoding import count_above
+
+    model = tiny_llama(V, seed=8, init_range=0.1)
+    seqs = random_sequences(300, V, seed=8, max_len=7)
+    trie = make_trie(seqs)
+    ids, mask = random_prompts(3, V, seed=8)
+    ranked = brute_force(model, ids, mask, seqs, "full")
+    low = [ref[100][0] for ref in ranked]
+    counted = count_above(model, ids, mask, trie, 10, low, score="full", max_expansions=10**6, nodes_per_step=1)
+    proved = exact_top_k(model, ids, mask, trie, 10, score="full", max_expansions=10**6, nodes_per_step=1)
+    assert all(c.count == 10 and c.certified for c in counted)
+    assert sum(c.expansions for c in counted) < sum(r.expansions for r in proved)
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    given = [[trie.node_of(s) for _, s in ref[:10]] for ref in ranked]
+    assert [c.count for c in count_above(model, ids, mask, trie, 10, low, known=given)] == [10, 10, 10]
+    assert calls == []

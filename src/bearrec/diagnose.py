@@ -1,9 +1,11 @@
 """Pruning diagnostics: does beam search lose positives that are among the B most probable items?
 
 PruningRate@B (the paper's definition): among rows whose positive item is in the exact top-B by
-overall probability P(y|x) (found by `certified_top_k`: best-first search, then the whole catalog scored exactly
-where that search could not certify; with attention that takes no 4-D mask a row may stay uncertified),
-the share that beam search with B beams does not return. For each pruned row, the step at which the
+overall probability P(y|x), the share that beam search with B beams does not return. A positive is in the exact
+top B when fewer than B catalog entries outrank it: best-first search over the prefixes scoring above it, stopped
+at the B-th entry found (`certified_count_above`; the whole catalog is scored exactly where that search runs out of
+expansions; with attention that takes no 4-D mask such a row stays uncertified), or read from the run's exact
+search predictions. For each pruned row, the step at which the
 positive's prefix leaves the beam is the first step t whose cumulative log-probability
 log P(y_<=t|x) falls below the B-th kept prefix's (`beam_thresholds`); a pruning is "token-caused"
 when the positive token itself ranks below B among the valid children at that step (the paper's
@@ -19,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .decoding import beam_search, beam_thresholds, certified_top_k, left_pad, sequence_log_probs
+from .decoding import beam_search, beam_thresholds, certified_count_above, left_pad, sequence_log_probs
 from .errors import DataError
 from .io import refuse_folder, write_json
 from .metrics import hit_ranks
@@ -38,22 +40,35 @@ class RowDiagnosis:
     log_prob: float  # log P(y|x) of the positive under the decoding score
 
 
+TIE_TOLERANCE = 1e-4
+"""An entry outranks a positive when it scores more than this above it: far above the float noise between a
+search's scores and teacher-forced ones, far below any real gap."""
+
+
 def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: Any,
                    positives: Sequence[Sequence[int]], targets: Sequence[str], num_beams: int, *,
-                   score: str = "full", max_expansions: int = 2000, returned: Sequence[bool] | None = None,
+                   score: str = "full", max_expansions: int = 2000,
+                   beam_lists: Sequence[Sequence[tuple[Sequence[str], float | None]]] | None = None,
                    exact_hits: Sequence[tuple[bool, bool]] | None = None) -> list[RowDiagnosis]:
     """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`.
-    Known lists are not searched again: `returned`, whether beam search returns each row's positive, and
-    `exact_hits`, each row's (positive in the exact top B, certified). The beam thresholds that date a pruning are
-    computed only for a batch with a pruned row."""
-    if returned is None:
+
+    Known lists are not searched again: `beam_lists`, each row's beam search list as (item ids, score) entries, and
+    `exact_hits`, each row's (positive in the exact top B, certified). Without `exact_hits`, a positive is in the
+    exact top B when fewer than B catalog entries outrank it (`certified_count_above` over its own score, the beam's
+    entries above it counted as found): no top B is proven, so a positive far down the ranking costs no search.
+    The beam thresholds that date a pruning are computed only for a batch with a pruned row."""
+    if beam_lists is None:
         beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
-        returned = [any(t in h.item_ids for h in b) for t, b in zip(targets, beams)]
-    if exact_hits is None:
-        found = certified_top_k(model, input_ids, attention_mask, trie, num_beams, score=score,
-                                max_expansions=max_expansions)
-        exact_hits = [(any(t in h.item_ids for h in r.items), r.certified) for t, r in zip(targets, found)]
+        beam_lists = [[(h.item_ids, h.score) for h in b] for b in beams]
+    returned = [any(t in ids for ids, _ in lst) for t, lst in zip(targets, beam_lists)]
     seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score=score)
+    if exact_hits is None:
+        floors = [float(lp.sum()) + TIE_TOLERANCE for lp in seq.log_probs]
+        known = [[trie.item_node(ids[0]) for ids, s in lst if s is not None and s > fl and t not in ids]
+                 for lst, fl, t in zip(beam_lists, floors, targets)]
+        counts = certified_count_above(model, input_ids, attention_mask, trie, num_beams, floors, known=known,
+                                       score=score, max_expansions=max_expansions)
+        exact_hits = [(c.count < num_beams, c.certified) for c in counts]
     thresholds = None
     if any(hit and not ret for (hit, _), ret in zip(exact_hits, returned)):
         thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,
@@ -142,15 +157,20 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     positives = rec.texts.response_ids(rec.tokenizer, [r.target for r in rows])
     output = Path(output or run.artefact("diagnosis", split, limit))
     refuse_folder(output)
-    hits: dict[str, list[tuple[bool, bool]]] = {}  # search -> each row's (positive in its list, certified)
-    lists_from = {"beam": "beam search", "exact": "exact search"}
+    beam_lists = None  # each row's beam list as (item ids, score) entries
+    exact_hits = None  # each row's (positive in the exact top B, certified)
+    lists_from = {"beam": "beam search", "exact": "count of the entries above each positive"}
     for search in lists_from:
         path = run.artefact("predictions", split, search=search)
         records = current_predictions(path, len(rec.dataset.split(split)), num_beams, search)
-        if records is not None:
-            records = records[:len(rows)]
-            hits[search] = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
-            lists_from[search] = path.name
+        if records is None:
+            continue
+        records = records[:len(rows)]
+        lists_from[search] = path.name
+        if search == "beam":
+            beam_lists = [[(e["item_ids"], e.get("score")) for e in r["recommendations"]] for r in records]
+        else:
+            exact_hits = [(bool(h > 0), bool(r.get("certified"))) for h, r in zip(hit_ranks(records), records)]
     # every finished batch is kept in OUTPUT.partial, so an interrupted diagnosis resumes with the same batches
     partial = None
     if rec.model_id is not None:
@@ -167,8 +187,8 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
         batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
                                num_beams, score=rec.score_mode, max_expansions=max_expansions,
-                               returned=[hit for hit, _ in hits["beam"][sl]] if "beam" in hits else None,
-                               exact_hits=hits["exact"][sl] if "exact" in hits else None)
+                               beam_lists=beam_lists[sl] if beam_lists is not None else None,
+                               exact_hits=exact_hits[sl] if exact_hits is not None else None)
         if partial is not None:
             partial.append([{"index": start + j, **asdict(r)} for j, r in enumerate(batch)])
         results += batch

@@ -154,6 +154,13 @@ class ItemTrie:
         lo, hi = int(self.item_ptr[node]), int(self.item_ptr[node + 1])
         return [self.item_ids[i] for i in self.item_index[lo:hi].tolist()]
 
+    def item_node(self, item_id: str) -> int:
+        """The node where item `item_id`'s sequence ends (-1 when the trie does not hold it)."""
+        if getattr(self, "_item_node", None) is None:
+            owners = torch.repeat_interleave(torch.arange(self.num_nodes), self.item_ptr.diff().cpu())
+            self._item_node = {self.item_ids[i]: n for i, n in zip(self.item_index.tolist(), owners.tolist())}
+        return self._item_node.get(str(item_id), -1)
+
     def items_of(self, sequence: Sequence[int]) -> list[str]:
         """The ids of the items whose token sequence is exactly `sequence`."""
         node = self.node_of(sequence)

@@ -10,7 +10,7 @@ where best-first search (exact.py) may stop uncertified.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..trie import ItemTrie
 from .common import (cache_kwarg, check_score_mode, child_log_probs, custom_mask, hypotheses, prefill, prepare_inputs,
                      tree_attention)
-from .exact import ExactResult, _select_cache
+from .exact import CountResult, ExactResult, _select_cache
 
 
 def _ancestors(trie: ItemTrie, node: int) -> list[int]:
@@ -131,4 +131,28 @@ def certified_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
         for i, res in zip(open_rows, catalog_top_k(model, input_ids[rows], mask, trie, k, score=score,
                                                    chunk_size=chunk_size)):
             found[i] = ExactResult(items=res.items, certified=True, expansions=found[i].expansions + res.expansions)
+    return found
+
+
+def certified_count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
+                          k: int, floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None,
+                          score: str = "full", max_expansions: int = 2000,
+                          chunk_size: int = 512) -> list[CountResult]:
+    """`count_above`, then the whole catalog scored exactly for the rows it could not settle within
+    `max_expansions` (where the attention takes a 4-D mask), as `certified_top_k` does for the top k."""
+    from .exact import count_above
+
+    found = count_above(model, input_ids, attention_mask, trie, k, floors, known=known, score=score,
+                        max_expansions=max_expansions)
+    open_rows = [i for i, r in enumerate(found) if not r.certified]
+    if open_rows and tree_attention(model):
+        rows = torch.tensor(open_rows, device=input_ids.device)
+        mask = None if attention_mask is None else attention_mask[rows]
+        node_lp = catalog_log_probs(model, input_ids[rows], mask, trie, score=score, chunk_size=chunk_size)
+        trie = trie.to(node_lp.device)
+        ends = torch.nonzero(trie.item_counts(torch.arange(trie.num_nodes, device=node_lp.device)) > 0).squeeze(1)
+        inner = int((trie.child_ptr.diff() > 0).sum())
+        for j, i in enumerate(open_rows):
+            n = int((node_lp[j, ends] > floors[i]).sum())
+            found[i] = CountResult(count=min(k, n), certified=True, expansions=found[i].expansions + inner)
     return found

@@ -118,45 +118,6 @@ def extend(model: Any, tokens: torch.Tensor, cache: Any, prompt_mask: torch.Tens
     return out.logits.float(), output_cache(out)
 
 
-def growing_cache(cache: Any) -> Any:
-    """A copy of a model's KV cache whose layers grow in place: each forward writes its new columns into spare capacity
-    (doubled when full) instead of concatenating the whole cache again, so n calls copy O(n) columns, not O(n^2)."""
-    from transformers.cache_utils import Cache, DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor):
-            super().__init__()
-            self.device, self.is_initialized = keys.device, True
-            self._buffers = [t.new_empty(*t.shape[:-2], max(2 * t.shape[-2], 64), t.shape[-1]) for t in (keys, values)]
-            for buffer, t in zip(self._buffers, (keys, values)):
-                buffer[..., : t.shape[-2], :] = t
-            self._view(keys.shape[-2])
-
-        def _view(self, n: int) -> None:
-            self.keys, self.values = (b[..., :n, :] for b in self._buffers)
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-            n, m = self.keys.shape[-2], key_states.shape[-2]
-            if n + m > self._buffers[0].shape[-2]:
-                grown = [b.new_empty(*b.shape[:-2], 2 * (n + m), b.shape[-1]) for b in self._buffers]
-                for new, old in zip(grown, self._buffers):
-                    new[..., :n, :] = old[..., :n, :]
-                self._buffers = grown
-            self._buffers[0][..., n:n + m, :] = key_states
-            self._buffers[1][..., n:n + m, :] = value_states
-            self._view(n + m)
-            return self.keys, self.values
-
-        def _unsupported(self, *args: Any, **kwargs: Any) -> None:
-            raise NotImplementedError("a growing cache only grows (exact search's columns)")
-
-        reset = crop = batch_repeat_interleave = batch_select_indices = _unsupported
-        offload = prefetch = reorder_cache = _unsupported
-
-    return Cache(layers=[GrowingLayer(layer.keys, layer.values) for layer in cache.layers])
-
-
 def child_log_probs(logits: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor, score: str) -> torch.Tensor:
     """Log-probs of each row's candidate `tokens` (rows, width); -inf where not `valid`.
 

@@ -1,14 +1,16 @@
-"""Exact top-K over the whole catalog by best-first search on the trie, and teacher-forced sequence scoring.
+"""Exact top-K over the whole catalog by best-first search on the trie, counts of the entries above a score, and
+teacher-forced sequence scoring.
 
 A prefix's log-probability bounds every completion below it (token log-probs are <= 0), so popping
 trie nodes best first from a priority queue emits complete items in exact order of probability: when
 a complete node is at the top of the queue, nothing unexpanded can beat it. Nodes of many prompts are
 expanded together in one forward.
 
-A node is expanded only after its parent, so with attention that takes a custom 4-D mask (sdpa, eager)
-each prompt keeps one cache row: expanding a node feeds its last token only, as a new column of its
-prompt's row that attends to the prompt and to the columns of the node's ancestors. Otherwise (flash
-attention) an expansion re-runs the node's prefix tokens on a copy of its prompt's cached KV.
+A node is expanded only after its parent, so with attention that takes a custom 4-D mask (sdpa, eager) expanding a
+node feeds its last token only: each prompt stores the keys and values of its expanded nodes, and a step's nodes
+attend, on a cache built for the step, to the prompt and to their ancestors' stored columns only (not to every
+column expanded so far, whose attention would grow with the search). Otherwise (flash attention) an expansion
+re-runs the node's prefix tokens on a copy of its prompt's cached KV.
 
 Under 'masked' scores a single child has probability 1, so single-child chains (a title's tokens once its prefix
 singles it out) cost nothing: a node whose path below never branches is pushed as the complete item it leads to,
@@ -23,6 +25,10 @@ expansions, and 32 per step took 5.8x less time than 8 (per-forward overhead dom
 larger steps gain little there and waste expansions on a small model. Steps cannot usefully grow with the work done:
 the nodes a proof needs are found level by level, so a long title takes as many steps as it has tokens whatever their
 size.
+
+The same search answers "do k entries score above this floor?" (`count_above`, whether an item is in the exact top
+k): prefixes at or below the floor are never queued, and the search stops at the k-th entry found above it. For an
+item ranked far down, that is the first k complete entries the search meets, long before the top k is proven.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..trie import ItemTrie
-from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend, growing_cache,
+from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
                      hypotheses, output_cache, positions_from_mask, prefill, prepare_inputs, tree_attention)
 
 
@@ -56,73 +62,130 @@ def _select_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
 
 
 class _NodeColumns:
-    """Tree-attention expansions: each prompt's cache row holds one column per expanded node (see module doc)."""
+    """Tree-attention expansions (see module doc). Each prompt keeps the keys and values of its expanded nodes in a
+    store of columns; a step feeds its nodes on a fresh cache holding the prompt and only the columns of their
+    ancestors, so a forward costs the same at the 10,000th expansion as at the first, and prompts with nothing to
+    expand sit the step out."""
 
     def __init__(self, model: Any, cache: Any, trie: ItemTrie, attention_mask: torch.Tensor,
                  prompt_len: torch.Tensor):
-        self.model, self.cache, self.trie, self.prompt_len = model, growing_cache(cache), trie, prompt_len
+        self.model, self.trie, self.prompt_len = model, trie, prompt_len
         self.prompt_mask = attention_mask.bool()
-        self.cols: list[dict[int, list[int]]] = [{0: []} for _ in range(attention_mask.shape[0])]
-        self.width = 0  # generated columns in every row so far
+        self.prompt_kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self.store = [(k.new_empty(*k.shape[:2], 64, k.shape[3]), v.new_empty(*v.shape[:2], 64, v.shape[3]))
+                      for k, v in self.prompt_kv]
+        P = attention_mask.shape[0]
+        self.used = [0] * P  # columns stored per prompt
+        self.cols: list[dict[int, list[int]]] = [{0: []} for _ in range(P)]  # node -> its path's store columns
+
+    def _reserve(self, n: int) -> None:
+        """Room for `n` columns per prompt in the store (doubled when short)."""
+        have = self.store[0][0].shape[2]
+        if n > have:
+            grown = [tuple(t.new_empty(*t.shape[:2], max(n, 2 * have), t.shape[3]) for t in kv) for kv in self.store]
+            for (gk, gv), (k, v) in zip(grown, self.store):
+                gk[:, :, :have], gv[:, :, :have] = k, v
+            self.store = grown
 
     def expand(self, batch_p: list[int], chains: list[list[int]]) -> torch.Tensor:
-        """Next-token logits after each node of each (prompt, chain): one new column per node in its prompt's row,
-        in the order of the chains and of their nodes."""
-        P, W, dev = self.prompt_mask.shape[0], self.prompt_mask.shape[1], self.prompt_mask.device
-        slot = [0] * P
-        qp, qi, nodes, mp, mq, mc = [], [], [], [], [], []
+        """Next-token logits after each node of each (prompt, chain), in the order of the chains and of their nodes;
+        each node's keys and values join its prompt's store."""
+        W, dev = self.prompt_mask.shape[1], self.prompt_mask.device
+        active = sorted(set(batch_p))
+        row = {p: a for a, p in enumerate(active)}
+        slot = [0] * len(active)
+        paths: list[list[int]] = []  # each new node's path as store columns (its own last)
+        qa, qi, stored = [], [], []
         for p, chain in zip(batch_p, chains):
-            anc = self.cols[p][int(self.trie.parent[chain[0]])]
+            a = row[p]
+            path = self.cols[p][int(self.trie.parent[chain[0]])]
             for n in chain:
-                i = slot[p]
-                slot[p] += 1
-                anc = anc + [self.width + i]
-                self.cols[p][n] = anc
-                qp.append(p), qi.append(i), nodes.append(n)
-                mp += [p] * len(anc)
-                mq += [i] * len(anc)
-                mc += anc
+                path = path + [self.used[p] + slot[a]]
+                self.cols[p][n] = path
+                paths.append(path)
+                qa.append(a), qi.append(slot[a]), stored.append(p)
+                slot[a] += 1
         Q = max(slot)
-        qp_t = torch.tensor(qp, device=dev)
-        qi_t = torch.tensor(qi, device=dev)
-        nodes_t = torch.tensor(nodes, device=dev)
-        ids = torch.zeros(P, Q, dtype=torch.long, device=dev)
-        ids[qp_t, qi_t] = self.trie.token[nodes_t]
-        pos = self.prompt_len[:, None].expand(P, Q).clone()
-        pos[qp_t, qi_t] += self.trie.depth[nodes_t] - 1
-        gen = torch.zeros(P, Q, self.width + Q, dtype=torch.bool, device=dev)
-        gen[torch.tensor(mp, device=dev), torch.tensor(mq, device=dev), torch.tensor(mc, device=dev)] = True
-        mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, Q, W), gen], 2))
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                         **{cache_kwarg(self.model): self.cache})
-        self.cache = output_cache(out)
-        self.width += Q
-        return out.logits[qp_t, qi_t].float()
+        # the old columns each prompt's new nodes attend to, gathered into the step's cache after the prompt
+        old = [sorted({c for path, a in zip(paths, qa) if a == r for c in path if c < self.used[active[r]]})
+               for r in range(len(active))]
+        N = max(len(o) for o in old)
+        where = [{c: j for j, c in enumerate(o)} for o in old]
+        gather = torch.zeros(len(active), N, dtype=torch.long, device=dev)
+        for r, o in enumerate(old):
+            gather[r, :len(o)] = torch.tensor(o, dtype=torch.long, device=dev)
+        mr, mq, mc = [], [], []
+        for path, a, i, p in zip(paths, qa, qi, stored):
+            for c in path:
+                mr.append(a), mq.append(i)
+                mc.append(where[a][c] if c < self.used[p] else N + c - self.used[p])
+        allowed = torch.zeros(len(active), Q, N + Q, dtype=torch.bool, device=dev)
+        allowed[torch.tensor(mr, device=dev), torch.tensor(mq, device=dev), torch.tensor(mc, device=dev)] = True
+        rows = torch.tensor(active, device=dev)
+        allowed = torch.cat([self.prompt_mask[rows][:, None, :].expand(len(active), Q, W), allowed], 2)
+        qa_t, qi_t = torch.tensor(qa, device=dev), torch.tensor(qi, device=dev)
+        nodes_t = torch.tensor([n for c in chains for n in c], device=dev)
+        ids = torch.zeros(len(active), Q, dtype=torch.long, device=dev)
+        ids[qa_t, qi_t] = self.trie.token[nodes_t]
+        pos = self.prompt_len[rows][:, None].expand(len(active), Q).clone()
+        pos[qa_t, qi_t] += self.trie.depth[nodes_t] - 1
+        from transformers import DynamicCache
+
+        data = []
+        for (pk, pv), (sk, sv) in zip(self.prompt_kv, self.store):
+            index = gather[:, None, :, None].expand(len(active), sk.shape[1], N, sk.shape[3])
+            data.append((torch.cat([pk[rows], sk[rows].gather(2, index)], 2),
+                         torch.cat([pv[rows], sv[rows].gather(2, index)], 2)))
+        out = self.model(input_ids=ids, attention_mask=custom_mask(self.model, allowed), position_ids=pos,
+                         use_cache=True, **{cache_kwarg(self.model): DynamicCache(data, config=self.model.config)})
+        self._reserve(max(self.used[p] + slot[row[p]] for p in active))
+        stored_t = torch.tensor(stored, device=dev)
+        cols_t = torch.tensor([self.used[p] for p in stored], device=dev) + qi_t
+        for (sk, sv), layer in zip(self.store, output_cache(out).layers):
+            sk[stored_t, :, cols_t] = layer.keys[qa_t, :, W + N + qi_t]
+            sv[stored_t, :, cols_t] = layer.values[qa_t, :, W + N + qi_t]
+        for p in active:
+            self.used[p] += slot[row[p]]
+        return out.logits[qa_t, qi_t].float()
 
 
 class _Frontier:
-    """One prompt's best-first queue, its emitted results and the k best complete scores seen (for pruning)."""
+    """One prompt's best-first queue, its emitted results and the k best complete scores seen (for pruning).
 
-    def __init__(self, k: int):
-        self.k = k
-        self.heap: list[tuple[float, int]] = []  # (-score, node)
+    Entries scoring at or below `floor` are never queued. In counting mode (`count=True`) the search only asks
+    whether k entries score above the floor: it is done once k are discovered (`above`, seeded with `known`). Every
+    node above the floor is expanded before it can say "fewer than k", in whatever order, so it queues only nodes
+    with children, deepest first (then most probable): dives reach complete entries in a title's length of steps,
+    where best-first order reaches them only once it has proven nearly the whole top k."""
+
+    def __init__(self, k: int, floor: float = float("-inf"), known: Sequence[int] = (), count: bool = False):
+        self.k, self.floor, self.count = k, floor, count
+        self.heap: list[tuple[Any, float, int]] = []  # (priority, -score, node), smallest first
         self.results: list[tuple[float, int]] = []
         self.best_complete: list[float] = []  # min-heap of the k best complete scores discovered
+        self.above: set[int] = set(known)  # complete nodes discovered (or known) to score above the floor
         self.expansions = 0
         self.expanded: set[int] = set()  # nodes whose children are scored (an item among them may still be queued)
 
-    def floor(self) -> float:
+    def cutoff(self) -> float:
         """No completion scoring below this can enter the top k any more."""
         return self.best_complete[0] if len(self.best_complete) >= self.k else float("-inf")
 
-    def push(self, score: float, node: int, complete: bool) -> None:
-        if score < self.floor():
+    def done(self) -> bool:
+        return len(self.above) >= self.k if self.count else len(self.results) >= self.k
+
+    def push(self, score: float, node: int, complete: bool, expandable: bool, depth: int) -> None:
+        if score <= self.floor or score < self.cutoff():
             return
         if complete:
+            self.above.add(node)
             heapq.heappush(self.best_complete, score)
             if len(self.best_complete) > self.k:
                 heapq.heappop(self.best_complete)
-        heapq.heappush(self.heap, (-score, node))
+        if not self.count:
+            heapq.heappush(self.heap, (-score, -score, node))
+        elif expandable:
+            heapq.heappush(self.heap, ((-depth, -score), -score, node))
 
 
 @torch.no_grad()
@@ -135,16 +198,72 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     when it is hit, the best entries found so far are returned with certified=False. `nodes_per_step` nodes per
     prompt are expanded per forward (fewer forwards, at the cost of a few speculative expansions).
     """
-    check_score_mode(score)
+    _check_k(k)
+    fronts = [_Frontier(k) for _ in range(input_ids.shape[0])]
+    trie = _search(model, input_ids, attention_mask, trie, fronts, score, max_expansions, nodes_per_step)
+    has_items = (trie.item_counts(torch.arange(trie.num_nodes, device=trie.device)) > 0).tolist()
+    out = []
+    for f in fronts:
+        certified = f.done() or not f.heap
+        found = list(f.results)
+        if not certified:  # fill with the best complete entries discovered but not yet proven
+            found += sorted(((-neg, n) for _, neg, n in f.heap if has_items[n]), reverse=True)
+        found = found[:k]
+        items = hypotheses(trie, torch.tensor([n for _, n in found], dtype=torch.long, device=trie.device),
+                           torch.tensor([s for s, _ in found], device=trie.device)) if found else []
+        out.append(ExactResult(items=items, certified=certified, expansions=f.expansions))
+    return out
+
+
+@dataclass
+class CountResult:
+    """How many catalog entries score above a prompt's floor, counted up to k; certified if provably exact."""
+
+    count: int
+    certified: bool
+    expansions: int
+
+
+@torch.no_grad()
+def count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, k: int,
+                floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None, score: str = "full",
+                max_expansions: int = 2000, nodes_per_step: int = 32) -> list[CountResult]:
+    """For each prompt, how many catalog entries (trie nodes holding items) score above its floor, up to k.
+
+    Whether an item is in the exact top k is `count_above(..., floors=[its score]) < k`: the search expands only
+    prefixes scoring above the floor and stops at the k-th entry found there, which costs far less than proving
+    the top k when the item ranks low. `known[i]`: entry nodes already known to score above floor i (from a beam
+    search's list, say); k of them answer without a model call.
+    """
+    _check_k(k)
+    P = input_ids.shape[0]
+    if len(floors) != P or (known is not None and len(known) != P):
+        raise ValueError(f"{P} prompts but {len(floors)} floors" + ("" if known is None else f", {len(known)} known"))
+    fronts = [_Frontier(k, float(fl), known[i] if known is not None else (), count=True)
+              for i, fl in enumerate(floors)]
+    _search(model, input_ids, attention_mask, trie, fronts, score, max_expansions, nodes_per_step)
+    return [CountResult(count=min(k, len(f.above)), certified=f.done() or not f.heap, expansions=f.expansions)
+            for f in fronts]
+
+
+def _check_k(k: int) -> None:
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}.")
+
+
+def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
+            fronts: list[_Frontier], score: str, max_expansions: int, nodes_per_step: int) -> ItemTrie:
+    """Run best-first search for each prompt's frontier until it is done, its queue empty or its budget spent;
+    returns the trie on the model's device."""
+    check_score_mode(score)
     input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
     dev = input_ids.device
     P = input_ids.shape[0]
-    if P == 0:
-        return []
+    if P == 0 or all(f.done() for f in fronts):
+        return trie
     has_items = (trie.item_counts(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
     has_kids = (trie.num_children(torch.arange(trie.num_nodes, device=dev)) > 0).tolist()
+    depth = trie.depth.tolist()
     # chains only under 'masked' scores, where their tokens cost nothing: under 'full' each token lowers the score,
     # and best-first search would prune most of a long chain that taking it whole evaluates anyway
     masked = score == "masked"
@@ -154,8 +273,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     logits, cache = prefill(model, input_ids, attention_mask)
     columns = _NodeColumns(model, cache, trie, attention_mask, prompt_len) if tree_attention(model) else None
     if columns is not None:
-        cache = None  # the columns hold their own growing copy
-    fronts = [_Frontier(k) for _ in range(P)]
+        cache = None  # the columns hold the prompt's keys and values
     # one row of `logits` per evaluated column: the prompt it belongs to, the node whose children it scores, and
     # whether it is its chain's last (earlier ones score the chain's own next token)
     col_p = torch.arange(P, device=dev)
@@ -177,7 +295,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             if s > float("-inf"):
                 if chain_leaf is not None and chain_leaf[n] >= 0:
                     n = chain_leaf[n]  # masked: every token below has probability 1
-                fronts[p].push(s, n, has_items[n])
+                fronts[p].push(s, n, has_items[n], has_kids[n], depth[n])
         for p, n in enumerate(torch.bincount(col_p[rows], minlength=P).tolist()):
             fronts[p].expansions += n  # a chain is one expansion: one model call however many nodes it holds
         # emit complete nodes at the top of each queue, then pick the next nodes to expand
@@ -187,9 +305,9 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         for p, f in enumerate(fronts):
             picked = 0
             budget = min(nodes_per_step, max_expansions - f.expansions)
-            held: list[tuple[float, int]] = []  # complete items passed by this step, pushed back after it
-            while f.heap and len(f.results) < k:
-                neg, n = f.heap[0]
+            held: list[tuple[Any, float, int]] = []  # complete items passed by this step, pushed back after it
+            while f.heap and not f.done():
+                key, neg, n = f.heap[0]
                 expand = has_kids[n] and n not in f.expanded
                 if expand and picked >= budget:
                     break
@@ -204,7 +322,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
                 else:
                     heapq.heappop(f.heap)
                     if has_items[n]:
-                        held.append((neg, n))  # its item waits; its children are scored now
+                        held.append((key, neg, n))  # its item waits; its children are scored now
                 if expand:
                     f.expanded.add(n)
                     chain = [n]
@@ -230,17 +348,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             tail = _expand(model, cache, trie, col_p[last], col_node[last], attention_mask, prompt_len)
             logits = tail.new_zeros(len(col_node), tail.shape[1])
             logits[last] = tail
-    out = []
-    for f in fronts:
-        certified = len(f.results) >= k or not f.heap
-        found = list(f.results)
-        if not certified:  # fill with the best complete entries discovered but not yet proven
-            found += sorted(((-neg, n) for neg, n in f.heap if has_items[n]), reverse=True)
-        found = found[:k]
-        items = hypotheses(trie, torch.tensor([n for _, n in found], dtype=torch.long, device=dev),
-                                 torch.tensor([s for s, _ in found], device=dev)) if found else []
-        out.append(ExactResult(items=items, certified=certified, expansions=f.expansions))
-    return out
+    return trie
 
 
 def _expand(model: Any, cache: Any, trie: ItemTrie, rows_p: torch.Tensor, nodes: torch.Tensor,
