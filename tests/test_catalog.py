@@ -69,5 +69,10 @@ def test_counts_best_first_search_cannot_settle_are_read_from_the_whole_catalog(
     ranked = brute_force(model, ids, mask, seqs, score)
     floors = [ref[r][0] - 1e-3 for ref, r in zip(ranked, (0, 3, 20))]  # just below the entry ranked r
     got = certified_count_above(model, ids, mask, item_trie(seqs), 5, floors, score=score, max_expansions=1)
-    assert [r.count for r in got] == [1, 4, 5]
-    assert all(r.certified for r in got) and any(r.expansions > 1 for r in got)
+    assert [r.count for r in got] == [1, 4, 5] and all(r.certified for r in got)
+    inner = len({tuple(s[:j]) for s in seqs for j in range(len(s))})
+    assert got[0].expansions == 1 + inner  # "fewer than 5" needs every prefix above the floor: the catalog pass
+    mine = item_trie(seqs).node_of(ranked[0][0][1])
+    again = certified_count_above(model, ids[:1], mask[:1], item_trie(seqs), 5, floors[:1], exclude=[mine],
+                                  score=score, max_expansions=1)
+    assert again[0].count == 0  # the excluded entry is not counted by the catalog pass either

@@ -217,3 +217,22 @@ def test_pruning_from_predictions_counts_rows_by_hand():
     assert pruning_from_predictions(beam, [rec(2, "e", [("c",), ("d",)])])["pruning_rate@2"] is None  # none in top
     with pytest.raises(DataError, match="no exact-search predictions"):
         pruning_from_predictions(beam, [])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_in_bf16_a_clear_exact_top_1_positive_is_not_counted_above_itself(seed):
+    """The search scores the positive's own entry along another path than teacher forcing; in bf16 the two differ by
+    more than TIE_TOLERANCE, and the positive must still not count as outranking itself."""
+    import torch
+
+    from bearrec.decoding import exact_top_k
+
+    model = tiny_llama(V, seed=seed, init_range=0.3).to(torch.bfloat16)
+    seqs = random_sequences(80, V, seed=seed, max_len=5)
+    trie = item_trie(seqs)
+    ids, mask = random_prompts(6, V, seed=seed)
+    top = exact_top_k(model, ids, mask, trie, 2, max_expansions=10**6)
+    rows = [p for p in range(6) if top[p].items[0].score - top[p].items[1].score > 0.05]
+    got = diagnose_batch(model, ids[rows], mask[rows], trie, [top[p].items[0].tokens for p in rows],
+                         [top[p].items[0].item_ids[0] for p in rows], 1, max_expansions=10**6)
+    assert len(rows) >= 3 and all(d.in_exact_top_b and d.certified for d in got)

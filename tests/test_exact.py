@@ -201,3 +201,23 @@ def test_counting_far_down_the_ranking_costs_less_than_proving_the_top_k():
     given = [[trie.node_of(s) for _, s in ref[:10]] for ref in ranked]
     assert [c.count for c in count_above(model, ids, mask, trie, 10, low, known=given)] == [10, 10, 10]
     assert calls == []
+
+
+@pytest.mark.parametrize("score", ["full", "masked"])
+def test_count_above_with_items_at_inner_nodes_and_an_excluded_entry(score):
+    """Titles without EOS, so some items end where others go on (an entry with children); the excluded entry is
+    never counted, whatever its score."""
+    from bearrec.decoding import count_above
+
+    seqs = [s[:-1] for s in random_sequences(80, V, seed=5, max_len=5, prefix_rate=0.4) if len(s) > 1]
+    trie = make_trie(seqs)
+    assert any(int(trie.item_counts(torch.tensor([n]))) and trie.allowed(s) for s in seqs
+               for n in [trie.node_of(s)])  # the case this test is for
+    model = tiny_llama(V, seed=5)
+    ids, mask = random_prompts(4, V, seed=5)
+    ranked = brute_force(model, ids, mask, seqs, score)
+    floors = [ref[r][0] - 1e-3 for ref, r in zip(ranked, (0, 2, 6, 30))]  # just below the entry ranked r
+    top = [trie.node_of(ref[0][1]) for ref in ranked]  # each prompt's best entry, above every floor
+    got = count_above(model, ids, mask, trie, 8, floors, exclude=top, score=score, max_expansions=10**6,
+                      nodes_per_step=3)
+    assert [(r.count, r.certified) for r in got] == [(0, True), (2, True), (6, True), (8, True)]

@@ -41,8 +41,9 @@ class RowDiagnosis:
 
 
 TIE_TOLERANCE = 1e-4
-"""An entry outranks a positive when it scores more than this above it: far above the float noise between a
-search's scores and teacher-forced ones, far below any real gap."""
+"""An entry outranks a positive when it scores more than this above it: in float32, far above the noise between a
+search's scores and teacher-forced ones, far below any real gap. (The positive's own entry is never counted, so in
+bf16, where that noise is larger, only near-ties with other entries can go either way.)"""
 
 
 def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: Any,
@@ -67,7 +68,8 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
         known = [[trie.item_node(ids[0]) for ids, s in lst if s is not None and s > fl and t not in ids]
                  for lst, fl, t in zip(beam_lists, floors, targets)]
         counts = certified_count_above(model, input_ids, attention_mask, trie, num_beams, floors, known=known,
-                                       score=score, max_expansions=max_expansions)
+                                       exclude=[trie.node_of(p) for p in positives], score=score,
+                                       max_expansions=max_expansions)
         exact_hits = [(c.count < num_beams, c.certified) for c in counts]
     thresholds = None
     if any(hit and not ret for (hit, _), ret in zip(exact_hits, returned)):

@@ -136,7 +136,8 @@ class ItemTrie:
         """The node reached by a token prefix from the root, or -1 if the prefix is not in the trie."""
         node = 0
         for tok in prefix:
-            node = int(self.step(torch.tensor([node]), torch.tensor([int(tok)]))[0])
+            step = self.step(torch.tensor([node], device=self.device), torch.tensor([int(tok)], device=self.device))
+            node = int(step[0])
             if node < 0:
                 return -1
         return node

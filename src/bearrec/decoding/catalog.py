@@ -136,13 +136,13 @@ def certified_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
 
 def certified_count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
                           k: int, floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None,
-                          score: str = "full", max_expansions: int = 2000,
+                          exclude: Sequence[int] | None = None, score: str = "full", max_expansions: int = 2000,
                           chunk_size: int = 512) -> list[CountResult]:
     """`count_above`, then the whole catalog scored exactly for the rows it could not settle within
     `max_expansions` (where the attention takes a 4-D mask), as `certified_top_k` does for the top k."""
     from .exact import count_above
 
-    found = count_above(model, input_ids, attention_mask, trie, k, floors, known=known, score=score,
+    found = count_above(model, input_ids, attention_mask, trie, k, floors, known=known, exclude=exclude, score=score,
                         max_expansions=max_expansions)
     open_rows = [i for i, r in enumerate(found) if not r.certified]
     if open_rows and tree_attention(model):
@@ -153,6 +153,6 @@ def certified_count_above(model: Any, input_ids: torch.Tensor, attention_mask: t
         ends = torch.nonzero(trie.item_counts(torch.arange(trie.num_nodes, device=node_lp.device)) > 0).squeeze(1)
         inner = int((trie.child_ptr.diff() > 0).sum())
         for j, i in enumerate(open_rows):
-            n = int((node_lp[j, ends] > floors[i]).sum())
+            n = int(((node_lp[j, ends] > floors[i]) & (ends != (exclude[i] if exclude is not None else -1))).sum())
             found[i] = CountResult(count=min(k, n), certified=True, expansions=found[i].expansions + inner)
     return found

@@ -132,10 +132,10 @@ class _NodeColumns:
         from transformers import DynamicCache
 
         data = []
+        pick = (rows[:, None], slice(None), gather)  # (rows, N, heads, dim): only the N columns are copied
         for (pk, pv), (sk, sv) in zip(self.prompt_kv, self.store):
-            index = gather[:, None, :, None].expand(len(active), sk.shape[1], N, sk.shape[3])
-            data.append((torch.cat([pk[rows], sk[rows].gather(2, index)], 2),
-                         torch.cat([pv[rows], sv[rows].gather(2, index)], 2)))
+            data.append((torch.cat([pk[rows], sk[pick].transpose(1, 2)], 2),
+                         torch.cat([pv[rows], sv[pick].transpose(1, 2)], 2)))
         out = self.model(input_ids=ids, attention_mask=custom_mask(self.model, allowed), position_ids=pos,
                          use_cache=True, **{cache_kwarg(self.model): DynamicCache(data, config=self.model.config)})
         self._reserve(max(self.used[p] + slot[row[p]] for p in active))
@@ -158,12 +158,14 @@ class _Frontier:
     with children, deepest first (then most probable): dives reach complete entries in a title's length of steps,
     where best-first order reaches them only once it has proven nearly the whole top k."""
 
-    def __init__(self, k: int, floor: float = float("-inf"), known: Sequence[int] = (), count: bool = False):
-        self.k, self.floor, self.count = k, floor, count
+    def __init__(self, k: int, floor: float = float("-inf"), known: Sequence[int] = (), count: bool = False,
+                 exclude: int = -1):
+        self.k, self.floor, self.count, self.exclude = k, floor, count, exclude
         self.heap: list[tuple[Any, float, int]] = []  # (priority, -score, node), smallest first
         self.results: list[tuple[float, int]] = []
         self.best_complete: list[float] = []  # min-heap of the k best complete scores discovered
-        self.above: set[int] = set(known)  # complete nodes discovered (or known) to score above the floor
+        # complete nodes discovered (or known) to score above the floor, never `exclude`
+        self.above: set[int] = {n for n in known if n >= 0 and n != exclude}
         self.expansions = 0
         self.expanded: set[int] = set()  # nodes whose children are scored (an item among them may still be queued)
 
@@ -177,7 +179,7 @@ class _Frontier:
     def push(self, score: float, node: int, complete: bool, expandable: bool, depth: int) -> None:
         if score <= self.floor or score < self.cutoff():
             return
-        if complete:
+        if complete and node != self.exclude:
             self.above.add(node)
             heapq.heappush(self.best_complete, score)
             if len(self.best_complete) > self.k:
@@ -226,21 +228,24 @@ class CountResult:
 
 @torch.no_grad()
 def count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, k: int,
-                floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None, score: str = "full",
-                max_expansions: int = 2000, nodes_per_step: int = 32) -> list[CountResult]:
+                floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None,
+                exclude: Sequence[int] | None = None, score: str = "full", max_expansions: int = 2000,
+                nodes_per_step: int = 32) -> list[CountResult]:
     """For each prompt, how many catalog entries (trie nodes holding items) score above its floor, up to k.
 
-    Whether an item is in the exact top k is `count_above(..., floors=[its score]) < k`: the search expands only
-    prefixes scoring above the floor and stops at the k-th entry found there, which costs far less than proving
-    the top k when the item ranks low. `known[i]`: entry nodes already known to score above floor i (from a beam
-    search's list, say); k of them answer without a model call.
+    Whether an item is in the exact top k is `count_above(..., floors=[its score], exclude=[its node]) < k`: the
+    search expands only prefixes scoring above the floor and stops at the k-th entry found there, which costs far less
+    than proving the top k when the item ranks low. `known[i]`: entry nodes already known to score above floor i
+    (from a beam search's list, say); k of them answer without a model call. `exclude[i]`: an entry never counted
+    (the item itself: its score, computed along another path, may land above its own floor in bf16).
     """
     _check_k(k)
     P = input_ids.shape[0]
-    if len(floors) != P or (known is not None and len(known) != P):
-        raise ValueError(f"{P} prompts but {len(floors)} floors" + ("" if known is None else f", {len(known)} known"))
-    fronts = [_Frontier(k, float(fl), known[i] if known is not None else (), count=True)
-              for i, fl in enumerate(floors)]
+    for name, given in (("floors", floors), ("known", known), ("exclude", exclude)):
+        if given is not None and len(given) != P:
+            raise ValueError(f"{P} prompts but {len(given)} {name}")
+    fronts = [_Frontier(k, float(fl), known[i] if known is not None else (), count=True,
+                        exclude=exclude[i] if exclude is not None else -1) for i, fl in enumerate(floors)]
     _search(model, input_ids, attention_mask, trie, fronts, score, max_expansions, nodes_per_step)
     return [CountResult(count=min(k, len(f.above)), certified=f.done() or not f.heap, expansions=f.expansions)
             for f in fronts]
