@@ -232,6 +232,20 @@ class ItemTrie:
         return self._token
 
     @property
+    def entries(self) -> torch.Tensor:
+        """The nodes where at least one item ends, ascending (the catalog's entries), computed once per trie."""
+        if getattr(self, "_entries", None) is None:
+            self._entries = torch.nonzero(self.item_ptr.diff() > 0).squeeze(1)
+        return self._entries
+
+    @property
+    def inner(self) -> torch.Tensor:
+        """The nodes with at least one child, ascending (the root included), computed once per trie."""
+        if getattr(self, "_inner", None) is None:
+            self._inner = torch.nonzero(self.child_ptr.diff() > 0).squeeze(1)
+        return self._inner
+
+    @property
     def only_child(self) -> torch.Tensor:
         """Every node's child where it has exactly one, else -1: single-child chains (a title's tokens after the
         prefix that singles it out) are taken in one model call by exact search. Computed once per trie."""

@@ -79,8 +79,7 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
     _edge_log_probs(root_logits[:, None], torch.zeros(1, dtype=torch.long, device=dev), trie, score, edge_lp)
     prompt_len = attention_mask.sum(1)
     prompt_mask = attention_mask.bool()
-    inner = torch.nonzero(trie.child_ptr.diff() > 0).squeeze(1)
-    inner = inner[inner > 0]  # the root's children came from the prompt's last position
+    inner = trie.inner[trie.inner > 0]  # the root's children came from the prompt's last position
     all_rows = torch.arange(P, device=dev)
     for start in range(0, inner.numel(), chunk_size):
         chunk = inner[start:start + chunk_size]
@@ -107,8 +106,7 @@ def catalog_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     node_lp = catalog_log_probs(model, input_ids, attention_mask, trie, score=score, chunk_size=chunk_size)
     dev = node_lp.device
     trie = trie.to(dev)
-    ends = torch.nonzero(trie.item_counts(torch.arange(trie.num_nodes, device=dev)) > 0).squeeze(1)
-    inner = int((trie.child_ptr.diff() > 0).sum())
+    ends, inner = trie.entries, trie.inner.numel()
     out = []
     for row in node_lp[:, ends]:
         best = torch.topk(row, min(k, ends.numel())).indices  # ties: torch's order (as best-first's heap)
@@ -150,8 +148,7 @@ def certified_count_above(model: Any, input_ids: torch.Tensor, attention_mask: t
         mask = None if attention_mask is None else attention_mask[rows]
         node_lp = catalog_log_probs(model, input_ids[rows], mask, trie, score=score, chunk_size=chunk_size)
         trie = trie.to(node_lp.device)
-        ends = torch.nonzero(trie.item_counts(torch.arange(trie.num_nodes, device=node_lp.device)) > 0).squeeze(1)
-        inner = int((trie.child_ptr.diff() > 0).sum())
+        ends, inner = trie.entries, trie.inner.numel()
         for j, i in enumerate(open_rows):
             n = int(((node_lp[j, ends] > floors[i]) & (ends != (exclude[i] if exclude is not None else -1))).sum())
             found[i] = CountResult(count=min(k, n), certified=True, expansions=found[i].expansions + inner)
