@@ -204,6 +204,9 @@ def run_summary(run: Path) -> dict[str, Any]:
         out["valid"] = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval_") and "@" in k}
     if metrics:
         out["test"] = {k: metrics.get(k) for k in (*METRICS, "n_rows", "invalid_rate", "empty_rate")}
+    exact = read_json(test_file(run, "metrics", search="exact") or run / "metrics-exact.json") or {}
+    if exact:
+        out["exact"] = {k: exact.get(k) for k in (*METRICS, "n_rows", "certified_share")}
     diagnosis = test_file(run, "diagnosis")
     if diagnosis is not None:
         d = read_json(diagnosis) or {}
@@ -212,11 +215,11 @@ def run_summary(run: Path) -> dict[str, Any]:
     return out
 
 
-def test_file(run: Path, kind: str) -> Path | None:
+def test_file(run: Path, kind: str, search: str = "beam") -> Path | None:
     """The run's <kind> file of the whole test split, else of its first N rows with the largest N (RunDir.best)."""
     from bearrec.run_dir import RunDir
 
-    best = RunDir(run).best(kind)
+    best = RunDir(run).best(kind, search=search)
     return best[1] if best else None
 
 
@@ -244,6 +247,16 @@ def office_markdown(result: dict[str, Any], report: str | None) -> str:
                  _fmt(diag.get("certified_fraction"), 3), _fmt((r.get("valid") or {}).get("ndcg@10")),
                  _fmt(train.get("train_seconds"), 1), _fmt(train.get("tokens_per_s"), 0)]
         lines.append("| " + " | ".join(cells) + " |")
+    exact = {method: r["exact"] for method, r in result["methods"].items() if r.get("exact")}
+    if exact:
+        lines += ["", "Exact top-10 search as the recommender (`bearrec evaluate --search exact`), the same test rows:",
+                  "", "| method | test rows | " + " | ".join(METRICS) + " | certified | ndcg@10 − beam's |",
+                  "|" + "---|" * (len(METRICS) + 4)]
+        for method, e in exact.items():
+            beam = (result["methods"][method].get("test") or {}).get("ndcg@10")
+            gain = e["ndcg@10"] - beam if e.get("ndcg@10") is not None and beam is not None else None
+            lines.append(f"| {method} | {_fmt(e.get('n_rows'))} | " + " | ".join(_fmt(e.get(k)) for k in METRICS)
+                         + f" | {_fmt(e.get('certified_share'), 3)} | {'-' if gain is None else f'{gain:+.4f}'} |")
     lines += ["", "train s: wall time of `bearrec train` inside the Trainer (the epoch, the validation pass, the "
               "checkpoint); tokens/s: non-padding tokens over that time. With several methods trained at once on one "
               "GPU (jobs > 1) both are shared-GPU figures; bench_train's train.json has the clean per-step rate.", "",

@@ -32,15 +32,19 @@
 #   decoding  bench/bench_decoding.py, SmolLM2 on 32 Office test prompts: bearrec's constrained beam search against HF
 #             generate with a prefix_allowed_tokens_fn at B = 10 and 50 (prompts/s, same items checked).
 #   office    the paper's Office comparison at its scale, composed of bearrec commands only:
-#             `bearrec prepare bear-csv --train-sample 10000 --seed 0`. Then, per method (sft, msl, bear):
-#             `bearrec train`: SmolLM2-135M fully fine-tuned for 1 epoch, compact prompt, bf16 autocast on float32
+#             `bearrec prepare bear-csv --train-sample 10000 --seed 0`. Then three phases, each over the methods
+#             (sft, msl, bear), --jobs at a time, so that a slow optional step never keeps a method from being trained:
+#             1. `bearrec train`: SmolLM2-135M fully fine-tuned for 1 epoch, compact prompt, bf16 autocast on float32
 #             weights, batch 32, lr 2e-4 cosine; the checkpoint is selected by NDCG@10 on 200 validation rows (seeded).
-#             `bearrec evaluate --batch-size 64`: decodes the whole test split (1,925 rows) with B = 10 beams,
+#                then `bearrec evaluate --batch-size 64`: decodes the whole test split (1,925 rows) with B = 10 beams,
 #             HR/NDCG@{1,5,10}.
-#             `bearrec diagnose --limit 200`: PruningRate@10 against the exact top-10 search, if time is left.
-#             Last, `bearrec report`. The methods run at once (--jobs 3): a 135M model leaves most of an H100 idle,
-#             and decoding is bound by kernel launches, so three processes share the GPU well. Training time and
-#             tokens/s in office.md are therefore shared-GPU figures. Only beam search: no "exact" search mode yet.
+#             2. `bearrec diagnose --limit 200`: PruningRate@10 against the exact top 10, if time is left.
+#             3. `bearrec evaluate --search exact`: the whole test split again, recommended by exact top-10 search
+#                (rows it cannot certify within --max-expansions are scored over the whole catalog), if time is left.
+#             Last, `bearrec report`, with both search modes side by side. Two methods run at once (--jobs 2; three
+#             trainings at once ran out of memory on an H100): a 135M model leaves most of the GPU idle, and decoding
+#             is bound by kernel launches, so processes share it well. Training time and tokens/s in office.md are
+#             therefore shared-GPU figures.
 #
 # Why full fine-tuning and not LoRA: SmolLM2-135M and its AdamW state take ~2 GB, nothing on an 80 GB GPU. LoRA would
 # save little step time at this size, since the backward pass through the activations and the 49k-entry output layer
@@ -50,9 +54,11 @@
 # Time on one H100, estimated (no GPU measurement yet): setup 10-20 s, model 20-40 s, tests 30-60 s, train 20-40 s,
 # decoding 30-50 s, office 200-280 s. In the office stage: prepare 5 s; the three trainings at once (~3.5M tokens each,
 # with the validation pass and the checkpoint) 90-150 s; the test decoding, 1,925 rows x 10 beams, 40-70 s; the
-# diagnosis of 200 rows 30-60 s; the report 10 s. Total about 330-490 s. The limits per stage (90, 90, 90, 60, 75 s;
-# office: train 300, evaluate 200, diagnose 150 s, a 20 s reserve) and the deadline keep the run under --budget-s
-# whatever happens. What did not fit is reported as a timeout, or as skipped.
+# diagnosis of 200 rows 30-60 s; the exact search of the test split unknown (masked scores, MSL and BEAR: about 100
+# expansions a row; full scores, SFT: thousands, or the catalog pass); the report 10 s. Total about 330-490 s before
+# the exact search, which takes what time is left. The limits per stage (90, 90, 90, 60, 150 s; office: train 300,
+# evaluate 200, diagnose 150, exact 150 s, a 20 s reserve) and the deadline keep the run under --budget-s whatever
+# happens. What did not fit is reported as a timeout, or as skipped.
 #
 # OUT_DIR receives exactly these files, each written as soon as its stage ends (office.* after every method's steps):
 #   gpu_check.log  per stage: start, limit, status, seconds, and its output (the tail of a long one)
@@ -63,7 +69,8 @@
 #   train.json     bench_train's rows: step ms, tokens/s, x SFT and peak MB per objective
 #   decoding.txt   bench_decoding's table: prompts/s of ours, of HF generate and of the two floors; same items
 #   office.md      the Office table (HR/NDCG@{1,5,10}, PruningRate@10, validation NDCG@10, training seconds and
-#                  tokens/s), every step with its time, and `bearrec report`'s tables
+#                  tokens/s), the exact search's table (the same metrics, the certified share), every step with its
+#                  time, and `bearrec report`'s tables
 #   office.json    the same numbers per method, with the step log and the dataset's sizes
 # Everything else goes to --work, never under OUT_DIR: the site-packages, the SmolLM2 folder, the prepared data, the
 # runs and checkpoints (several GB). The default --work is a new folder under ${TMPDIR:-/tmp}; a dry run deletes it.
@@ -421,27 +428,53 @@ office_summary() {  # office.md / office.json from whatever the runs hold so far
         $( ((DRY)) || echo "lr=$LR" "batch_size=$BATCH") "jobs=$JOBS" "device=$DEVICE"
 }
 
-office_method() {  # train, evaluate (decode the test split, B = 10), diagnose: one method, steps in order
+office_method() {  # train, then evaluate (decode the test split with B = 10 beams): one method, in order
     local method=$1 config=$2 run=$OFFICE_WORK/runs/$1 overrides=() extra=()
     mapfile -t overrides < <(method_overrides "$method")
     ((DRY)) && extra=(seed=0 training.num_train_epochs=1 training.logging_steps=1 training.disable_tqdm=true
         training.include_num_input_tokens_seen=non_padding "max_train_rows=$TRAIN_ROWS" "max_valid_rows=$VALID_ROWS")
     office_step "$method" train "$OFFICE_TRAIN_CAP" "$PY" -m bearrec train "$config" "dataset=$OFFICE_WORK/data" \
         "output_dir=$run" "${overrides[@]}" "${extra[@]}" || return 1
-    office_step "$method" evaluate "$OFFICE_EVAL_CAP" "$PY" -m bearrec evaluate "$run" --split test --beams 10 \
+    office_step "$method" evaluate "$OFFICE_EVAL_CAP" "$PY" -m bearrec evaluate "$run" --split test --num-beams 10 \
         --batch-size "$DECODE_BATCH" || return 1
     office_summary >/dev/null 2>&1
-    if (($(remaining) - OFFICE_RESERVE < OFFICE_DIAG_MIN)); then
-        printf '%s\tdiagnose\tskipped\t0\t0\t0\tless than %s s left\n' "$method" "$OFFICE_DIAG_MIN" >>"$STEPS"
-        log "  office $method diagnose: SKIPPED (less than $OFFICE_DIAG_MIN s left)"
+}
+
+office_diagnose() {  # PruningRate@10 of one evaluated method on the first --diagnose-rows test rows
+    optional_step "$1" diagnose "$OFFICE_DIAG_CAP" "$PY" -m bearrec diagnose "$OFFICE_WORK/runs/$1" --split test \
+        --num-beams 10 --limit "$DIAG_ROWS" --max-expansions "$MAX_EXPANSIONS" --batch-size "$DECODE_BATCH"
+}
+
+office_exact() {  # the test split recommended by exact top-10 search (uncertified rows: the whole-catalog pass)
+    optional_step "$1" exact "$OFFICE_EXACT_CAP" "$PY" -m bearrec evaluate "$OFFICE_WORK/runs/$1" --split test \
+        --num-beams 10 --search exact --max-expansions "$MAX_EXPANSIONS" --batch-size "$DECODE_BATCH"
+}
+
+optional_step() {  # optional_step METHOD STEP CAP CMD... ("if time allows"): skipped when too little time is left;
+    # cut by the budget, it is recorded as a timeout, not a failure
+    local method=$1 step=$2 rc
+    if (($(remaining) - OFFICE_RESERVE < OFFICE_OPTIONAL_MIN)); then
+        printf '%s\t%s\tskipped\t0\t0\t0\tless than %s s left\n' "$method" "$step" "$OFFICE_OPTIONAL_MIN" >>"$STEPS"
+        log "  office $method $step: SKIPPED (less than $OFFICE_OPTIONAL_MIN s left)"
         return 0
     fi
-    # optional ("if time allows"): a diagnosis cut by the budget is recorded as a timeout, not a failure
-    office_step "$method" diagnose "$OFFICE_DIAG_CAP" "$PY" -m bearrec diagnose "$run" --split test --beams 10 \
-        --limit "$DIAG_ROWS" --max-expansions "$MAX_EXPANSIONS" --batch-size "$DECODE_BATCH"
-    local rc=$?
+    office_step "$@"
+    rc=$?
     office_summary >/dev/null 2>&1
     [[ $rc == 0 || $rc == 124 || $rc == 137 ]]
+}
+
+in_parallel() {  # in_parallel FUNCTION ARGS... METHODS: FUNCTION ARGS METHOD for each method, --jobs at a time
+    local fn=$1 pids=() bad=0 m
+    shift
+    local methods=${*: -1} args=("${@:1:$#-1}")
+    for m in $methods; do
+        "$fn" "$m" "${args[@]}" &
+        pids+=($!)
+        while (($(jobs -rp | wc -l) >= JOBS)); do sleep 1; done
+    done
+    for m in "${pids[@]}"; do wait "$m" || bad=1; done
+    return $bad
 }
 
 stage_office() {  # the runs, then office.md / office.json whatever happened (a failure is in their step list)
@@ -454,7 +487,7 @@ stage_office() {  # the runs, then office.md / office.json whatever happened (a 
 }
 
 office_runs() {
-    local limit=$1 config m pids=() bad=0 source=$OFFICE prep=(--train-sample "$TRAIN_ROWS" --seed 0)
+    local limit=$1 config m bad=0 source=$OFFICE prep=(--train-sample "$TRAIN_ROWS" --seed 0)
     [[ -f "$OFFICE/train.csv" && -f "$OFFICE/test.csv" && -f "$OFFICE/id2name4Rec.json" ]] || {
         echo "MISSING: the Office CSVs (train.csv, test.csv, id2name4Rec.json) in $OFFICE. Fix: --office FOLDER"; return 1; }
     if ((!DRY)) && [[ ! -d "$SMOL" ]]; then echo "FAILED: no SmolLM2 folder $SMOL (the model stage failed)"; return 1; fi
@@ -472,14 +505,13 @@ office_runs() {
     OFFICE_CONFIG=$config
     echo "training config: $config"
     ((DRY)) || cat "$config"
-    for m in $METHODS; do
-        office_method "$m" "$config" &
-        pids+=($!)
-        while (($(jobs -rp | wc -l) >= JOBS)); do sleep 1; done
-    done
-    for pid in "${pids[@]}"; do wait "$pid" || bad=1; done
-    local evaluated=()
-    for m in "$OFFICE_WORK"/runs/*; do [[ -f "$m/metrics.json" ]] && evaluated+=("$m"); done
+    # as `bearrec experiment` does: every method's training and beam search first, then the diagnoses, then the
+    # exact searches, so that an expensive exact search never keeps another method from being trained
+    in_parallel office_method "$config" "$METHODS" || bad=1
+    local evaluated=() names=""
+    for m in "$OFFICE_WORK"/runs/*; do [[ -f "$m/metrics.json" ]] && evaluated+=("$m") && names+=" ${m##*/}"; done
+    in_parallel office_diagnose "$names" || bad=1
+    in_parallel office_exact "$names" || bad=1
     if ((${#evaluated[@]})); then
         office_step all report 60 "$PY" -m bearrec report "${evaluated[@]}" --output "$OFFICE_WORK/report" || bad=1
     fi
@@ -494,8 +526,9 @@ cleanup() {  # on interruption: stop our background office jobs (by their ids), 
 trap 'log "interrupted"; cleanup; exit 130' INT TERM
 
 # Limits per stage (seconds; each also ends at the overall deadline). The office steps keep a reserve for the report.
-OFFICE_CONFIG="" OFFICE_RESERVE=20 OFFICE_TRAIN_CAP=300 OFFICE_EVAL_CAP=200 OFFICE_DIAG_CAP=150 OFFICE_DIAG_MIN=40
-((DRY)) && OFFICE_RESERVE=5 OFFICE_DIAG_MIN=10
+OFFICE_CONFIG="" OFFICE_RESERVE=20 OFFICE_TRAIN_CAP=300 OFFICE_EVAL_CAP=200 OFFICE_DIAG_CAP=150 OFFICE_EXACT_CAP=150
+OFFICE_OPTIONAL_MIN=40
+((DRY)) && OFFICE_RESERVE=5 OFFICE_OPTIONAL_MIN=10
 log "bearrec GPU check: OUT=$OUT, work=$WORK, budget ${BUDGET} s, $([[ $DRY == 1 ]] && echo 'DRY RUN (CPU, tiny model)' \
     || echo GPU), office=$OFFICE, wheels=${WHEELS:-none}, smollm2=${SMOLLM2_PARTS:-${SMOLLM2_DIR:-installed}}, methods=$METHODS, jobs=$JOBS"
 stage setup 90 stage_setup

