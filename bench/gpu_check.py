@@ -183,10 +183,13 @@ def read_steps(path: Path | None) -> list[dict[str, Any]]:
 
 def run_summary(run: Path) -> dict[str, Any]:
     """What one run directory holds: method, training time and tokens, validation and test metrics, diagnosis."""
-    config = read_json(run / "config.json") or {}
-    summary = read_json(run / "train_summary.json") or {}
-    log = read_json(run / "log_history.json") or []
-    metrics = read_json(test_file(run, "metrics") or run / "metrics.json") or {}
+    from bearrec.run_dir import RunDir
+
+    files = RunDir(run)
+    config = read_json(files.config_path) or {}
+    summary = read_json(files.summary_path) or {}
+    log = read_json(files.log_history_path) or []
+    metrics = read_json(test_file(run, "metrics") or files.artefact("metrics")) or {}
     out: dict[str, Any] = {"run": str(run), "method": config.get("method") or config.get("objective") or run.name}
     if summary:
         out["train"] = {k: summary.get(k) for k in ("train_seconds", "train_runtime", "epoch_seconds", "global_step",
@@ -204,7 +207,7 @@ def run_summary(run: Path) -> dict[str, Any]:
         out["valid"] = {k[5:]: v for k, v in evals[-1].items() if k.startswith("eval_") and "@" in k}
     if metrics:
         out["test"] = {k: metrics.get(k) for k in (*METRICS, "n_rows", "invalid_rate", "empty_rate")}
-    exact = read_json(test_file(run, "metrics", search="exact") or run / "metrics-exact.json") or {}
+    exact = read_json(test_file(run, "metrics", search="exact") or files.artefact("metrics", search="exact")) or {}
     if exact:
         out["exact"] = {k: exact.get(k) for k in (*METRICS, "n_rows", "certified_share")}
     diagnosis = test_file(run, "diagnosis")
@@ -272,8 +275,10 @@ def office_markdown(result: dict[str, Any], report: str | None) -> str:
 
 
 def cmd_office(args: argparse.Namespace) -> int:
+    from bearrec.run_dir import RunDir
+
     root = Path(args.runs)
-    runs = sorted(p for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
+    runs = sorted(p for p in root.iterdir() if RunDir(p).is_run()) if root.is_dir() else []
     methods = {}
     for run in runs:
         r = run_summary(run)

@@ -53,7 +53,6 @@ from .metrics import per_row_metrics
 from .run_dir import RunDir
 from .stats import paired_bootstrap, summarize_seeds
 
-REQUIRED_FILES = ("config.json", "metrics.json", "log_history.json")
 RUN_KINDS = ("llm", "baseline")
 METHOD_ORDER = BASELINE_METHODS + ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce",
                                    "bear-sft")
@@ -159,9 +158,9 @@ def _read_train_summary(run: RunDir) -> dict | None:
 
 
 def discover_runs(root: str | Path) -> list[Path]:
-    """Every directory under `root` (itself included) that holds config.json and metrics.json, sorted."""
-    root = Path(root)
-    return sorted(p.parent for p in root.rglob("config.json") if (p.parent / "metrics.json").exists())
+    """Every run directory under `root` (itself included) with test metrics of every row, sorted."""
+    runs = (RunDir(p.parent) for p in Path(root).rglob(RunDir(root).config_path.name))
+    return sorted(run.path for run in runs if run.artefact("metrics").is_file())
 
 
 def _is_number(value: object) -> bool:
