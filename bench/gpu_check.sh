@@ -57,7 +57,8 @@
 # diagnosis of 200 rows 30-60 s; the exact search of the test split unknown (masked scores, MSL and BEAR: about 100
 # expansions a row; full scores, SFT: thousands, or the catalog pass); the report 10 s. Total about 330-490 s before
 # the exact search, which takes what time is left. The limits per stage (90, 90, 90, 60, 150 s; office: train 300,
-# evaluate 200, diagnose 150, exact 150 s, a 20 s reserve) and the deadline keep the run under --budget-s whatever
+# evaluate 200, diagnose 150, exact 150 s; every step
+# leaves 45 s for the report) and the deadline keep the run under --budget-s whatever
 # happens. What did not fit is reported as a timeout, or as skipped.
 #
 # OUT_DIR receives exactly these files, each written as soon as its stage ends (office.* after every method's steps):
@@ -122,6 +123,7 @@ while (($#)); do
 done
 [[ -n "$OUT" ]] || usage
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || die "--budget-s takes whole seconds, got $BUDGET"
+[[ -z "$JOBS" || "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs takes a number of processes >= 1, got $JOBS"
 command -v timeout >/dev/null || die "the timeout command (coreutils) is missing"
 command -v "$PY" >/dev/null || die "no Python at '$PY'. Fix: --python /path/to/python3"
 
@@ -246,12 +248,17 @@ limited() {  # limited SECONDS CMD...: run CMD, killed (with its process group) 
     local t
     t=$(min "$1" $((STAGE_END - $(now))))
     ((t >= 1)) || { echo "no time left in this stage for: ${*:2}"; return 124; }
-    timeout -k 10 "$t" "${@:2}"
+    timeout -k 3 "$t" "${@:2}"
 }
 
 # ------------------------------------------------------------------------------------------------ stages
 stage_setup() {  # install the wheels, make SmolLM2 findable, check imports, write env.json
     local limit=$1
+    local part
+    for part in $SMOLLM2_PARTS; do  # first, before minutes of installing: a fresh machine may lack a carried piece
+        [[ -f "$part" ]] || { echo "MISSING: $part (one of --smollm2-parts). Fix: carry every piece of $GGUF" \
+            "(bench/gpu_prepare.sh prints the calls)"; return 1; }
+    done
     command -v nvidia-smi >/dev/null && limited 30 nvidia-smi
     echo "python: $(command -v "$PY") ($("$PY" --version 2>&1)); work folder: $WORK"
     if [[ -n "$WHEELS" ]]; then
@@ -265,10 +272,6 @@ stage_setup() {  # install the wheels, make SmolLM2 findable, check imports, wri
         limited 120 "$PY" -m compileall -q -j 0 "$SITE" >/dev/null || echo "warning: compileall of $SITE failed"
     fi
     if [[ -n "$SMOLLM2_PARTS" ]]; then  # the GGUF carried in pieces: put them together in the work folder
-        local part
-        for part in $SMOLLM2_PARTS; do
-            [[ -f "$part" ]] || { echo "MISSING: $part (one of --smollm2-parts). Fix: carry every piece of $GGUF"; return 1; }
-        done
         mkdir -p "$WORK/gguf"
         # shellcheck disable=SC2086
         cat $SMOLLM2_PARTS >"$WORK/gguf/$GGUF" || { echo "FAILED: joining $SMOLLM2_PARTS"; return 1; }
@@ -397,7 +400,7 @@ office_step() {  # office_step METHOD STEP CAP CMD...: one step of a method unde
     local method=$1 step=$2 cap=$3 limit t0 rc secs status note=""
     local file=$WORK/logs/office-$method-$step.log
     shift 3
-    limit=$(min "$cap" $(($(remaining) - OFFICE_RESERVE)))
+    limit=$(min "$cap" $(($(remaining) - ${STEP_RESERVE:-$OFFICE_RESERVE})))
     if ((limit < 10)); then
         printf '%s\t%s\tskipped\t0\t0\t%s\tno time left\n' "$method" "$step" "$limit" >>"$STEPS"
         log "  office $method $step: SKIPPED (no time left)"
@@ -437,7 +440,7 @@ office_method() {  # train, then evaluate (decode the test split with B = 10 bea
         "output_dir=$run" "${overrides[@]}" "${extra[@]}" || return 1
     office_step "$method" evaluate "$OFFICE_EVAL_CAP" "$PY" -m bearrec evaluate "$run" --split test --num-beams 10 \
         --batch-size "$DECODE_BATCH" || return 1
-    office_summary >/dev/null 2>&1
+    office_summary >/dev/null 2>&1 || true
 }
 
 office_diagnose() {  # PruningRate@10 of one evaluated method on the first --diagnose-rows test rows
@@ -513,22 +516,27 @@ office_runs() {
     in_parallel office_diagnose "$names" || bad=1
     in_parallel office_exact "$names" || bad=1
     if ((${#evaluated[@]})); then
-        office_step all report 60 "$PY" -m bearrec report "${evaluated[@]}" --output "$OFFICE_WORK/report" || bad=1
+        # the reserve the other steps kept is the report's: it keeps back only the final summary's few seconds
+        STEP_RESERVE=$SUMMARY_RESERVE office_step all report 60 "$PY" -m bearrec report "${evaluated[@]}" --output "$OFFICE_WORK/report" || bad=1
     fi
     return $bad
 }
 
 cleanup() {  # on interruption: stop our background office jobs (by their ids), record what was done
     local pid
-    for pid in $(jobs -p); do kill -- "$pid" 2>/dev/null; done
+    for pid in $(jobs -p); do  # each job's children first: `timeout` passes the signal on to its command
+        pkill -TERM -P "$pid" 2>/dev/null
+        kill -- "$pid" 2>/dev/null
+    done
     write_stages_json
 }
 trap 'log "interrupted"; cleanup; exit 130' INT TERM
 
 # Limits per stage (seconds; each also ends at the overall deadline). The office steps keep a reserve for the report.
-OFFICE_CONFIG="" OFFICE_RESERVE=20 OFFICE_TRAIN_CAP=300 OFFICE_EVAL_CAP=200 OFFICE_DIAG_CAP=150 OFFICE_EXACT_CAP=150
+# OFFICE_RESERVE: what every step but the report leaves for the report and the summary after it.
+OFFICE_CONFIG="" OFFICE_RESERVE=45 SUMMARY_RESERVE=8 OFFICE_TRAIN_CAP=300 OFFICE_EVAL_CAP=200 OFFICE_DIAG_CAP=150 OFFICE_EXACT_CAP=150
 OFFICE_OPTIONAL_MIN=40
-((DRY)) && OFFICE_RESERVE=5 OFFICE_OPTIONAL_MIN=10
+((DRY)) && OFFICE_RESERVE=15 OFFICE_OPTIONAL_MIN=10
 log "bearrec GPU check: OUT=$OUT, work=$WORK, budget ${BUDGET} s, $([[ $DRY == 1 ]] && echo 'DRY RUN (CPU, tiny model)' \
     || echo GPU), office=$OFFICE, wheels=${WHEELS:-none}, smollm2=${SMOLLM2_PARTS:-${SMOLLM2_DIR:-installed}}, methods=$METHODS, jobs=$JOBS"
 stage setup 90 stage_setup

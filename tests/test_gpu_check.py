@@ -142,7 +142,7 @@ def test_prepare_cuts_smollm2_in_two_pieces_that_gpu_check_accepts(tmp_path):
         assert (into / "office" / name).read_bytes() == (OFFICE / name).read_bytes()
     kib = [int(k) for k in re.findall(r"carries (\d+) KiB, the second (\d+) KiB", proc.stdout)[0]]
     assert all(k < 64 * 1024 for k in kib), kib
-    assert '--smollm2-parts ".gpu/smolA/part1 .gpu/smolB/part2"' in proc.stdout
+    assert f'--smollm2-parts "{into}/smolA/part1 {into}/smolB/part2"' in proc.stdout
 
     empty = tmp_path / "empty"
     empty.mkdir()
