@@ -97,6 +97,8 @@ def test_dry_run_writes_every_summary(tmp_path):
     last = {step: max(i for i, s in enumerate(order) if s == step) for step in ("evaluate", "diagnose")}
     first = {step: order.index(step) for step in ("diagnose", "exact")}  # search before every diagnosis
     assert last["evaluate"] < first["diagnose"] and last["diagnose"] < first["exact"], order
+    # the cheap exact search (masked scores: BEAR) before the costly one (full scores: SFT)
+    assert [st["method"] for st in office["steps"] if st["step"] == "exact"] == ["bear", "sft"]
     metrics = ("hr@1", "hr@5", "hr@10", "ndcg@1", "ndcg@5", "ndcg@10")
     for method, r in office["methods"].items():
         assert r["test"]["n_rows"] == office["dataset"]["n_test"] == 12, method
