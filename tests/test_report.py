@@ -18,6 +18,7 @@ from bearrec.errors import ConfigError, DataError
 from bearrec.io import write_json, write_jsonl
 from bearrec.metrics import evaluate_predictions
 from bearrec.report import discover_runs, load_run, results_markdown, write_report
+from bearrec.stats import paired_bootstrap
 
 N_ROWS = 60
 # Items 0-29 are the ones fake predictions use; a catalog and popularity make the second metrics table wide.
@@ -390,6 +391,11 @@ def test_results_markdown(full_report, tmp_path):
     assert re.fullmatch(r"- sft − bear ndcg@10: -0\.\d{4} \[-0\.\d{4}, -0\.\d{4}\], p (= 0\.\d{3}|< 0\.001), 60 rows, "
                         r"seeds \[0, 1\]", line)
     assert sum(x.startswith("- ") and " ndcg@10: " in x for x in lines) == 6
+    # the exact search's table: the seeds that have metrics-exact.json (sft-s1 has none), its certified share
+    start = lines.index("**Exact top-K search** (the same rows):")
+    exact = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in lines[start + 4:start + 6]}
+    assert exact["sft"][:2] == ["sft", "0"] and exact["sft"][-1] == "0.5000"
+    assert exact["bear"][1] == "0, 1" and exact["bear"][-1].startswith("0.8500 ± ")
     # one seed: the std is null in summary.json, the cells show the mean alone; no title, no heading
     single = write_report([make_run(tmp_path, "sft", 0, diagnosis=False)], tmp_path / "out", n_resamples=200)[0]
     md = results_markdown(summary_of(single))
@@ -508,3 +514,32 @@ def test_renders_in_headless_chromium(full_report, tmp_path):
     keep = os.environ.get("BEARREC_KEEP_SCREENSHOT")
     if keep:
         shutil.copy(shot, keep)
+
+
+def test_exact_search_is_compared_with_beam_search_on_the_same_rows(tmp_path):
+    """exact − beam per method: a known difference of per-row NDCG@10 (hits at rank 1 on known rows), rows matched
+    by (index, target) whatever the exact file's order; a method without exact predictions is left out."""
+    beam, exact = ranked_predictions(set(range(10))), ranked_predictions(set(range(25)))
+    runs = []
+    for seed in (0, 1):
+        run = make_run(tmp_path, "bear", seed, preds=beam, exact=1.0)
+        write_jsonl(run / "predictions-exact.jsonl", list(reversed(exact)))  # another order, the same rows
+        runs.append(run)
+    runs.append(make_run(tmp_path, "sft", 0, preds=beam, exact=1.0))  # metrics-exact.json, no exact predictions
+    html_path, md_path = write_report(runs, tmp_path / "report", n_resamples=2000)
+    compared = summary_of(html_path)["exact_vs_beam"]
+    assert [c["method"] for c in compared] == ["bear"] and compared[0]["seeds"] == [0, 1]
+    assert compared[0]["mean_diff"] == pytest.approx(15 / N_ROWS) and compared[0]["n_rows"] == N_ROWS
+    hits = lambda rows: np.array([1.0 if i in rows else 0.0 for i in range(N_ROWS)])  # NDCG@10 of a rank-1 hit: 1
+    paired = paired_bootstrap(hits(set(range(10))), hits(set(range(25))), n_resamples=2000)  # rows matched
+    assert (compared[0]["low"], compared[0]["high"]) == pytest.approx((paired["low"], paired["high"]))
+    assert compared[0]["low"] > 0
+    table = next(t for t in parse(html_path).tables if "Mean difference (exact − beam)" in t[0])
+    assert table[1][:4] == ["bear", "0, 1", str(N_ROWS), f"{15 / N_ROWS:+.4f}"] and table[1][-1] == "yes"
+    assert "Exact search against beam search" in md_path.read_text(encoding="utf-8")
+    md = results_markdown(summary_of(html_path)).splitlines()
+    assert "**Exact top-K search** (the same rows; exact − beam: paired bootstrap of per-row NDCG@10, 95% CI):" in md
+    cells = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in md if line.startswith("| bear |")
+             or line.startswith("| sft |")}
+    assert cells["bear"][-1] == f"{compared[0]['mean_diff']:+.4f} [{compared[0]['low']:+.4f}, {compared[0]['high']:+.4f}]"
+    assert cells["sft"][-1] == "–"  # no exact predictions: no comparison

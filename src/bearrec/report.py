@@ -22,6 +22,8 @@ Run-directory contract (one directory per trained model, or fitted baseline, and
   metrics-exact.json optional  the metrics of the exact top-K search on the test split, with "certified_share"
   predictions.jsonl  optional  the decoder's predictions on the same split as metrics.json;
                                used for the paired bootstrap of every method against every other
+  predictions-exact.jsonl optional  the exact search's predictions of the same rows: the paired bootstrap of
+                               exact search against beam search, per method
 A missing optional file drops the matching plot, column or section with a note in the report; a
 missing or malformed required file (or a malformed optional one) raises DataError naming the file and
 the fix. File names are `RunDir`'s (bearrec.run_dir).
@@ -75,6 +77,7 @@ class RunResult:
     diagnosis_path: Path | None = None
     train_summary: dict | None = None
     metrics_exact: dict | None = None
+    exact_predictions_path: Path | None = None
 
     @property
     def dataset(self) -> str:
@@ -137,8 +140,10 @@ def load_run(run_dir: str | Path) -> RunResult:
     exact_path = run.artefact("metrics", search="exact")
     exact = (read_json_file(exact_path, dict, "evaluate the run again (`bearrec evaluate RUN_DIR --search exact`)")
              if exact_path.is_file() else None)
+    exact_preds = run.artefact("predictions", search="exact")
     return RunResult(config, metrics, history, diagnosis, preds if preds.exists() else None, run.path,
-                     best[1] if best else None, _read_train_summary(run), exact)
+                     best[1] if best else None, _read_train_summary(run), exact,
+                     exact_preds if exact_preds.exists() else None)
 
 
 def _read_train_summary(run: RunDir) -> dict | None:
@@ -505,9 +510,9 @@ class _RowVectors:
         self._rows: dict[Path, tuple[list[dict], list]] = {}
         self._vectors: dict[tuple[Path, str], np.ndarray] = {}
 
-    def get(self, run: RunResult, metric: str) -> tuple[list, np.ndarray]:
-        """Row keys (index, target) and the per-row `metric` of the run's predictions."""
-        path = run.predictions_path
+    def get(self, run: RunResult, metric: str, search: str = "beam") -> tuple[list, np.ndarray]:
+        """Row keys (index, target) and the per-row `metric` of the run's predictions (of `search`)."""
+        path = run.predictions_path if search == "beam" else run.exact_predictions_path
         if path not in self._rows:
             rows = list(read_jsonl(path))
             self._rows[path] = (rows, [(r.get("index", i), str(r.get("target"))) for i, r in enumerate(rows)])
@@ -705,6 +710,47 @@ def _metrics_section(groups, summaries, colors, timing) -> list[tuple]:
     return blocks
 
 
+def _exact_against_beam(groups, metric: str, n_resamples: int, vectors: _RowVectors) -> tuple[list[tuple], list[dict]]:
+    """Paired bootstrap, per method, of exact search − beam search on per-row `metric` of the same rows (averaged
+    over the seeds that have both predictions), so the two search modes are compared with an interval."""
+    rows, results, notes = [], [], []
+    for method, rs in groups.items():
+        both = [r for r in rs if r.predictions_path is not None and r.exact_predictions_path is not None]
+        if not both:
+            continue
+        try:
+            beam = [vectors.get(r, metric) for r in both]
+            exact = [vectors.get(r, metric, search="exact") for r in both]
+        except DataError as e:
+            notes.append(("note", f"{method}: {e}; left out of the exact − beam comparison."))
+            continue
+        aligned = []
+        for (keys, b), (exact_keys, e) in zip(beam, exact):
+            order = {key: i for i, key in enumerate(exact_keys)}
+            if sorted(order) != sorted(keys):
+                break
+            aligned.append((b, e[[order[key] for key in keys]]))
+        if len(aligned) < len(both):
+            notes.append(("note", f"{method}: its exact and beam predictions cover different rows; left out of the "
+                                  "exact − beam comparison."))
+            continue
+        res = paired_bootstrap(np.mean([b for b, _ in aligned], axis=0), np.mean([e for _, e in aligned], axis=0),
+                               n_resamples=n_resamples)  # mean_diff is mean(exact - beam)
+        results.append({"method": method, "metric": metric, "seeds": [r.seed for r in both], **res})
+        rows.append([method, ", ".join(str(r.seed) for r in both), str(res["n_rows"]), f"{res['mean_diff']:+.4f}",
+                     f"[{res['low']:+.4f}, {res['high']:+.4f}]", _p_value(res["p_value"]),
+                     "yes" if _excludes_zero(res) else "no"])
+    if not rows:
+        return notes, results
+    name = column_name(metric)
+    blocks: list[tuple] = [("p", f"Exact search against beam search, per method: per-row {name} of the same rows "
+                                 f"(averaged over the seeds with both predictions), rows resampled with replacement "
+                                 f"({n_resamples} resamples); a positive difference means exact search does better."),
+                           _table(["Method", "Seeds", "Rows", "Mean difference (exact − beam)", "95% CI", "p-value",
+                                   "CI excludes 0"], rows)]
+    return blocks + notes, results
+
+
 def _exact_section(groups) -> tuple[list[tuple], dict[str, dict]]:
     """Headline metrics and certified share of the exact top-K search, per method that has metrics-exact.json."""
     have = {m: [r for r in rs if r.metrics_exact is not None] for m, rs in groups.items()}
@@ -844,6 +890,8 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
     blocks += _metrics_section(groups, summaries, colors, timing)
     exact_blocks, exact_summaries = _exact_section(groups)
     blocks += exact_blocks
+    against_blocks, exact_vs_beam = _exact_against_beam(groups, bootstrap_metric, n_resamples, vectors)
+    blocks += against_blocks if exact_blocks else []
     boot_blocks, boot = _bootstrap_section(groups, bootstrap_metric, n_resamples, vectors)
     blocks += boot_blocks
     diag_blocks, diag_summaries = _diagnosis_section(groups, colors)
@@ -870,9 +918,11 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
         "methods": {m: {"kind": "baseline" if m in baselines else "llm", "seeds": [r.seed for r in rs],
                         "runs": [r.name for r in rs], "metrics": summaries[m], "diagnosis": diag_summaries.get(m),
                         "diagnosis_totals": _diagnosis_totals(rs), "metrics_exact": exact_summaries.get(m),
+                        "exact_seeds": [r.seed for r in rs if r.metrics_exact is not None],
                         "minutes_per_epoch": timing[m][0], "fit_minutes": timing[m][1]}
                     for m, rs in groups.items()},
-        "paired_bootstrap": boot, "headline_bootstrap": headline_boot, "what_this_shows": shows})
+        "paired_bootstrap": boot, "headline_bootstrap": headline_boot, "exact_vs_beam": exact_vs_beam,
+        "what_this_shows": shows})
     return html_path, md_path
 
 
@@ -928,6 +978,18 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
     any_baseline = any(e.get("kind") == "baseline" for e in entries.values())
     lines += ["Cells: mean ± std over seeds" + ("; n/a: not applicable to a baseline." if any_baseline else "."), ""]
     lines += [f"- **{name}**: {meaning}" for name, meaning in legend] + [""]
+    exact = {m: e["metrics_exact"] for m, e in entries.items() if e.get("metrics_exact")}
+    if exact:  # the same rows decoded by exact search, and its paired difference with beam search
+        against = {r["method"]: r for r in summary.get("exact_vs_beam") or []}
+        metric = next(iter(against.values()))["metric"] if against else None
+        lines += ["**Exact top-K search** (the same rows" + (f"; exact − beam: paired bootstrap of per-row "
+                  f"{column_name(metric)}, 95% CI" if metric else "") + "):", ""]
+        lines += _md_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"]
+                           + (["Exact − beam"] if against else []),
+                           [[m, ", ".join(str(s) for s in entries[m].get("exact_seeds", entries[m].get("seeds", [])))]
+                            + [_fmt(x.get(k), k) for k in keys] + [_fmt(x.get("certified_share"))]
+                            + ([f"{against[m]['mean_diff']:+.4f} [{against[m]['low']:+.4f}, {against[m]['high']:+.4f}]"
+                                if m in against else "–"] if against else []) for m, x in exact.items()]) + [""]
     shows = summary.get("what_this_shows") or []
     if shows:
         lines += ["**What this shows**", ""] + [f"- {s}" for s in shows] + [""]
