@@ -42,10 +42,12 @@
 #             3. `bearrec evaluate --search exact`: the whole test split again, recommended by exact top-10 search
 #                (rows it cannot certify within --max-expansions are scored over the whole catalog), if time is left;
 #                the masked-score methods first, whose search is cheap.
-#             Last, `bearrec report`, with both search modes side by side. Two methods run at once (--jobs 2; three
-#             trainings at once ran out of memory on an H100): a 135M model leaves most of the GPU idle, and decoding
-#             is bound by kernel launches, so processes share it well. Training time and tokens/s in office.md are
-#             therefore shared-GPU figures.
+#             Last, `bearrec report`, with both search modes side by side. The three methods run at once
+#             (--jobs 3): a 135M model leaves most of an H100 idle, and decoding is bound by kernel launches, so
+#             processes share it well. On 2026-11-27 three trainings at once ran out of memory, each holding 25-29 GB,
+#             most of it the full-vocabulary logits of every prompt position; the loss now asks for the response's
+#             logits only (4x less peak memory, docs/benchmarks.md), and two at a time (--jobs 2) would not finish
+#             the first phase in the budget. Training time and tokens/s in office.md are shared-GPU figures.
 #
 # Why full fine-tuning and not LoRA: SmolLM2-135M and its AdamW state take ~2 GB, nothing on an 80 GB GPU. LoRA would
 # save little step time at this size, since the backward pass through the activations and the 49k-entry output layer
@@ -154,7 +156,7 @@ if ((DRY)); then
     DEVICE=cpu
     THREADS=1
 else
-    : "${JOBS:=2}" "${TRAIN_ROWS:=10000}" "${VALID_ROWS:=200}" "${DIAG_ROWS:=200}"
+    : "${JOBS:=3}" "${TRAIN_ROWS:=10000}" "${VALID_ROWS:=200}" "${DIAG_ROWS:=200}"
     # decoding at 16 prompts a batch ran at the speed of kernel launches on an H100 (docs/benchmarks.md): batch more
     METHODS=${METHODS:-sft msl bear} MAX_EXPANSIONS=1000 DECODE_BATCH=64
     DEVICE=${DEVICE:-cuda}
@@ -168,6 +170,7 @@ export PYTHONPATH="$SITE:$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HOME=$WORK/hf BEARREC_CACHE=$WORK/cache
 export TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1 MPLBACKEND=Agg MPLCONFIGDIR=$WORK/mpl PYTHONUNBUFFERED=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1 OMP_NUM_THREADS=$THREADS
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}  # less fragmentation, 3 processes
 
 LOG=$OUT/gpu_check.log
 STAGES=$WORK/stages.tsv

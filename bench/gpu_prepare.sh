@@ -86,7 +86,8 @@ The device calls (the first also checks that the wheels install and import besid
   2. at once (a machine goes back after 30 s idle, and a fresh one has lost part1: then \`status\`, free, says
      warm false, and call 1 comes first again):
      run  carry=["$rel/smolB", "$rel/office"]  timeout_s=590
-     command: bench/gpu_check.sh "\$OUT" --wheels $rel/wheels --office $rel/office --smollm2-parts "$rel/smolA/part1 $rel/smolB/part2" --budget-s 540
-     (add --stages "model tests office" to leave out the training and decoding benchmarks measured on 2026-11-27)
+     command: bench/gpu_check.sh "\$OUT" --wheels $rel/wheels --office $rel/office --smollm2-parts "$rel/smolA/part1 $rel/smolB/part2" --budget-s 540 --stages "model tests office"
+     (--stages leaves out the training and decoding benchmarks, measured on 2026-11-27, so that the Office
+     comparison has time for its diagnoses and exact searches; leave it out to run every stage)
 Then give_back, and publish \$OUT's files in docs/benchmarks.md and docs/results.md with the card named.
 EOF
