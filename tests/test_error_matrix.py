@@ -356,6 +356,12 @@ def test_an_out_of_range_count_is_a_usage_error(run_copy, command, argument, cap
     assert_unchanged(before, snapshot(run_copy.parent))
 
 
+def test_a_negative_seed_is_a_usage_error(tmp_path, capsys):
+    """`index --seed -1` would reach scikit-learn's own ValueError (a traceback): it is refused by name first."""
+    code, out, err = usage_error(capsys, "index", tmp_path, "--seed", "-1")
+    assert_usage(code, out, err, "argument --seed", ">= 0")
+
+
 def test_report_with_an_unknown_bootstrap_metric_is_a_usage_error(run_copy, tmp_path, capsys):
     before = snapshot(tmp_path)
     code, out, err = usage_error(capsys, "report", run_copy, "--output", tmp_path / "report",

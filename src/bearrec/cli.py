@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", default="collaborative",
                    help="collaborative (training split only), npy:PATH (one row per item) or lm:MODEL (default "
                         "collaborative)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the k-means (default 0)")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("experiment", help="a whole comparison from one YAML file: datasets x methods x seeds, "
