@@ -552,6 +552,12 @@ def _excludes_zero(res: dict) -> bool:
     return res["low"] > 0 or res["high"] < 0
 
 
+def _bootstrap_cells(res: dict) -> list[str]:
+    """Rows, mean difference, 95% CI, p-value and "CI excludes 0" of one paired bootstrap, as table cells."""
+    return [str(res["n_rows"]), f"{res['mean_diff']:+.4f}", f"[{res['low']:+.4f}, {res['high']:+.4f}]",
+            _p_value(res["p_value"]), "yes" if _excludes_zero(res) else "no"]
+
+
 def _bootstrap_section(groups, metric: str, n_resamples: int, vectors: _RowVectors) -> tuple[list[tuple], list[dict]]:
     """Paired bootstrap of every pair of methods (a before b in METHOD_ORDER, a − b) on per-row `metric`."""
     blocks: list[tuple] = [("h2", f"Paired bootstrap between methods ({column_name(metric)})")]
@@ -572,9 +578,7 @@ def _bootstrap_section(groups, metric: str, n_resamples: int, vectors: _RowVecto
                 notes.append(("note", f"{a} − {b}: {res}; comparison left out."))
                 continue
             results.append(res)
-            rows.append([f"{a} − {b}", ", ".join(map(str, res["seeds"])), str(res["n_rows"]),
-                         f"{res['mean_diff']:+.4f}", f"[{res['low']:+.4f}, {res['high']:+.4f}]",
-                         _p_value(res["p_value"]), "yes" if _excludes_zero(res) else "no"])
+            rows.append([f"{a} − {b}", ", ".join(map(str, res["seeds"]))] + _bootstrap_cells(res))
     if rows:
         blocks.append(("p", f"Every pair of methods, a listed before b: per-row {column_name(metric)} averaged over "
                             f"the seeds both methods have, then rows resampled with replacement ({n_resamples} "
@@ -737,9 +741,7 @@ def _exact_against_beam(groups, metric: str, n_resamples: int, vectors: _RowVect
         res = paired_bootstrap(np.mean([b for b, _ in aligned], axis=0), np.mean([e for _, e in aligned], axis=0),
                                n_resamples=n_resamples)  # mean_diff is mean(exact - beam)
         results.append({"method": method, "metric": metric, "seeds": [r.seed for r in both], **res})
-        rows.append([method, ", ".join(str(r.seed) for r in both), str(res["n_rows"]), f"{res['mean_diff']:+.4f}",
-                     f"[{res['low']:+.4f}, {res['high']:+.4f}]", _p_value(res["p_value"]),
-                     "yes" if _excludes_zero(res) else "no"])
+        rows.append([method, ", ".join(str(r.seed) for r in both)] + _bootstrap_cells(res))
     if not rows:
         return notes, results
     name = column_name(metric)
