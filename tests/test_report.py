@@ -357,6 +357,20 @@ def test_what_this_shows(tmp_path):
         assert md.index("## What this shows") < md.index("## Comparison")
 
 
+def test_what_this_shows_says_when_two_methods_are_equal_on_every_row(tmp_path):
+    """A degenerate interval ([+0.0000, +0.0000]) is reported as what it is: the same per-row values."""
+    hits = {"sft": set(range(20)), "bear-sft": set(range(20)), "msl": set(range(5))}
+    runs = [make_run(tmp_path, m, 0, preds=ranked_predictions(h), diagnosis=False) for m, h in hits.items()]
+    summary = summary_of(write_report(runs, tmp_path / "out", n_resamples=500)[0])
+    for sentence in summary["what_this_shows"]:
+        assert "sft has the best mean" in sentence and "bear-sft is the runner-up" in sentence, sentence
+        assert sentence.endswith(f"over {N_ROWS} rows and seeds 0: equal on every row: nothing to separate."), sentence
+    assert all(b["identical_rows"] for b in summary["headline_bootstrap"])
+    runs.append(make_run(tmp_path, "bear", 0, preds=ranked_predictions(set(range(21))), diagnosis=False))
+    shows = summary_of(write_report(runs, tmp_path / "out2", n_resamples=500)[0])["what_this_shows"]
+    assert shows[1].endswith("includes 0: not separable on these rows."), shows[1]
+
+
 def test_what_this_shows_with_one_method_and_no_predictions(tmp_path):
     single = write_report([make_run(tmp_path / "one", "sft", 0, diagnosis=False)], tmp_path / "one" / "out")[0]
     shows = summary_of(single)["what_this_shows"]

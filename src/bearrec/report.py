@@ -545,7 +545,8 @@ def _compare(groups: dict[str, list[RunResult]], a: str, b: str, metric: str, ve
     mean_a = np.mean([v[1] for v in va], axis=0)
     mean_b = np.mean([v[1] for v in vb], axis=0)
     res = paired_bootstrap(mean_b, mean_a, n_resamples=n_resamples)  # its mean_diff is mean(a - b)
-    return {"comparison": f"{a} - {b}", "metric": metric, "seeds": seeds, **res}
+    return {"comparison": f"{a} - {b}", "metric": metric, "seeds": seeds, **res,
+            "identical_rows": bool(np.array_equal(mean_a, mean_b))}
 
 
 def _excludes_zero(res: dict) -> bool:
@@ -624,7 +625,12 @@ def _what_this_shows(groups, summaries, vectors: _RowVectors, n_resamples: int) 
             continue
         boots.append(res)
         ci = f"the {round(100 * res['confidence'])}% CI [{res['low']:+.4f}, {res['high']:+.4f}]"
-        verdict = f"{ci} excludes 0." if _excludes_zero(res) else f"{ci} includes 0: not separable on these rows."
+        if res["identical_rows"]:
+            verdict = "equal on every row: nothing to separate."
+        elif _excludes_zero(res):
+            verdict = f"{ci} excludes 0."
+        else:
+            verdict = f"{ci} includes 0: not separable on these rows."
         sentences.append(f"{text}; paired bootstrap of {best} − {second} over {res['n_rows']} rows and seeds "
                          f"{', '.join(map(str, res['seeds']))}: {verdict}")
     return sentences, boots
