@@ -553,10 +553,15 @@ def _excludes_zero(res: dict) -> bool:
     return res["low"] > 0 or res["high"] < 0
 
 
+def _interval(res: dict) -> str:
+    """A paired bootstrap's confidence interval as text: "[+0.0012, +0.0034]"."""
+    return f"[{res['low']:+.4f}, {res['high']:+.4f}]"
+
+
 def _bootstrap_cells(res: dict) -> list[str]:
     """Rows, mean difference, 95% CI, p-value and "CI excludes 0" of one paired bootstrap, as table cells."""
-    return [str(res["n_rows"]), f"{res['mean_diff']:+.4f}", f"[{res['low']:+.4f}, {res['high']:+.4f}]",
-            _p_value(res["p_value"]), "yes" if _excludes_zero(res) else "no"]
+    return [str(res["n_rows"]), f"{res['mean_diff']:+.4f}", _interval(res), _p_value(res["p_value"]),
+            "yes" if _excludes_zero(res) else "no"]
 
 
 def _bootstrap_section(groups, metric: str, n_resamples: int, vectors: _RowVectors) -> tuple[list[tuple], list[dict]]:
@@ -624,7 +629,7 @@ def _what_this_shows(groups, summaries, vectors: _RowVectors, n_resamples: int) 
             sentences.append(f"{text}; no paired bootstrap: {res}.")
             continue
         boots.append(res)
-        ci = f"the {round(100 * res['confidence'])}% CI [{res['low']:+.4f}, {res['high']:+.4f}]"
+        ci = f"the {round(100 * res['confidence'])}% CI {_interval(res)}"
         if res["identical_rows"]:
             verdict = "equal on every row: nothing to separate."
         elif _excludes_zero(res):
@@ -996,7 +1001,7 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
                            + (["Exact − beam"] if against else []),
                            [[m, ", ".join(str(s) for s in entries[m].get("exact_seeds", entries[m].get("seeds", [])))]
                             + [_fmt(x.get(k), k) for k in keys] + [_fmt(x.get("certified_share"))]
-                            + ([f"{against[m]['mean_diff']:+.4f} [{against[m]['low']:+.4f}, {against[m]['high']:+.4f}]"
+                            + ([f"{against[m]['mean_diff']:+.4f} {_interval(against[m])}"
                                 if m in against else "–"] if against else []) for m, x in exact.items()]) + [""]
     shows = summary.get("what_this_shows") or []
     if shows:
@@ -1006,7 +1011,7 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
         lines += ["**Paired bootstrap** (per-row difference a − b averaged over the seeds both have; 95% CI, "
                   "two-sided p):", ""]
         lines += [f"- {r['comparison'].replace(' - ', ' − ')} {r['metric']}: {r['mean_diff']:+.4f} "
-                  f"[{r['low']:+.4f}, {r['high']:+.4f}], p {_p_value(r['p_value'], '= ')}, {r['n_rows']} rows, "
+                  f"{_interval(r)}, p {_p_value(r['p_value'], '= ')}, {r['n_rows']} rows, "
                   f"seeds {list(r['seeds'])}" for r in boot] + [""]
     return "\n".join(lines)
 
