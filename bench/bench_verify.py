@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from bearrec import models
-from bearrec.run_dir import SKIP_VERIFY_ENV, file_digest
+from bearrec.files import SKIP_VERIFY_ENV, file_digest
 
 
 def saved_model(name: str, folder: Path) -> Path:

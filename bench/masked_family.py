@@ -44,7 +44,7 @@ from bearrec import models
 from bearrec.data import Dataset, Interaction, load_dataset, save_dataset
 from bearrec.experiment import Experiment, MethodSpec, demo_config_path, load_experiment
 from bearrec.evaluate import evaluate
-from bearrec.io import read_jsonl, write_json
+from bearrec.files import read_jsonl, write_json
 from bearrec.metrics import evaluate_predictions, per_row_metrics
 from bearrec.prompts import ItemTexts, encode_prompt, get_template, item_texts
 from bearrec.run_dir import RunDir

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from bearrec.diagnose import pruning_from_predictions
-from bearrec.io import read_jsonl
+from bearrec.files import read_jsonl
 from bearrec.run_dir import RunDir
 
 

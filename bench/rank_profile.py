@@ -12,7 +12,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from bearrec.io import read_jsonl
+from bearrec.files import read_jsonl
 from bearrec.run_dir import RunDir
 
 

@@ -15,7 +15,7 @@ from bearrec.baselines import fit_baseline, prediction_rows, resolve_settings, r
 from bearrec.data.dataset import Dataset, Interaction, load_dataset, save_dataset
 from bearrec.errors import ConfigError
 from bearrec.evaluate import check_predictions
-from bearrec.io import read_jsonl
+from bearrec.files import read_jsonl
 from run_fixtures import write_small_dataset
 
 # Small enough to fit in about a second on one CPU thread.

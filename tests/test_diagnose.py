@@ -114,7 +114,7 @@ def test_pruning_from_predictions_agrees_with_the_diagnosis(small_run, tmp_path)
     from bearrec.diagnose import diagnose_run, pruning_from_predictions
     from bearrec.errors import DataError
     from bearrec.evaluate import evaluate
-    from bearrec.io import read_jsonl
+    from bearrec.files import read_jsonl
     from bearrec.run_dir import RunDir
     from run_fixtures import copy_run
 

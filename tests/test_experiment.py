@@ -13,7 +13,7 @@ from bearrec.cli import main
 from bearrec.data.dataset import Dataset
 from bearrec.errors import ConfigError
 from bearrec.metrics import per_row_metrics
-from bearrec.io import read_jsonl
+from bearrec.files import read_jsonl
 from run_fixtures import write_small_dataset
 
 TINY_TRAIN = {

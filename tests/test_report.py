@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bearrec.errors import ConfigError, DataError
-from bearrec.io import write_json, write_jsonl
+from bearrec.files import write_json, write_jsonl
 from bearrec.metrics import evaluate_predictions
 from bearrec.report import discover_runs, load_run, results_markdown, write_report
 from bearrec.stats import paired_bootstrap

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from bearrec.errors import DataError
-from bearrec.run_dir import RunDir, file_digest
+from bearrec.files import file_digest
+from bearrec.run_dir import RunDir
 from run_fixtures import copy_run
 
 
@@ -73,7 +74,7 @@ def test_a_changed_dataset_is_refused(small_run, tmp_path):
 
 
 def test_files_are_written_with_the_users_umask(small_run, tmp_path):
-    from bearrec.io import write_json
+    from bearrec.files import write_json
 
     old = os.umask(0o027)
     try:
@@ -88,7 +89,7 @@ def test_files_are_written_with_the_users_umask(small_run, tmp_path):
 
 
 def test_strict_json_has_no_nan(tmp_path):
-    from bearrec.io import write_json
+    from bearrec.files import write_json
 
     write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), 1.5]})
     assert json.loads((tmp_path / "x.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == \

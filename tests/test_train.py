@@ -326,7 +326,7 @@ def test_train_writes_the_run_directory_contract(env, tmp_path):
 def test_a_run_written_before_newer_objective_fields_can_still_be_resumed(env, tmp_path):
     """config.json from before `method`, `objective.base`, `objective.single_child_ce`, `items` and `history` reads
     as their defaults."""
-    from bearrec.io import write_json
+    from bearrec.files import write_json
     from bearrec.train.trainer import run_record
 
     cfg = quick_config(env, tmp_path / "run", "objective.name=bear")

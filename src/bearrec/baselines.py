@@ -12,7 +12,7 @@ import numpy as np
 
 from .data.dataset import Dataset, Interaction, load_dataset
 from .errors import ConfigError
-from .io import read_json_file, read_jsonl, write_json, write_jsonl
+from .files import read_json_file, read_jsonl, write_json, write_jsonl
 from .run_dir import UNCHECKED_KEYS, RunDir
 
 BASELINES = ("popularity", "sasrec")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_count_above, left_pad, sequence_log_probs
 from .errors import DataError
-from .io import refuse_folder, write_json
+from .files import refuse_folder, write_json
 from .metrics import hit_ranks
 
 

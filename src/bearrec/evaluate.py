@@ -16,7 +16,7 @@ from . import __version__
 from .data import Dataset
 from .data.dataset import Interaction
 from .errors import DataError
-from .io import read_jsonl, write_json
+from .files import read_jsonl, write_json
 from .metrics import DEFAULT_KS, evaluate_predictions
 from .run_dir import RunDir
 

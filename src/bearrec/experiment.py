@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from .baselines import BASELINES
 from .errors import ConfigError
-from .io import read_json_file, write_json
+from .files import read_json_file, write_json
 
 SEARCHES = ("beam", "exact")
 DEMO_CONFIG = "demo.yaml"  # shipped in bearrec/configs/
@@ -727,7 +727,7 @@ class Experiment:
 
     def write_results(self) -> Path:
         """results.md and results.json: each dataset's results table (from its report's summary.json) and tuning."""
-        from .io import atomic_open
+        from .files import atomic_open
         from .report import results_markdown
 
         lines = [f"# {self.config.name}", "",

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .files import file_digest, read_json_file, verification_skipped, verify_digest
 
 if TYPE_CHECKING:  # imported lazily at run time: transformers takes seconds to import
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -392,8 +393,6 @@ def save_trained(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
         to_save = model
 
     def write(tmp: Path) -> None:
-        from .run_dir import file_digest
-
         to_save.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         # every file's size and SHA-256, so that load_trained notices a truncated, corrupted or swapped file
@@ -411,9 +410,6 @@ def load_trained(path: str | Path, *, dtype: str | torch.dtype = "auto",
     Every file the manifest lists is checked against its recorded size and SHA-256 first, unless the
     environment sets BEARREC_SKIP_VERIFY=1; a damaged file is a DataError naming it, never a silent load.
     """
-    from .errors import DataError
-    from .io import read_json_file
-    from .run_dir import verification_skipped, verify_digest
 
     path = Path(path)
     if not path.is_dir():

@@ -21,7 +21,7 @@ import torch
 from .data.dataset import Dataset, Interaction
 from .decoding import Hypothesis, beam_search, certified_top_k, left_pad
 from .errors import ConfigError, DataError
-from .io import atomic_open, refuse_folder
+from .files import atomic_open, refuse_folder
 from .prompts import ItemTexts
 from .trie import ItemTrie
 
@@ -330,7 +330,7 @@ def gather_records(records: list[dict], world: int) -> list[dict]:
 
 def read_histories(path: str | Path) -> list[tuple[int, Interaction]]:
     """(line number, row) of each line of a JSON Lines file of `{"history": [item ids], "user_id"?, "target"?}`."""
-    from .io import read_jsonl
+    from .files import read_jsonl
 
     rows = []
     for line, obj in read_jsonl(path, with_lines=True):

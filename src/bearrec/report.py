@@ -50,7 +50,7 @@ import numpy as np
 
 from .errors import BearrecError, ConfigError, DataError
 from .baselines import BASELINES as BASELINE_METHODS
-from .io import atomic_open, read_json_file, read_jsonl, write_json
+from .files import atomic_open, read_json_file, read_jsonl, write_json
 from .metrics import per_row_metrics
 from .run_dir import RunDir
 from .stats import paired_bootstrap, summarize_seeds

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DataError
-from .io import read_json_file
+from .files import file_digest, read_json_file, verify_digest
 
 if TYPE_CHECKING:
     from .data.dataset import Dataset
@@ -37,37 +37,6 @@ if TYPE_CHECKING:
     from .trie import ItemTrie
 
 ARTEFACT_EXTENSIONS = {"predictions": "jsonl", "metrics": "json", "diagnosis": "json"}
-# Set to 1 to skip the SHA-256 check of model files on load (it reads every byte once; see docs/benchmarks.md).
-SKIP_VERIFY_ENV = "BEARREC_SKIP_VERIFY"
-
-
-def file_digest(path: str | os.PathLike) -> dict[str, Any]:
-    """{"size": bytes, "sha256": hex} of one file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
-
-
-def verify_digest(path: Path, want: dict[str, Any], fix: str) -> None:
-    """DataError naming `path` when it is missing, or its size or SHA-256 differs from `want`."""
-    if not path.is_file():
-        raise DataError("is missing.", path=path, fix=fix)
-    size = path.stat().st_size
-    if size != want.get("size"):
-        raise DataError(f"has {size} bytes, but {want.get('size')} were written (truncated or replaced).",
-                        path=path, fix=fix)
-    if file_digest(path)["sha256"] != want.get("sha256"):
-        raise DataError("does not have the SHA-256 recorded when it was written (corrupted or replaced).",
-                        path=path, fix=fix)
-
-
-def verification_skipped() -> bool:
-    """Whether the user asked, explicitly, to skip the checksum of model files (BEARREC_SKIP_VERIFY=1)."""
-    return os.environ.get(SKIP_VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
 class RunDir:
     """One run directory: the paths of its files and the checked loading of its config, dataset, trie and model."""
 
@@ -144,7 +113,7 @@ class RunDir:
 
     def write_config(self, record: dict[str, Any]) -> None:
         """Write config.json with the checksum of its settings (everything but the paths of UNCHECKED_KEYS)."""
-        from .io import strict_json, write_json
+        from .files import strict_json, write_json
 
         record = {k: v for k, v in strict_json(record).items() if k != "config_sha256"}
         write_json(self.config_path, {**record, "config_sha256": config_checksum(record)})

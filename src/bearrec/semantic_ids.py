@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, DataError
-from .io import write_json
+from .files import write_json
 
 INDEX_FILE = "semantic_ids.json"
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -224,7 +224,7 @@ def load_index(dataset: Any) -> dict[str, Any]:
     fix = f"run `bearrec index {dataset.path}` (with the --levels, --codes and --embeddings you want)"
     if not path.is_file():
         raise DataError("is missing: items: semantic_id needs every item's codes.", path=path, fix=fix)
-    from .io import read_json_file
+    from .files import read_json_file
 
     record = read_json_file(path, dict, fix)
     kinds = {"levels": int, "codes": int, "items": dict, "stats": dict, "dataset_fingerprint": str}

@@ -318,7 +318,7 @@ class ItemTrie:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write the trie to one file (atomically)."""
-        from .io import atomic_open
+        from .files import atomic_open
 
         state = {k: getattr(self, k).cpu() for k in
                  ("child_ptr", "edge_token", "edge_child", "item_ptr", "item_index", "depth")}

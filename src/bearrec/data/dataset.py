@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import DataError
-from ..io import atomic_open, jsonl_objects, write_json
+from ..files import atomic_open, jsonl_objects, write_json
 
 SPLITS = ("train", "valid", "test")
 # The files the fingerprint covers, in its order; stats.json is written after them and marks completion.

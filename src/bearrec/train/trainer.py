@@ -27,9 +27,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .. import losses
 from ..errors import BearrecError, ConfigError, DataError
-from ..io import write_json
+from ..files import verify_digest, write_json
 from ..models import logits_to_keep
-from ..run_dir import RunDir, verify_digest
+from ..run_dir import RunDir
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
@@ -359,6 +359,6 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """RUN_DIR/train_summary.json as a dict."""
-    from ..io import read_json_file
+    from ..files import read_json_file
 
     return read_json_file(RunDir(run_dir).summary_path)

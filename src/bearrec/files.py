@@ -1,7 +1,9 @@
-"""Atomic file output and JSON Lines helpers, so an interrupted job never leaves a half-written file."""
+"""Atomic file output, JSON Lines helpers and file digests: an interrupted job never leaves a half-written file, and a
+file that changed under a run is named instead of used."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -9,11 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .errors import DataError
+
 
 def refuse_folder(path: str | os.PathLike) -> None:
     """DataError when an output file's path is a folder (checked before any work, not after it)."""
-    from .errors import DataError
-
     if Path(path).is_dir():
         raise DataError("is a folder, so a file cannot be written there.", path=path,
                         fix="give a file name (the output is one file)")
@@ -22,8 +24,6 @@ def refuse_folder(path: str | os.PathLike) -> None:
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
     """Open a temporary file beside `path`; rename it over `path` only if the block succeeds."""
-    from .errors import DataError
-
     path = Path(path)
     refuse_folder(path)
     try:
@@ -89,8 +89,6 @@ def jsonl_objects(path: str | os.PathLike, data: bytes, *, fix_encoding: str = "
                   ) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON Lines file already read as `data`; a malformed
     line raises DataError naming the file and the line."""
-    from .errors import DataError
-
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -112,8 +110,6 @@ def jsonl_objects(path: str | os.PathLike, data: bytes, *, fix_encoding: str = "
 def read_jsonl(path: str | os.PathLike, *, with_lines: bool = False) -> Iterator[Any]:
     """Yield the objects of a JSON Lines file (with their line numbers: (line, obj)); a malformed line raises
     DataError naming it. Blank lines are skipped."""
-    from .errors import DataError
-
     try:
         data = Path(path).read_bytes()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -125,8 +121,6 @@ def read_jsonl(path: str | os.PathLike, *, with_lines: bool = False) -> Iterator
 def read_json_file(path: str | os.PathLike, expected: type = dict, fix: str = "re-run the command that wrote it"
                    ) -> Any:
     """One JSON file, with a DataError naming it when it is missing, not JSON, or not of the `expected` type."""
-    from .errors import DataError
-
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
@@ -137,3 +131,34 @@ def read_json_file(path: str | os.PathLike, expected: type = dict, fix: str = "r
     if not isinstance(obj, expected):
         raise DataError(f"should hold a JSON {expected.__name__}.", path=path, fix=fix)
     return obj
+
+
+# Set to 1 to skip the SHA-256 check of model files on load (it reads every byte once; see docs/benchmarks.md).
+SKIP_VERIFY_ENV = "BEARREC_SKIP_VERIFY"
+
+
+def file_digest(path: str | os.PathLike) -> dict[str, Any]:
+    """{"size": bytes, "sha256": hex} of one file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"size": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def verify_digest(path: Path, want: dict[str, Any], fix: str) -> None:
+    """DataError naming `path` when it is missing, or its size or SHA-256 differs from `want`."""
+    if not path.is_file():
+        raise DataError("is missing.", path=path, fix=fix)
+    size = path.stat().st_size
+    if size != want.get("size"):
+        raise DataError(f"has {size} bytes, but {want.get('size')} were written (truncated or replaced).",
+                        path=path, fix=fix)
+    if file_digest(path)["sha256"] != want.get("sha256"):
+        raise DataError("does not have the SHA-256 recorded when it was written (corrupted or replaced).",
+                        path=path, fix=fix)
+
+
+def verification_skipped() -> bool:
+    """Whether the user asked, explicitly, to skip the checksum of model files (BEARREC_SKIP_VERIFY=1)."""
+    return os.environ.get(SKIP_VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
