@@ -13,9 +13,10 @@ import numpy as np
 from .data.dataset import Dataset, Interaction, load_dataset
 from .errors import ConfigError
 from .files import read_json_file, read_jsonl, write_json, write_jsonl
+from .methods import baseline_names
 from .run_dir import UNCHECKED_KEYS, RunDir
 
-BASELINES = ("popularity", "sasrec")
+BASELINES = baseline_names()  # declared in the method registry
 SEARCH = "baseline"  # the "search" of every predictions row a baseline writes
 INSTALL_FIX = "pip install 'bearrec[baselines]'"
 

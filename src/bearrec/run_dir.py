@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, DataError
 from .files import file_digest, read_json_file, verify_digest
+from .methods import ObjectiveConfig, objective_names
 
 if TYPE_CHECKING:
     from .data.dataset import Dataset
@@ -280,8 +281,6 @@ def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     """A config.json written before an objective field (base, single_child_ce), `method`, `items` or `name` existed, or
     when objective.num_beams was called beam_size, read as the defaults it was trained with, so that such a run can
     still be resumed or reused."""
-    from .train.config import OBJECTIVES, ObjectiveConfig
-
     if "template" in stored:  # before semantic IDs, every run wrote titles
         stored = {"items": "title", "history": None, "name": None, **stored}
     stored = _renamed(stored, "beam_size", "num_beams")  # the run record's copy of objective.num_beams
@@ -289,7 +288,7 @@ def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     if isinstance(objective, dict):
         objective = _renamed(objective, "beam_size", "num_beams")
         stored = {**stored, "objective_config": objective}
-    if isinstance(objective, dict) and objective.get("name") in OBJECTIVES:
+    if isinstance(objective, dict) and objective.get("name") in objective_names():
         known = {f.name for f in fields(ObjectiveConfig)}
         filled = {**asdict(ObjectiveConfig(name=objective["name"])), **objective}
         stored = {**stored, "objective_config": filled}

@@ -1,93 +1,20 @@
 """Training configuration: dataclasses read from YAML with dotted command-line overrides."""
 from __future__ import annotations
 
-import collections.abc
 import dataclasses
-import enum
-import functools
-import math
 import re
-import types
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from ..config_checks import check_fields, check_range, check_value, field_types, shown
 from ..errors import ConfigError
+from ..methods import ObjectiveConfig
 from ..metrics import cutoffs
 from ..models import LoraSettings
 from ..prompts import check_item_kinds
-
-OBJECTIVES = ("sft", "msl", "bear", "direct")
-BASES = ("msl", "sft")  # the base loss that bear and direct add their term to
-
-
-@dataclass
-class ObjectiveConfig:
-    """Which loss to train with and its hyperparameters (method.md; the paper's Toy run: B=10, lam=.25, xi=2.75)."""
-
-    name: str = "sft"
-    num_beams: int = 10
-    lam: float = 0.25
-    xi: float = 2.75
-    tau: float = 1.0
-    weighted: bool = False  # bear only: the reference implementation's detached-weight form
-    detach_threshold: bool = True
-    # bear and direct only: "msl" (the reference implementation) or "sft" (the paper's L_SFT + lam L_reg:
-    # full-vocabulary cross-entropy, decoded with full scores; the pruning margin is the same, see losses.py)
-    base: str = "msl"
-    # masked objectives: add the full-vocabulary CE of every token whose trie prefix has one child. MSL gives those
-    # tokens no gradient (p = 1), so a model trained from scratch learns only from the branching tokens and, at a
-    # high learning rate, stops reading its prompt (docs/results.md). Masked decoding scores are unchanged by it
-    # (p = 1). The full-softmax objectives (sft, an sft base) already give every token that CE: no change there.
-    single_child_ce: bool = False
-
-    def __post_init__(self) -> None:
-        _check_fields(self, "objective.")
-        if self.name not in OBJECTIVES:
-            raise ConfigError(f"objective.name={self.name!r} is unknown. Fix: use one of {', '.join(OBJECTIVES)}.")
-        _check_range("objective.num_beams", self.num_beams, self.num_beams >= 1, "an integer >= 1", 10)
-        for key, example in (("xi", 2.75), ("tau", 1.0)):
-            value = getattr(self, key)
-            _check_range(f"objective.{key}", value, 0 < value < math.inf, "> 0 and finite", example)
-        _check_range("objective.lam", self.lam, 0 <= self.lam < math.inf, ">= 0 and finite", 0.25)
-        if self.weighted and self.name != "bear":
-            raise ConfigError("objective.weighted applies to the bear objective only. Fix: set objective.name=bear.")
-        if self.base not in BASES:
-            raise ConfigError(f"objective.base={self.base!r} is unknown. Fix: use one of {', '.join(BASES)}.")
-        if self.base != "msl" and self.name not in ("bear", "direct"):
-            raise ConfigError(f"objective.base applies to bear and direct only (the {self.name} objective is its own "
-                              "base). Fix: leave objective.base unset.")
-        if self.base == "sft" and (self.weighted or float(self.tau) != 1.0):
-            raise ConfigError("objective.base=sft takes neither objective.weighted (the reference's re-weighting of "
-                              "MSL) nor objective.tau (the masked softmax's temperature). Fix: leave both unset, or "
-                              "use objective.base=msl.")
-
-    @classmethod
-    def for_method(cls, method: str, **fields: Any) -> "ObjectiveConfig":
-        """The objective of a method name (`method`'s inverse: "bear", "bear-sft", "msl+ce"), with other fields."""
-        match = re.fullmatch(r"([a-z]+)(?:-([a-z]+))?(\+ce)?", method)
-        if match is None or {"name", "base", "single_child_ce"} & set(fields):
-            raise ConfigError(f"method {method!r} is not of the form NAME[-BASE][+ce] (e.g. bear, bear-sft, msl+ce), "
-                              "or repeats one of its parts as a field. Fix: name the objective, its base and +ce once.")
-        name, base, plus = match.groups()
-        return cls(name=name, **({"base": base} if base else {}), **({"single_child_ce": True} if plus else {}),
-                   **fields)
-
-    @property
-    def method(self) -> str:
-        """The name a run is reported under: the objective, its base where that is not MSL ("bear-sft"), and
-        "+ce" with single_child_ce ("msl+ce")."""
-        stem = self.name if self.base == "msl" else f"{self.name}-{self.base}"
-        return stem + ("+ce" if self.single_child_ce and self.score_mode == "masked" else "")
-
-    @property
-    def score_mode(self) -> str:
-        """How decoding must score tokens to match training: full softmax for SFT (and an SFT base), else masked."""
-        return "full" if self.name == "sft" or self.base == "sft" else "masked"
-
 
 @dataclass
 class TinyModel:
@@ -100,10 +27,10 @@ class TinyModel:
     intermediate_size: int = 256
 
     def __post_init__(self) -> None:
-        _check_fields(self, "tiny.")
+        check_fields(self, "tiny.")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            _check_range(f"tiny.{f.name}", value, value >= 1, "an integer >= 1", f.default)
+            check_range(f"tiny.{f.name}", value, value >= 1, "an integer >= 1", f.default)
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"tiny.hidden_size={self.hidden_size} is not a multiple of tiny.num_heads="
                               f"{self.num_heads}. Fix: e.g. tiny.hidden_size=128 tiny.num_heads=4.")
@@ -156,14 +83,14 @@ class TrainConfig:
     max_valid_rows: int | None = None
 
     def __post_init__(self) -> None:
-        _check_fields(self, "")
+        check_fields(self, "")
         if not self.dataset:
             raise ConfigError("dataset is not set. Fix: dataset: path/to/prepared_dataset (from `bearrec prepare`).")
-        _check_range("max_history", self.max_history, self.max_history >= 1, "at least 1", 10)
-        _check_range("seed", self.seed, 0 <= self.seed < 2 ** 32, "in [0, 2**32)", 42)
+        check_range("max_history", self.max_history, self.max_history >= 1, "at least 1", 10)
+        check_range("seed", self.seed, 0 <= self.seed < 2 ** 32, "in [0, 2**32)", 42)
         for key in ("max_train_rows", "max_valid_rows"):  # the validation rows select the checkpoint: never 0
             value = getattr(self, key)
-            _check_range(key, value, value is None or value >= 1, "a positive integer or null", 1000)
+            check_range(key, value, value is None or value >= 1, "a positive integer or null", 1000)
         if self.lora is not None:
             _check_lora(self.lora)
         if self.load_in_8bit and self.load_in_4bit:
@@ -198,145 +125,6 @@ class TrainConfig:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------- type and range checks
-# Every value is checked against its field's type hint before anything is written, so that `learning_rate=abc` is a
-# ConfigError naming the key, not a torch traceback in a half-written run. An int fits a float field, a bool fits no
-# number field; an enum field (typed `SomeEnum | str` in TrainingArguments) takes the enum's values only.
-_NONE = type(None)
-_PLURALS = {str: "strings", int: "integers", float: "numbers", bool: "true/false values"}
-
-
-def _members(tp: Any) -> tuple[Any, ...] | None:
-    """The members of a Union / `X | Y` type, less the `str` beside an enum (the string must be one of its values)."""
-    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
-        return None
-    args = typing.get_args(tp)
-    if any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
-        args = tuple(a for a in args if a is not str)
-    return args
-
-
-def _fits(value: Any, tp: Any) -> bool:
-    """Whether `value` (as read from YAML or JSON, or given in Python) is of type `tp`."""
-    if tp is Any:
-        return True
-    if tp is None or tp is _NONE:
-        return value is None
-    members = _members(tp)
-    if members is not None:
-        return any(_fits(value, m) for m in members)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Literal:
-        return any(value == a and type(value) is type(a) for a in args)
-    if origin in (list, tuple, set, collections.abc.Sequence):
-        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
-    if origin in (dict, collections.abc.Mapping):
-        return isinstance(value, dict) and (len(args) != 2 or all(
-            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return isinstance(value, tp) or isinstance(value, str) and value in {m.value for m in tp}
-    if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True  # a typing construct these fields do not use: left to the code that reads the value
-
-
-def _describe(tp: Any) -> str:
-    """`tp` in words, as an error message says what a key must be ("an integer", "a string or null")."""
-    if tp is Any:
-        return "any value"
-    if tp is None or tp is _NONE:
-        return "null"
-    members = _members(tp)
-    if members is not None:
-        words = [_describe(m) for m in members if m is not _NONE] + (["null"] if _NONE in members else [])
-        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Literal:
-        return ("" if len(args) == 1 else "one of ") + ", ".join(_yaml_text(a) for a in args)
-    if origin in (list, tuple, set, collections.abc.Sequence):
-        item = args[0] if args else Any
-        return "a list" + (f" of {_PLURALS[item]}" if item in _PLURALS else
-                           "" if item is Any else f" (each {_describe(item)})")
-    if origin in (dict, collections.abc.Mapping) or tp is dict:
-        return "a mapping" + (f" of {_describe(args[1])} values" if len(args) == 2 and args[1] is not Any else "")
-    if tp in (bool, int, float, str):
-        return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[tp]
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        values = [str(m.value) for m in tp]
-        more = f", ... ({len(values)} in all: {tp.__module__}.{tp.__name__})" if len(values) > 15 else ""
-        return "one of " + ", ".join(values[:12] if more else values) + more
-    return f"a {getattr(tp, '__name__', tp)}"
-
-
-def _yaml_text(value: Any) -> str:
-    """How `value` is written in YAML or a key=value override (true, null, 0.0001, [q_proj, v_proj])."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
-    return str(value)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _check_value(key: str, value: Any, tp: Any, example: Any = None) -> None:
-    """ConfigError unless `value` is of type `tp`, naming the dotted `key`, the type and the value; `example`
-    (a valid value, such as the field's default) is suggested in the fix."""
-    if _fits(value, tp):
-        return
-    wanted = _describe(tp)
-    fix = (f"write a value of that type, e.g. {key}={_yaml_text(example)}" if _good_example(example, tp)
-           else f"set {key} to {wanted}")
-    raise ConfigError(f"{key} must be {wanted}, got {_shown(value)}. Fix: {fix}.")
-
-
-def _good_example(example: Any, tp: Any) -> bool:
-    """Whether `example` is worth suggesting: a non-empty scalar or list (a dict or a section is not) of type `tp`."""
-    return (isinstance(example, (bool, int, float, str, enum.Enum, list, tuple)) and example != ""
-            and _fits(example, tp))
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-
-
-@functools.lru_cache(maxsize=None)
-def _field_types(cls: type) -> dict[str, tuple[Any, Any]]:
-    """{field name: (type, default)} of a dataclass, for the fields its constructor takes. A hint that does not
-    resolve (a name imported only for type checkers) is not checked."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - a hint naming what only type checkers import: check the plain ones only
-        hints = {f.name: Any if isinstance(f.type, str) else f.type for f in dataclasses.fields(cls)}
-    return {f.name: (hints.get(f.name, Any), _default(f)) for f in dataclasses.fields(cls) if f.init}
-
-
-def _check_fields(obj: Any, prefix: str) -> None:
-    """The type of every field of dataclass instance `obj` (keys named `prefix` + field)."""
-    for name, (tp, default) in _field_types(type(obj)).items():
-        _check_value(prefix + name, getattr(obj, name), tp, default)
-
-
-def _check_range(key: str, value: Any, ok: bool, rule: str, example: Any = None) -> None:
-    """ConfigError naming `key` unless `ok` (a NaN compares false, so `not value > 0` catches it too)."""
-    if not ok:
-        fix = f"e.g. {key}={_yaml_text(example)}" if example is not None else f"choose a value {rule}"
-        raise ConfigError(f"{key} must be {rule}, got {_shown(value)}. Fix: {fix}.")
-
-
 # transformers.TrainingArguments values bearrec checks beyond their types: (rule, test) per key.
 _TRAINING_RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "learning_rate": ("> 0", lambda v: v > 0),
@@ -368,7 +156,7 @@ def _check_training(training: dict[str, Any]) -> None:
     the field's type, or a value out of its range."""
     from transformers import TrainingArguments
 
-    valid = _field_types(TrainingArguments)
+    valid = field_types(TrainingArguments)
     for key in training:
         if key in RESERVED_TRAINING:
             raise ConfigError(f"training.{key} is set by bearrec ({RESERVED_TRAINING[key]}). Fix: remove "
@@ -378,23 +166,23 @@ def _check_training(training: dict[str, Any]) -> None:
             raise ConfigError(f"training.{key} is not a transformers.TrainingArguments field. "
                               f"Fix: check the spelling{'; similar: ' + ', '.join(close) if close else ''}.")
         tp, default = valid[key]
-        _check_value(f"training.{key}", training[key], _TRAINING_TYPES.get(key, tp), DEFAULT_TRAINING.get(key, default))
+        check_value(f"training.{key}", training[key], _TRAINING_TYPES.get(key, tp), DEFAULT_TRAINING.get(key, default))
     merged = {**DEFAULT_TRAINING, **training}
     for key, (rule, test) in _TRAINING_RANGES.items():
         value = merged.get(key)
         if value is None or key == "num_train_epochs" and (merged.get("max_steps") or -1) > 0:
             continue
         example = DEFAULT_TRAINING.get(key, valid.get(key, (Any, None))[1])
-        _check_range(f"training.{key}", value, test(value), rule, example)
+        check_range(f"training.{key}", value, test(value), rule, example)
 
 
 def _check_lora(lora: LoraSettings) -> None:
     """LoraSettings (defined in bearrec.models, which does not check them): types and ranges."""
-    _check_fields(lora, "lora.")
-    _check_range("lora.r", lora.r, lora.r >= 1, ">= 1", 8)
-    _check_range("lora.alpha", lora.alpha, lora.alpha >= 1, ">= 1", 16)
-    _check_range("lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)", 0.05)
-    _check_range("lora.target_modules", lora.target_modules, len(lora.target_modules) >= 1,
+    check_fields(lora, "lora.")
+    check_range("lora.r", lora.r, lora.r >= 1, ">= 1", 8)
+    check_range("lora.alpha", lora.alpha, lora.alpha >= 1, ">= 1", 16)
+    check_range("lora.dropout", lora.dropout, 0 <= lora.dropout < 1, "in [0, 1)", 0.05)
+    check_range("lora.target_modules", lora.target_modules, len(lora.target_modules) >= 1,
                  "a non-empty list of module names", ["q_proj", "v_proj"])
 
 
@@ -410,15 +198,15 @@ def _check_template(template: Any, domain: str, max_history: int) -> None:
     from ..prompts import PromptTemplate, get_template
 
     if isinstance(template, dict):
-        names = _field_types(PromptTemplate)
+        names = field_types(PromptTemplate)
         for key, value in template.items():
             if key not in names:
                 raise ConfigError(f"unknown key template.{key}. Valid keys: {', '.join(names)}. Fix: check the "
                                   "spelling, or remove the key.")
-            _check_value(f"template.{key}", value, names[key][0])
+            check_value(f"template.{key}", value, names[key][0])
     elif not isinstance(template, (str, PromptTemplate)):
         raise ConfigError(f"template must be alpaca, compact or a mapping with text and response_header, got "
-                          f"{_shown(template)}. Fix: e.g. template=compact.")
+                          f"{shown(template)}. Fix: e.g. template=compact.")
     get_template(template, domain=domain, max_history=max_history)
 
 
@@ -474,7 +262,7 @@ RENAMED_KEYS = {"objective.beam_size": "objective.num_beams"}
 def _build(cls: type, values: Any, where: str) -> Any:
     """cls(**values) with an error naming an unknown key and listing the valid ones."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping of {cls.__name__} fields, got {_shown(values)}. Fix: e.g. "
+        raise ConfigError(f"{where} must be a mapping of {cls.__name__} fields, got {shown(values)}. Fix: e.g. "
                           f"{where}: {{{dataclasses.fields(cls)[0].name}: ...}} in YAML, or {where}."
                           f"{dataclasses.fields(cls)[0].name}=... on the command line.")
     names = [f.name for f in dataclasses.fields(cls)]
@@ -506,7 +294,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from a plain dict (as in YAML, `TrainConfig.to_json()` or a run's config.json), validating
     every key and value."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"a config must be a mapping of settings, got {_shown(raw)}. Fix: pass a dict of "
+        raise ConfigError(f"a config must be a mapping of settings, got {shown(raw)}. Fix: pass a dict of "
                           "TrainConfig fields.")
     if isinstance(raw.get("objective"), str) and isinstance(raw.get("objective_config"), dict):
         raw = _from_run_record(raw)

@@ -30,6 +30,7 @@ from ..errors import BearrecError, ConfigError, DataError
 from ..files import verify_digest, write_json
 from ..models import logits_to_keep
 from ..run_dir import RunDir
+from ..methods import LabelTokens, get_objective
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
@@ -41,53 +42,27 @@ ThresholdFn = Callable[..., torch.Tensor]
 def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tensor | None, trie: ItemTrie | None,
                    objective: ObjectiveConfig, log_thresholds: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, int]:
-    """(summed loss, number of label tokens) of a batch: logits (B, L, V), labels/nodes (B, L) unshifted."""
+    """(summed loss, number of label tokens) of a batch: logits (B, L, V), labels/nodes (B, L) unshifted; the loss is
+    the registered objective's (bearrec.methods)."""
     logits, labels = logits[:, :-1], labels[:, 1:]  # position i predicts token i + 1
     is_label = labels != IGNORE
     h, y = logits[is_label], labels[is_label]
     count = int(y.numel())
-    if objective.name == "sft":
-        return losses.sft_loss(h, y).sum(), count
+    declared = get_objective(objective.name)
+    tokens = LabelTokens(logits=h, targets=y, is_label=is_label, log_thresholds=log_thresholds)
+    if not declared.reads_trie:
+        return declared.loss(tokens, objective), count
     if nodes is None or trie is None:
         raise ConfigError(f"the {objective.name} objective needs trie nodes in the batch (use TrainCollator).")
     children, valid = trie.padded_children(nodes[:, 1:][is_label])
-    hc, col = losses.gather_children(h, y, children, valid)
-    o = objective
+    tokens.child_logits, tokens.child_target = losses.gather_children(h, y, children, valid)
+    tokens.child_valid = valid
     # single_child_ce: tokens with one valid child have p = 1 under the masked softmax and no gradient; add their
     # full-vocabulary CE, so that a model trained from scratch keeps learning to read its prompt
     one = valid.sum(1) == 1
-    single = losses.sft_loss(h[one], y[one]).sum() if o.single_child_ce and o.base == "msl" else h.new_zeros(())
-    if o.name == "msl":
-        return losses.msl_loss(hc, col, valid, o.tau).sum() + single, count
-    if o.name == "bear" and o.weighted:
-        weighted = losses.bear_weighted_loss(hc, col, valid, num_beams=o.num_beams, lam=o.lam, xi=o.xi, tau=o.tau)
-        return weighted.sum() * count + single, count
-    # The base cross-entropy: masked (MSL) or over the full vocabulary (SFT). The pruning margin is taken over
-    # the valid children either way: log beta_t - log p_t does not depend on the softmax's normaliser.
-    ce, delta = losses.pruning_margin(hc, col, valid, num_beams=o.num_beams, tau=o.tau,
-                                      detach_threshold=o.detach_threshold)
-    if o.base == "sft":
-        ce = losses.sft_loss(h, y)
-    if o.name == "bear":
-        return (ce + o.lam * losses.bear_regularizer(delta, o.xi)).sum() + single, count
-    # direct: the base plus lam * the relaxed (3.1) term of every title step. (3.1) compares prefixes y_<t up to
-    # the whole title; the EOS step completes y and is ranked among finished hypotheses, not against the
-    # extendable prefixes `beam_thresholds` reports, so it carries no direct term. Prefix log-probabilities
-    # and thresholds are both under the base's scores (beam_thresholds decodes with objective.score_mode).
-    if log_thresholds is None:
-        raise ConfigError("the direct objective needs beam-search thresholds for the batch.")
-    step = is_label.cumsum(1) - 1
-    rows, cols = is_label.nonzero(as_tuple=True)
-    width = log_thresholds.shape[1]
-    step_logp = ce.new_zeros(labels.shape[0], width)
-    step_logp = step_logp.index_put((rows, step[rows, cols]), -ce)
-    mask = torch.zeros_like(step_logp, dtype=torch.bool).index_put((rows, step[rows, cols]),
-                                                                    torch.ones_like(ce, dtype=torch.bool))
-    last = is_label.sum(1) - 1
-    has = last >= 0
-    mask[has.nonzero(as_tuple=True)[0], last[has]] = False
-    direct = losses.direct_loss(step_logp, mask, log_thresholds.to(ce.device), xi=o.xi)
-    return ce.sum() + o.lam * direct.sum() + single, count
+    single = (losses.sft_loss(h[one], y[one]).sum() if objective.single_child_ce and objective.base == "msl"
+              else h.new_zeros(()))
+    return declared.loss(tokens, objective) + single, count
 
 
 class BearTrainer(Trainer):
@@ -97,7 +72,7 @@ class BearTrainer(Trainer):
                  thresholds_fn: ThresholdFn | None = None, ranking: RankingEvaluator | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.ranking = ranking
-        if objective.name != "sft" and trie is None:
+        if get_objective(objective.name).reads_trie and trie is None:
             raise ConfigError(f"the {objective.name} objective needs the item trie.")
         self.objective = objective
         self.trie = trie.to(self.args.device) if trie is not None else None
@@ -123,7 +98,7 @@ class BearTrainer(Trainer):
         nodes = inputs.pop("trie_nodes", None)
         prompt_ids, prompt_mask = inputs.pop("prompt_ids", None), inputs.pop("prompt_mask", None)
         thresholds = None
-        if self.objective.name == "direct":
+        if get_objective(self.objective.name).needs_beam_thresholds:
             steps = int((labels[:, 1:] != IGNORE).sum(1).max())
             thresholds = self.beam_thresholds(model, prompt_ids, prompt_mask, steps)
         # Batches are left-padded, so every label sits in the last `longest response + 1` columns: only those go
@@ -328,7 +303,8 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
                                    config.objective.score_mode, num_beams=config.objective.num_beams)
     trainer = BearTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
-        data_collator=TrainCollator(tokenizer.pad_token_id, trie, with_prompts=config.objective.name == "direct"),
+        data_collator=TrainCollator(tokenizer.pad_token_id, trie,
+                                    with_prompts=get_objective(config.objective.name).needs_beam_thresholds),
         callbacks=[timer, *(callbacks or [])], objective=config.objective, trie=trie, thresholds_fn=thresholds_fn,
         ranking=ranking)
     if trainer.is_world_process_zero():

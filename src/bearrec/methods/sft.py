@@ -1,0 +1,21 @@
+"""SFT (BIGRec): cross-entropy of every response token over the whole vocabulary, decoded with full scores."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .. import losses
+from .spec import LabelTokens, Objective
+
+if TYPE_CHECKING:
+    from .config import ObjectiveConfig
+
+
+def sft_batch_loss(t: LabelTokens, o: "ObjectiveConfig") -> torch.Tensor:
+    """Sum over label tokens of -log softmax(logits)[y_t]."""
+    return losses.sft_loss(t.logits, t.targets).sum()
+
+
+OBJECTIVE = Objective("sft", "cross-entropy over the full vocabulary (BIGRec)", "full", sft_batch_loss,
+                      reads_trie=False)
