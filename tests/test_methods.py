@@ -12,10 +12,10 @@ import torch
 from bearrec import losses
 from bearrec.errors import ConfigError
 from bearrec.methods import Objective, ObjectiveConfig, registry
-from bearrec.methods.spec import LabelTokens
+from bearrec.methods.spec import LabelTokens, Settings
 
 
-def toy_batch_loss(t: LabelTokens, o: ObjectiveConfig) -> torch.Tensor:
+def toy_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Twice MSL: easy to check against the registered msl."""
     return 2.0 * losses.msl_loss(t.child_logits, t.child_target, t.child_valid, o.tau).sum()
 

@@ -21,7 +21,7 @@ def test_smollm2_trains_recommends_and_diagnoses(tmp_path, tuning, items):
 
     write_small_dataset(tmp_path / "data", n_items=12)
     if items == "semantic_id":
-        from bearrec.semantic_ids import build_index
+        from bearrec.semantic_index import build_index
 
         build_index(tmp_path / "data", levels=2, codes=3, seed=0)
     lora = ["lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"] if tuning == "lora" else []

@@ -9,8 +9,8 @@ import pytest
 from bearrec.cli import main
 from bearrec.data.dataset import Dataset, load_dataset
 from bearrec.errors import ConfigError, DataError
-from bearrec.semantic_ids import (build_index, code_stats, collaborative_embeddings, disambiguate, lm_embeddings,
-                                  rq_kmeans)
+from bearrec.semantic_index import (build_index, code_stats, collaborative_embeddings, disambiguate, lm_embeddings,
+                                    rq_kmeans)
 from run_fixtures import write_small_dataset
 
 
@@ -91,7 +91,7 @@ def test_npy_and_lm_sources(tmp_path):
 
 
 def test_the_minilm_sentence_encoder_places_related_titles_together():
-    from bearrec.semantic_ids import minilm_path
+    from bearrec.semantic_index import minilm_path
 
     try:
         minilm_path()

@@ -86,7 +86,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .semantic_ids import INDEX_FILE, build_index
+    from .semantic_ids import INDEX_FILE
+    from .semantic_index import build_index
 
     record = build_index(args.dataset_dir, levels=args.levels, codes=args.codes, embeddings=args.embeddings,
                          seed=args.seed)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError, DataError
+from .semantic_ids import code_tokens, item_codes, load_index
 
 # Per-domain wording of the paper's Alpaca-style prompt: (plural noun, singular noun, verb).
 DOMAINS: dict[str, tuple[str, str, str]] = {
@@ -141,8 +142,6 @@ def item_texts(dataset: Any, template: PromptTemplate, items: str = "title", his
     history = history or ("titles" if items == "title" else "codes")
     if items == "title" and history == "titles":
         return ItemTexts.titles(dataset.items, template)
-    from .semantic_ids import code_tokens, item_codes, load_index
-
     index = load_index(dataset)
     codes = item_codes(index)
     titles = {i: template.response(t) for i, t in dataset.items.items()}  # formatted here: codes take no quotes

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
+from .files import atomic_open
+from .prompts import encode_responses
 
 
 class ItemTrie:
@@ -95,8 +97,6 @@ class ItemTrie:
     @classmethod
     def from_catalog(cls, items: Mapping[str, str], tokenizer: Any, template: Any) -> "ItemTrie":
         """The trie of every catalog item's response tokens (see `bearrec.prompts.encode_responses`)."""
-        from .prompts import encode_responses
-
         if not items:
             raise DataError("the catalog is empty.", fix="prepare a dataset with at least one item")
         ids = list(items)
@@ -318,8 +318,6 @@ class ItemTrie:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """Write the trie to one file (atomically)."""
-        from .files import atomic_open
-
         state = {k: getattr(self, k).cpu() for k in
                  ("child_ptr", "edge_token", "edge_child", "item_ptr", "item_index", "depth")}
         state["item_ids"] = self.item_ids

@@ -2,18 +2,13 @@
 probability (method.md). `objective.weighted` gives the reference implementation's detached-weight form."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from .. import losses
-from .spec import LabelTokens, Objective
-
-if TYPE_CHECKING:
-    from .config import ObjectiveConfig
+from .spec import LabelTokens, Objective, Settings
 
 
-def base_and_margin(t: LabelTokens, o: "ObjectiveConfig") -> tuple[torch.Tensor, torch.Tensor]:
+def base_and_margin(t: LabelTokens, o: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     """(base CE_t, Delta_t = log beta_t - log p_t): the base is MSL, or the full-vocabulary CE on the SFT base. The
     margin is taken over the valid children either way: it does not depend on the softmax's normaliser."""
     ce, delta = losses.pruning_margin(t.child_logits, t.child_target, t.child_valid, num_beams=o.num_beams, tau=o.tau,
@@ -23,7 +18,7 @@ def base_and_margin(t: LabelTokens, o: "ObjectiveConfig") -> tuple[torch.Tensor,
     return ce, delta
 
 
-def bear_batch_loss(t: LabelTokens, o: "ObjectiveConfig") -> torch.Tensor:
+def bear_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Sum over label tokens of base_t + lam * log sigmoid(Delta_t / xi) (or the reference's weighted form)."""
     if o.weighted:
         weighted = losses.bear_weighted_loss(t.child_logits, t.child_target, t.child_valid, num_beams=o.num_beams,

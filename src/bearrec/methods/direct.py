@@ -1,20 +1,15 @@
 """The direct objective: the base plus lam * the relaxed beam-search survival term (3.1) of every title step."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from .. import losses
 from ..errors import ConfigError
 from .bear import base_and_margin
-from .spec import LabelTokens, Objective
-
-if TYPE_CHECKING:
-    from .config import ObjectiveConfig
+from .spec import LabelTokens, Objective, Settings
 
 
-def direct_batch_loss(t: LabelTokens, o: "ObjectiveConfig") -> torch.Tensor:
+def direct_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Sum of the base CE plus lam * -log sigmoid((log P(y_<=t) - log P(b^B_<=t)) / xi) over each row's title steps.
 
     (3.1) compares prefixes y_<t up to the whole title; the EOS step completes y and is ranked among finished

@@ -1,18 +1,13 @@
 """MSL: cross-entropy over the valid trie children of each prefix only (masked softmax), decoded with masked scores."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from .. import losses
-from .spec import LabelTokens, Objective
-
-if TYPE_CHECKING:
-    from .config import ObjectiveConfig
+from .spec import LabelTokens, Objective, Settings
 
 
-def msl_batch_loss(t: LabelTokens, o: "ObjectiveConfig") -> torch.Tensor:
+def msl_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Sum over label tokens of -log p_t, the softmax over the valid children at temperature tau."""
     return losses.msl_loss(t.child_logits, t.child_target, t.child_valid, o.tau).sum()
 

@@ -1,18 +1,13 @@
 """SFT (BIGRec): cross-entropy of every response token over the whole vocabulary, decoded with full scores."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from .. import losses
-from .spec import LabelTokens, Objective
-
-if TYPE_CHECKING:
-    from .config import ObjectiveConfig
+from .spec import LabelTokens, Objective, Settings
 
 
-def sft_batch_loss(t: LabelTokens, o: "ObjectiveConfig") -> torch.Tensor:
+def sft_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Sum over label tokens of -log softmax(logits)[y_t]."""
     return losses.sft_loss(t.logits, t.targets).sum()
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
     import torch
-
-    from .config import ObjectiveConfig
 
 SCORE_MODES = ("full", "masked")  # decoding's softmax: over the vocabulary, or over the trie's valid children
 
@@ -27,8 +25,22 @@ class LabelTokens:
     log_thresholds: "torch.Tensor | None" = None  # (R, T) beam search's B-th prefix log-prob per step (direct)
 
 
+class Settings(Protocol):
+    """The hyperparameters a loss reads: the fields of a config's `objective:` section (ObjectiveConfig)."""
+
+    name: str
+    num_beams: int
+    lam: float
+    xi: float
+    tau: float
+    weighted: bool
+    detach_threshold: bool
+    base: str
+    single_child_ce: bool
+
+
 # A batch loss: the SUM over label tokens (the trainer divides by the token count).
-LossFn = Callable[[LabelTokens, "ObjectiveConfig"], "torch.Tensor"]
+LossFn = Callable[[LabelTokens, Settings], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
