@@ -14,6 +14,7 @@ from bearrec.data.dataset import Dataset, Interaction, save_dataset
 from bearrec.decoding import beam_search
 from bearrec.errors import ConfigError, DataError
 from bearrec.prompts import get_template, item_texts
+from bearrec.trained_run import TrainedRun
 from bearrec.recommend import Recommender, _share
 from bearrec.trie import ItemTrie
 
@@ -97,10 +98,10 @@ def test_bad_input(run_dir):
     rec.model.config.max_position_embeddings = 256
     other = ItemTrie.from_sequences([[5, 2]], ["x"], meta={"eos_token_id": 2, "vocab_size": 999})
     with pytest.raises(ConfigError, match="another tokenizer"):
-        Recommender(rec.model, rec.tokenizer, other, rec.texts, rec.items)
+        TrainedRun(rec.model, rec.tokenizer, other, rec.texts, rec.items)
     huge = ItemTrie.from_sequences([[5000, 2]], ["x"])
     with pytest.raises(ConfigError, match="token id 5000"):
-        Recommender(rec.model, rec.tokenizer, huge, rec.texts, rec.items)
+        TrainedRun(rec.model, rec.tokenizer, huge, rec.texts, rec.items)
     with pytest.raises(DataError, match=r"model/config\.json: has no 'dataset'.*Fix"):
         Recommender.from_run(run_dir / "model")  # a model folder, not a run directory
 

@@ -21,79 +21,64 @@ import torch
 from .data.dataset import Dataset, Interaction
 from .decoding import Hypothesis, beam_search, certified_top_k, left_pad
 from .errors import ConfigError, DataError
-from .files import atomic_open, refuse_folder
-from .prompts import ItemTexts
-from .trie import ItemTrie
+from .files import atomic_open, read_jsonl, refuse_folder
+from .trained_run import TrainedRun
 
 
 @dataclass
 class Recommender:
-    """A model, its tokenizer, the item trie and how the model sees the items (`texts`: the prompt template, what each
-    item reads and writes as); `items` gives each item's title for the output: everything decoding needs."""
+    """Recommendations from a trained run (`run`: model, tokenizer, trie, item texts, titles, score mode) with the
+    decoding settings: prompts decoded at once, the search, and exact search's expansion budget."""
 
-    model: Any
-    tokenizer: Any
-    trie: ItemTrie
-    texts: ItemTexts
-    items: dict[str, str]
-    score_mode: str = "full"
-    dataset: Dataset | None = None
+    run: TrainedRun
     batch_size: int = 16
     # "beam": constrained beam search with max(k, num_beams) beams; "exact": the k most probable items over the whole
     # catalog (best-first search on the trie within max_expansions model evaluations, then the whole catalog scored
     # with tree attention for the rows it could not certify: `certified_top_k`), each row marked certified
     search: str = "beam"
     max_expansions: int = 2000
-    # what identifies the model's weights (the SHA-256 of a saved model's manifest; None: unknown): decoding into a
-    # file keeps each finished batch in FILE.partial under it, and an interrupted run resumes from there
-    model_id: str | None = None
 
     def __post_init__(self) -> None:
         check_search(self.search)
-        self.trie.check_tokenizer(self.tokenizer)
-        vocab = self.model.get_input_embeddings().weight.shape[0]
-        if self.trie.edge_token.numel() and int(self.trie.edge_token.max()) >= vocab:
-            raise ConfigError(f"the item trie holds token id {int(self.trie.edge_token.max())} but the model has "
-                              f"{vocab} embeddings. Fix: rebuild the trie with this model's tokenizer.")
-        self.trie = self.trie.to(self.device)
+        if self.run.model is None:
+            raise ConfigError("a Recommender needs a model. Fix: load the run with TrainedRun.load, or attach the "
+                              "model with run.with_model(model).")
+
+    # the run's parts, read where decoding uses them
+    model = property(lambda self: self.run.model)
+    tokenizer = property(lambda self: self.run.tokenizer)
+    trie = property(lambda self: self.run.trie)
+    texts = property(lambda self: self.run.texts)
+    items = property(lambda self: self.run.items)
+    score_mode = property(lambda self: self.run.score_mode)
+    dataset = property(lambda self: self.run.dataset)
+    device = property(lambda self: self.run.device)
+
+    @property
+    def model_id(self) -> str | None:
+        """What identifies the weights: decoding into a file keeps each finished batch in FILE.partial under it, and
+        an interrupted run resumes from there (None: nothing is kept)."""
+        return self.run.model_id
+
+    @model_id.setter
+    def model_id(self, value: str | None) -> None:
+        self.run.model_id = value
 
     @property
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None, *,
                  on_dataset_change: str = "error", batch_size: int = 16, search: str = "beam",
                  max_expansions: int = 2000, dataset: Dataset | None = None) -> "Recommender":
-        """The run's model, tokenizer, trie and dataset, each checked (see `bearrec.run_dir.RunDir`).
+        """A Recommender of the run in `run_dir`, loaded and checked by `TrainedRun.load` (which see).
 
-        A dataset that changed since training is an error; `on_dataset_change="warn"` only warns (for
-        recommending to histories outside the splits, where the catalog alone matters). A `dataset` the caller
-        loaded already is checked the same way instead of being read again. `batch_size` prompts are
-        decoded at once (more keep a GPU busy; scores can differ in their last digits with the padding)."""
-        from .run_dir import RunDir
-
-        run = RunDir(run_dir).require()
-        config = run.need("dataset", "template")
-        dataset = run.load_dataset(on_change=on_dataset_change, dataset=dataset)
-        if device is None:
-            from accelerate import PartialState
-
-            device = PartialState().device
-        texts = run.item_texts(dataset)
-        model, tokenizer = run.load_model(device=device)
-        if run.dataset_changed(dataset):  # on_dataset_change="warn": the trie of the new catalog
-            trie = ItemTrie.from_catalog(texts.response, tokenizer, texts.template)
-        else:
-            trie = run.load_trie(tokenizer, texts)
-        return cls(model=model, tokenizer=tokenizer, trie=trie, texts=texts, items=dataset.items,
-                   score_mode=config.get("score_mode", "full"), dataset=dataset, batch_size=batch_size,
-                   search=search, max_expansions=max_expansions, model_id=run.model_id())
+        `batch_size` prompts are decoded at once (more keep a GPU busy; scores can differ in their last digits with
+        the padding)."""
+        run = TrainedRun.load(run_dir, device, on_dataset_change=on_dataset_change, dataset=dataset)
+        return cls(run, batch_size=batch_size, search=search, max_expansions=max_expansions)
 
     # ------------------------------------------------------------------ decoding
     def encode(self, history: Sequence[str], where: str = "the history") -> list[int]:
@@ -330,8 +315,6 @@ def gather_records(records: list[dict], world: int) -> list[dict]:
 
 def read_histories(path: str | Path) -> list[tuple[int, Interaction]]:
     """(line number, row) of each line of a JSON Lines file of `{"history": [item ids], "user_id"?, "target"?}`."""
-    from .files import read_jsonl
-
     rows = []
     for line, obj in read_jsonl(path, with_lines=True):
         history = obj.get("history")

@@ -28,18 +28,19 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError, DataError
-from .files import file_digest, read_json_file, verify_digest
+from .errors import DataError
+from .data.dataset import Dataset, load_dataset
+from .files import file_digest, read_json_file, strict_json, write_json
 from .methods import ObjectiveConfig, objective_names
+from .semantic_ids import INDEX_FILE
 
 if TYPE_CHECKING:
-    from .data.dataset import Dataset
-    from .prompts import ItemTexts, PromptTemplate
-    from .trie import ItemTrie
+    from .prompts import ItemTexts
 
 ARTEFACT_EXTENSIONS = {"predictions": "jsonl", "metrics": "json", "diagnosis": "json"}
 class RunDir:
-    """One run directory: the paths of its files and the checked loading of its config, dataset, trie and model."""
+    """One run directory: the paths of its files, its checked config.json, and the dataset it was trained on
+(loading its model, tokenizer and trie for decoding is bearrec.trained_run's)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -114,8 +115,6 @@ class RunDir:
 
     def write_config(self, record: dict[str, Any]) -> None:
         """Write config.json with the checksum of its settings (everything but the paths of UNCHECKED_KEYS)."""
-        from .files import strict_json, write_json
-
         record = {k: v for k, v in strict_json(record).items() if k != "config_sha256"}
         write_json(self.config_path, {**record, "config_sha256": config_checksum(record)})
         self._config = None
@@ -128,28 +127,6 @@ class RunDir:
                 raise DataError(f"has no {key!r}.", path=self.config_path,
                                 fix="re-run training with this bearrec version")
         return config
-
-    def template(self) -> "PromptTemplate":
-        """The prompt template the run was trained with."""
-        from .prompts import get_template
-
-        config = self.need("template")
-        return get_template(config["template"], domain=config.get("domain", "item"),
-                            max_history=int(config.get("max_history", 10)))
-
-    def item_texts(self, dataset: "Dataset") -> "ItemTexts":
-        """How the run's model sees `dataset`'s items (titles or semantic IDs, `prompts.item_texts`); semantic IDs
-        are checked against the semantic_ids.json the run was trained with."""
-        from .prompts import item_texts
-        from .semantic_ids import INDEX_FILE
-
-        config = self.config()
-        recorded = config.get("files", {}).get(INDEX_FILE)
-        if recorded is not None and dataset.path is not None:
-            verify_digest(Path(dataset.path) / INDEX_FILE, recorded,
-                          "restore the semantic IDs the run was trained with (from a backup: `bearrec index` need not "
-                          "give the same codes again), or train a new run on the new ones")
-        return item_texts(dataset, self.template(), config.get("items", "title"), config.get("history"))
 
     # ------------------------------------------------------------------ dataset
     def dataset_location(self) -> Path:
@@ -180,8 +157,6 @@ class RunDir:
         """The run's prepared dataset (or `dataset`, already loaded by the caller), checked: a different fingerprint
         than training saw is an error (or, with on_change="warn", a loud warning on stderr: for recommending to
         histories outside the splits)."""
-        from .data import load_dataset
-
         dataset = dataset if dataset is not None else load_dataset(self.dataset_location())
         if self.dataset_changed(dataset):
             want = self.config()["dataset_fingerprint"]
@@ -195,50 +170,6 @@ class RunDir:
                 raise DataError(message, path=self.config_path, fix=fix)
         return dataset
 
-    # ------------------------------------------------------------------ trie and model
-    def load_trie(self, tokenizer: Any, texts: "ItemTexts") -> "ItemTrie":
-        """trie.pt, checked against its recorded checksum, the catalog and the tokenizer (rebuilt from `texts` if
-        absent)."""
-        from .trie import ItemTrie
-
-        items = texts.response
-        path = self.trie_path
-        if not path.is_file():
-            return ItemTrie.from_catalog(items, tokenizer, texts.template)
-        fix = "delete trie.pt (it is rebuilt from the catalog) or restore the run's own file"
-        recorded = self.config().get("files", {}).get("trie.pt")
-        if recorded is not None:
-            verify_digest(path, recorded, fix)
-        try:
-            trie = ItemTrie.load(path)
-        except Exception as e:  # torch.load of a damaged file raises many types
-            raise DataError(f"is not a readable item trie ({type(e).__name__}).", path=path, fix=fix) from None
-        if set(trie.item_ids) != set(items) or len(trie.item_ids) != len(items):
-            raise DataError(f"holds {len(set(trie.item_ids))} items, not the {len(items)} of the run's catalog "
-                            "(another run's trie, or the dataset changed).", path=path, fix=fix)
-        try:
-            trie.check_tokenizer(tokenizer)
-        except ConfigError as e:
-            raise DataError(str(e), path=path, fix=fix) from None
-        return trie
-
-    def load_model(self, device: Any = None) -> tuple[Any, Any]:
-        """(model in eval mode, tokenizer) from RUN_DIR/model, its files checked against their recorded checksums."""
-        from .models import load_trained
-
-        if not self.model_dir.is_dir():
-            raise DataError("holds no trained model (model/ is missing).", path=self.path,
-                            fix="finish training (`bearrec train CONFIG --resume`)")
-        return load_trained(self.model_dir, device=device)
-
-    def model_id(self) -> str | None:
-        """The SHA-256 of model/'s manifest (which lists every file's SHA-256): the trained weights' identity, or
-        None for a model folder without one."""
-        from .models import MANIFEST
-
-        path = self.model_dir / MANIFEST
-        return file_digest(path)["sha256"] if path.is_file() else None
-
     # ------------------------------------------------------------------ records
     def record_dataset(self, given: str, dataset: "Dataset") -> dict[str, Any]:
         """The config.json fields that let a run find its dataset from anywhere and notice when it changed."""
@@ -250,8 +181,6 @@ class RunDir:
     def record_files(self, dataset: "Dataset", texts: "ItemTexts") -> dict[str, Any]:
         """config.json's "files": the size and SHA-256 of trie.pt and, for semantic IDs, of the semantic_ids.json
         they came from (a file changed under the run is refused, not used)."""
-        from .semantic_ids import INDEX_FILE
-
         files = {"trie.pt": file_digest(self.trie_path)}
         if texts.added_tokens and dataset.path is not None:
             files[INDEX_FILE] = file_digest(Path(dataset.path) / INDEX_FILE)

@@ -12,33 +12,27 @@ import torch
 
 from ..data.dataset import Interaction
 from ..metrics import cutoffs, evaluate_predictions
-from ..prompts import ItemTexts
-from ..trie import ItemTrie
+from ..recommend import Recommender, gather_records
+from ..trained_run import TrainedRun
 
 
 @dataclass
 class RankingEvaluator:
-    """HR@B / NDCG@B / MRR@B of beam search with B beams on `rows`, for the model being trained."""
+    """HR@B / NDCG@B / MRR@B of beam search with B beams on `rows`, for the model being trained (attached to `run`,
+    the run's tokenizer, trie, item texts and score mode, at each call)."""
 
     rows: Sequence[Interaction]
-    tokenizer: Any
-    trie: ItemTrie
-    texts: ItemTexts
-    items: dict[str, str]
-    score_mode: str
+    run: TrainedRun
     num_beams: int = 10
     batch_size: int = 16
 
     @torch.no_grad()
     def __call__(self, model: Any, rank: int = 0, world: int = 1) -> dict[str, float]:
         """Metrics over all rows; under several processes each decodes a share and all gather the records."""
-        from ..recommend import Recommender, gather_records
-
         was_training = model.training
         model.eval()
         try:
-            rec = Recommender(model=model, tokenizer=self.tokenizer, trie=self.trie, texts=self.texts,
-                              items=self.items, score_mode=self.score_mode, batch_size=self.batch_size)
+            rec = Recommender(self.run.with_model(model), batch_size=self.batch_size)
             records = rec.recommend_rows(self.rows, self.num_beams, progress=False, rank=rank, world=world)
         finally:
             model.train(was_training)

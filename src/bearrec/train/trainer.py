@@ -31,6 +31,7 @@ from ..files import verify_digest, write_json
 from ..models import logits_to_keep
 from ..run_dir import RunDir
 from ..methods import LabelTokens, get_objective
+from ..trained_run import TrainedRun
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
@@ -299,8 +300,8 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
         timer.load(int(json.loads((Path(last) / "trainer_state.json").read_text()).get("epoch") or 0))
     ranking = None
     if config.selection_metric != "eval_loss":
-        ranking = RankingEvaluator(valid_split, tokenizer, trie, texts, dataset.items,
-                                   config.objective.score_mode, num_beams=config.objective.num_beams)
+        run_parts = TrainedRun(None, tokenizer, trie, texts, dataset.items, config.objective.score_mode, dataset)
+        ranking = RankingEvaluator(valid_split, run_parts, num_beams=config.objective.num_beams)
     trainer = BearTrainer(
         model=model, args=args, train_dataset=train_rows, eval_dataset=valid_rows, processing_class=tokenizer,
         data_collator=TrainCollator(tokenizer.pad_token_id, trie,
