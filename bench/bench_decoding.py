@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -101,7 +102,8 @@ def office_setting(args: argparse.Namespace, workdir: Path) -> Setting:
 
 def random_setting(args: argparse.Namespace) -> Setting:
     """The synthetic setting: random Llama (hidden 32), random prompts and random item sequences."""
-    from bearrec.decoding.testing import random_prompts, random_sequences, tiny_llama
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the decoding tests' fixtures
+    from decoding_fixtures import random_prompts, random_sequences, tiny_llama
 
     model, eos, pad = tiny_llama(args.vocab), 2, 0
     seqs = random_sequences(args.items, args.vocab, eos=eos, max_len=args.title_len, seed=1)

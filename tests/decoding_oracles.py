@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from bearrec.decoding.testing import item_trie
+from decoding_fixtures import item_trie
 
 
 def dict_trie(seqs: list[list[int]]) -> tuple[dict[tuple, set], set]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bearrec.decoding import beam_search, beam_thresholds, sequence_log_probs
-from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
+from decoding_fixtures import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import brute_force, dict_trie, reference_beam
 from bearrec.errors import ConfigError
 

@@ -6,7 +6,7 @@ import torch
 
 import importlib
 from bearrec.decoding import beam_search, beam_thresholds, exact_top_k
-from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
+from decoding_fixtures import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import reference_beam
 
 V = 64

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bearrec.decoding.catalog import catalog_log_probs, catalog_top_k, certified_top_k
-from bearrec.decoding.testing import item_trie, random_prompts, random_sequences, tiny_llama
+from decoding_fixtures import item_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import brute_force
 from bearrec.errors import ConfigError
 

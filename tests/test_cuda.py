@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from bearrec.decoding import beam_search, beam_thresholds, exact_top_k
-from bearrec.decoding.testing import item_trie, random_prompts, random_sequences, tiny_llama
+from decoding_fixtures import item_trie, random_prompts, random_sequences, tiny_llama
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda"

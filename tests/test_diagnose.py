@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bearrec.decoding.testing import item_trie, random_prompts, random_sequences, tiny_llama
+from decoding_fixtures import item_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import brute_force, reference_beam
 from bearrec.diagnose import RowDiagnosis, diagnose_batch, summarize
 

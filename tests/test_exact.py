@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bearrec.decoding import exact_top_k, sequence_log_probs
-from bearrec.decoding.testing import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
+from decoding_fixtures import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import brute_force
 from bearrec.errors import DataError
 

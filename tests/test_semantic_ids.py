@@ -59,7 +59,7 @@ def test_the_index_command_writes_unique_codes_for_the_whole_catalog(tmp_path, c
 
 
 def test_npy_and_lm_sources(tmp_path):
-    from bearrec.decoding.testing import tiny_llama
+    from decoding_fixtures import tiny_llama
 
     write_small_dataset(tmp_path / "d")
     n = 24

@@ -97,7 +97,7 @@ def test_large_catalog_is_compact():
 def test_every_nodes_parent_token_path_and_item_count_match_its_sequence():
     from collections import Counter
 
-    from bearrec.decoding.testing import random_sequences
+    from decoding_fixtures import random_sequences
 
     seqs = random_sequences(80, 64, seed=11)
     trie = ItemTrie.from_sequences(seqs)

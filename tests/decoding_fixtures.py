@@ -1,4 +1,4 @@
-"""Tiny random models, tries and prompts for tests and benchmarks (no downloads); the slow reference searches the
+"""Tiny random models, tries and prompts for the decoding tests and benchmarks (no downloads); the slow reference searches the
 tests compare against are in tests/decoding_oracles.py."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from ..trie import ItemTrie
-from .common import left_pad
+from bearrec.decoding.common import left_pad
+from bearrec.trie import ItemTrie
 
 
 def tiny_llama(vocab_size: int = 64, seed: int = 0, init_range: float = 0.3, **overrides: Any) -> Any:
