@@ -48,12 +48,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import BearrecError, ConfigError, DataError
-from .baselines import BASELINES as BASELINE_METHODS
-from .io import atomic_open, read_json_file, read_jsonl, write_json
-from .metrics import per_row_metrics
-from .run_dir import RunDir
-from .stats import paired_bootstrap, summarize_seeds
+from ..errors import BearrecError, ConfigError, DataError
+from ..baselines import BASELINES as BASELINE_METHODS
+from ..io import atomic_open, read_json_file, read_jsonl, write_json
+from ..metrics import per_row_metrics
+from ..run_dir import RunDir
+from ..stats import paired_bootstrap, summarize_seeds
 
 RUN_KINDS = ("llm", "baseline")
 METHOD_ORDER = BASELINE_METHODS + ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce",
@@ -1023,6 +1023,6 @@ def run_dataset(runs: Sequence[RunResult], key: str) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
