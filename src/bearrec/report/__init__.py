@@ -53,7 +53,7 @@ from ..baselines import BASELINES as BASELINE_METHODS
 from ..io import atomic_open, read_json_file, read_jsonl, write_json
 from ..metrics import per_row_metrics
 from ..run_dir import RunDir
-from ..stats import paired_bootstrap, summarize_seeds
+from .bootstrap import paired_bootstrap, summarize_seeds
 
 RUN_KINDS = ("llm", "baseline")
 METHOD_ORDER = BASELINE_METHODS + ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce",
