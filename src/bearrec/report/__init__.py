@@ -49,15 +49,13 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import BearrecError, ConfigError, DataError
-from ..baselines import BASELINES as BASELINE_METHODS
 from ..io import atomic_open, read_json_file, read_jsonl, write_json
 from ..metrics import per_row_metrics
 from ..run_dir import RunDir
 from .bootstrap import paired_bootstrap, summarize_seeds
+from .ordering import METHOD_ORDER, method_order_key
 
 RUN_KINDS = ("llm", "baseline")
-METHOD_ORDER = BASELINE_METHODS + ("sft", "msl", "msl+ce", "direct", "direct+ce", "direct-sft", "bear", "bear+ce",
-                                   "bear-sft")
 # The metrics the "What this shows" section ranks methods by (those present).
 HEADLINE_METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
 # Settings that legitimately differ between runs of one method.
@@ -177,7 +175,7 @@ def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     groups: dict[str, list[RunResult]] = {}
     for run in runs:
         groups.setdefault(run.method, []).append(run)
-    order = sorted(groups, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
+    order = sorted(groups, key=method_order_key)
     return {m: sorted(groups[m], key=lambda r: r.seed) for m in order}
 
 
