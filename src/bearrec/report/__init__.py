@@ -42,7 +42,6 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from numbers import Real
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -53,11 +52,11 @@ from ..io import atomic_open, read_json_file, read_jsonl, write_json
 from ..metrics import per_row_metrics
 from ..run_dir import RunDir
 from .bootstrap import paired_bootstrap, summarize_seeds
+from .columns import (HEADLINE_METRICS, MEANINGS, MIN_PER_EPOCH_MEANING, SEEDS_MEANING, column_name, cutoff_key,
+                      format_interval, format_minutes, format_p_value, format_stat, headline_columns, is_number, legend)
 from .ordering import METHOD_ORDER, method_order_key
 
 RUN_KINDS = ("llm", "baseline")
-# The metrics the "What this shows" section ranks methods by (those present).
-HEADLINE_METRICS = ("hr@5", "hr@10", "ndcg@5", "ndcg@10")
 # Settings that legitimately differ between runs of one method.
 _RUN_SPECIFIC = re.compile(r"^(seed|objective|method|kind|run_name|output_dir|run_dir)$|_(dir|path)$")
 
@@ -132,7 +131,7 @@ def load_run(run_dir: str | Path) -> RunResult:
     if diagnosis is not None:
         for key in ("pruned_step_histogram", "positive_token_rank_histogram"):
             hist = diagnosis.get(key, {})
-            if not isinstance(hist, dict) or not all(_is_number(v) and v >= 0 for v in hist.values()):
+            if not isinstance(hist, dict) or not all(is_number(v) and v >= 0 for v in hist.values()):
                 raise DataError(f"{key!r} must map buckets to counts >= 0.", path=best[1])
     preds = run.artefact("predictions")
     exact_path = run.artefact("metrics", search="exact")
@@ -152,10 +151,10 @@ def _read_train_summary(run: RunDir) -> dict | None:
     fix = "re-run training, or delete train_summary.json (the report only reads its timing)"
     summary = read_json_file(path, dict, fix)
     epochs = summary.get("epoch_seconds")
-    if epochs is not None and not (isinstance(epochs, list) and all(_is_number(s) and s >= 0 for s in epochs)):
+    if epochs is not None and not (isinstance(epochs, list) and all(is_number(s) and s >= 0 for s in epochs)):
         raise DataError("'epoch_seconds' must be a list of seconds >= 0.", path=path, fix=fix)
     total = summary.get("train_seconds")
-    if total is not None and not (_is_number(total) and total >= 0):
+    if total is not None and not (is_number(total) and total >= 0):
         raise DataError(f"'train_seconds' must be a number >= 0, got {total!r}.", path=path, fix=fix)
     return summary
 
@@ -164,10 +163,6 @@ def discover_runs(root: str | Path) -> list[Path]:
     """Every run directory under `root` (itself included) with test metrics of every row, sorted."""
     runs = (RunDir(p.parent) for p in Path(root).rglob(RunDir(root).config_path.name))
     return sorted(run.path for run in runs if run.artefact("metrics").is_file())
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def _group(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -184,96 +179,8 @@ def _baselines(groups: dict[str, list[RunResult]]) -> list[str]:
     return [m for m, rs in groups.items() if all(r.is_baseline for r in rs)]
 
 
-# Column order of metric families in tables; unknown keys follow, alphabetically.
-_FAMILY_ORDER = ("hr", "ndcg", "mrr", "coverage", "mean_popularity_rank", "pruning_rate", "pruning_rate_certified",
-                 "certified_fraction", "certified_share", "n_in_exact_top_b", "n_pruned", "n_returned",
-                 "pruned_token_outside_top_b_share", "invalid_rate", "empty_rate", "num_beams", "n_rows")
-
-
-def _cutoff_key(key: str) -> tuple:
-    """Sort metric keys by family (_FAMILY_ORDER) then cut-off: hr@1, hr@5, ..., ndcg@1, ..., n_rows."""
-    name, _, k = key.partition("@")
-    rank = _FAMILY_ORDER.index(name) if name in _FAMILY_ORDER else len(_FAMILY_ORDER)
-    return (rank, name, int(k) if k.isdigit() else math.inf, key)
-
-
-def _is_count(key: str) -> bool:
-    return key.startswith("n_") or key == "num_beams"
-
-
-def _fmt(stat: dict | None, key: str = "") -> str:
-    """'mean ± std' (no std for a single seed); counts as integers where whole, large values with fewer digits."""
-    if stat is None or not _is_number(stat.get("mean")) or math.isnan(stat["mean"]):
-        return "–"
-    mean, std = stat["mean"], stat.get("std")
-    no_std = not _is_number(std) or math.isnan(std)
-    if _is_count(key):
-        text = str(int(mean)) if float(mean).is_integer() else f"{mean:.1f}"
-        return text if no_std or std == 0 else f"{text} ± {std:.1f}"
-    digits = 1 if abs(mean) >= 100 else 4
-    return f"{mean:.{digits}f}" if no_std else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _p_value(p: float, equals: str = "") -> str:
-    """A bootstrap p-value as printed: 3 decimals, or "< 0.001" (a resampled p is never exactly 0)."""
-    return "< 0.001" if p < 0.001 else f"{equals}{p:.3f}"
-
-
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-# ---------------------------------------------------------------- column names and their meanings
-
-_LABELS = {"invalid_rate": "Invalid", "empty_rate": "Empty", "n_rows": "Rows", "certified_fraction": "Certified",
-           "certified_share": "Certified", "n_in_exact_top_b": "In exact top-B", "n_pruned": "Pruned",
-           "n_returned": "Returned", "num_beams": "Beams", "pruned_token_outside_top_b_share": "Pruned outside top-B"}
-_FAMILY_LABELS = {"hr": "HR", "ndcg": "NDCG", "mrr": "MRR", "coverage": "Coverage", "mean_popularity_rank": "Pop. rank",
-                  "pruning_rate": "PruningRate", "pruning_rate_certified": "Certified PruningRate"}
-_MEANINGS = {
-    "hr": "hit rate: share of rows whose target item is in the top {k}",
-    "ndcg": "normalised discounted cumulative gain of the target in the top {k} (1/log2(1 + rank), 0 when absent)",
-    "mrr": "mean reciprocal rank of the target in the top {k} (0 when absent)",
-    "coverage": "share of the catalog recommended in at least one row's top {k}",
-    "mean_popularity_rank": "mean training-popularity rank of the recommended items in the top {k} (1 = most popular)",
-    "pruning_rate": "share of positives in the exact top-{k} that beam search of width {k} prunes (lower is better)",
-    "pruning_rate_certified": "PruningRate over the positives of rows whose exact search is certified",
-    "invalid_rate": "share of recommended entries that are not catalog items",
-    "empty_rate": "share of rows with no recommendation",
-    "n_rows": "rows evaluated (mean over seeds)",
-    "certified_fraction": "share of diagnosed rows whose exact top-B search is proved complete",
-    "certified_share": "share of rows whose exact top-K search is proved complete",
-    "n_in_exact_top_b": "positives inside the exact top-B (B = beam width)",
-    "n_pruned": "of those, positives that beam search does not return",
-    "n_returned": "rows whose positive beam search returns",
-    "num_beams": "beam width B",
-    "pruned_token_outside_top_b_share": "share of pruned positives whose token, at the step it is pruned, "
-                                        "ranks below B in the next-token distribution",
-}
-_SEEDS_MEANING = "the seeds (one run each) that the mean ± std is over"
-_MIN_PER_EPOCH_MEANING = ("median minutes per training epoch over every epoch of every seed (train_summary.json); "
-                          "'(fit)': a baseline's whole fit time in minutes (median over seeds)")
-
-
-def column_name(key: str) -> str:
-    """The readable column name of a metric key (hr@10 -> HR@10); an unknown key stays as it is."""
-    if key in _LABELS:
-        return _LABELS[key]
-    family, sep, k = key.partition("@")
-    return f"{_FAMILY_LABELS[family]}@{k}" if sep and family in _FAMILY_LABELS else key
-
-
-def _legend(keys: Sequence[str], extra: Sequence[tuple[str, str]] = ()) -> tuple:
-    """A legend block: (column names, meaning) for `extra` then `keys`, the cut-offs of one family on one line."""
-    items: list[tuple[str, str]] = list(extra)
-    families: dict[str, list[str]] = {}
-    for key in keys:
-        family, sep, _ = key.partition("@")
-        meaning_key = family if sep else key
-        if meaning_key in _MEANINGS:
-            families.setdefault(meaning_key, []).append(column_name(key))
-    items += [(", ".join(labels), _MEANINGS[m].format(k="K")) for m, labels in families.items()]
-    return ("legend", items)
 
 
 # ---------------------------------------------------------------- blocks rendered to HTML and Markdown
@@ -451,7 +358,7 @@ def _plot_losses(groups: dict[str, list[RunResult]], colors: dict[str, str]) -> 
         for j, run in enumerate(runs):
             for ax, key in ((ax_train, "loss"), (ax_eval, "eval_loss")):
                 pts = [(e.get("step", i), e[key]) for i, e in enumerate(run.log_history)
-                       if isinstance(e, dict) and _is_number(e.get(key))]
+                       if isinstance(e, dict) and is_number(e.get(key))]
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, color=colors[method], alpha=0.85, marker="o" if key == "eval_loss" else None,
@@ -551,14 +458,9 @@ def _excludes_zero(res: dict) -> bool:
     return res["low"] > 0 or res["high"] < 0
 
 
-def _interval(res: dict) -> str:
-    """A paired bootstrap's confidence interval as text: "[+0.0012, +0.0034]"."""
-    return f"[{res['low']:+.4f}, {res['high']:+.4f}]"
-
-
 def _bootstrap_cells(res: dict) -> list[str]:
     """Rows, mean difference, 95% CI, p-value and "CI excludes 0" of one paired bootstrap, as table cells."""
-    return [str(res["n_rows"]), f"{res['mean_diff']:+.4f}", _interval(res), _p_value(res["p_value"]),
+    return [str(res["n_rows"]), f"{res['mean_diff']:+.4f}", format_interval(res), format_p_value(res["p_value"]),
             "yes" if _excludes_zero(res) else "no"]
 
 
@@ -602,10 +504,10 @@ def _bootstrap_section(groups, metric: str, n_resamples: int, vectors: _RowVecto
 def _what_this_shows(groups, summaries, vectors: _RowVectors, n_resamples: int) -> tuple[list[str], list[dict]]:
     """Sentences naming, per headline metric, the best method, the runner-up and whether a paired CI separates them."""
     seeds_of = {m: ", ".join(str(r.seed) for r in rs) for m, rs in groups.items()}
-    keys = [k for k in HEADLINE_METRICS if any(_is_number(s.get(k, {}).get("mean")) for s in summaries.values())]
+    keys = [k for k in HEADLINE_METRICS if any(is_number(s.get(k, {}).get("mean")) for s in summaries.values())]
     if len(groups) == 1:
         method = next(iter(groups))
-        values = "; ".join(f"{column_name(k)} {_fmt(summaries[method].get(k), k)}" for k in keys)
+        values = "; ".join(f"{column_name(k)} {format_stat(summaries[method].get(k), k)}" for k in keys)
         return [f"Only one method, {method} (seeds {seeds_of[method]}), is in this report: there is nothing to "
                 f"compare it with" + (f" ({values})." if values else ".")], []
     if not keys:
@@ -614,7 +516,7 @@ def _what_this_shows(groups, summaries, vectors: _RowVectors, n_resamples: int) 
     sentences, boots = [], []
     for key in keys:
         means = {m: s[key]["mean"] for m, s in summaries.items()
-                 if key in s and _is_number(s[key].get("mean")) and not math.isnan(s[key]["mean"])}
+                 if key in s and is_number(s[key].get("mean")) and not math.isnan(s[key]["mean"])}
         ranked = sorted(means, key=lambda m: -means[m])  # stable: ties keep METHOD_ORDER
         if len(ranked) < 2:
             sentences.append(f"{column_name(key)}: only {ranked[0]} reports it ({means[ranked[0]]:.4f}).")
@@ -627,7 +529,7 @@ def _what_this_shows(groups, summaries, vectors: _RowVectors, n_resamples: int) 
             sentences.append(f"{text}; no paired bootstrap: {res}.")
             continue
         boots.append(res)
-        ci = f"the {round(100 * res['confidence'])}% CI {_interval(res)}"
+        ci = f"the {round(100 * res['confidence'])}% CI {format_interval(res)}"
         if res["identical_rows"]:
             verdict = "equal on every row: nothing to separate."
         elif _excludes_zero(res):
@@ -681,26 +583,14 @@ def _timing(runs: list[RunResult]) -> tuple[float | None, float | None]:
     if epochs:
         return float(np.median(epochs)) / 60, None
     fits = [r.train_summary["train_seconds"] for r in runs
-            if r.is_baseline and r.train_summary and _is_number(r.train_summary.get("train_seconds"))]
+            if r.is_baseline and r.train_summary and is_number(r.train_summary.get("train_seconds"))]
     return None, (float(np.median(fits)) / 60 if fits else None)
-
-
-def _minutes_cell(per_epoch: float | None, fit: float | None) -> str:
-    if per_epoch is not None:
-        return f"{per_epoch:.1f}"
-    return "–" if fit is None else f"{fit:.1f} (fit)"
-
-
-def _headline_columns(keys: Sequence[str]) -> list[str]:
-    """The HEADLINE_METRICS among `keys` (else every HR/NDCG key): the columns of the main tables."""
-    head = [k for k in keys if k in HEADLINE_METRICS]
-    return head or [k for k in keys if k.split("@")[0] in ("hr", "ndcg")]
 
 
 def _metrics_section(groups, summaries, colors, timing) -> list[tuple]:
     """The comparison table (headline metrics, min/epoch), the table of the other metrics and the metrics plot."""
-    all_keys = sorted({k for s in summaries.values() for k in s}, key=_cutoff_key)
-    main = _headline_columns(all_keys)
+    all_keys = sorted({k for s in summaries.values() for k in s}, key=cutoff_key)
+    main = headline_columns(all_keys)
     other = [k for k in all_keys if k not in main]
     timed = any(t != (None, None) for t in timing.values())
     blocks: list[tuple] = [("h2", "Comparison (test split)"),
@@ -708,15 +598,15 @@ def _metrics_section(groups, summaries, colors, timing) -> list[tuple]:
                                  "K up to the beam size.")]
     seeds = {m: ", ".join(str(r.seed) for r in rs) for m, rs in groups.items()}
     blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in main] + (["min/epoch"] if timed else []),
-                         [[m, seeds[m]] + [_fmt(summaries[m].get(k), k) for k in main]
-                          + ([_minutes_cell(*timing[m])] if timed else []) for m in groups]))
-    blocks.append(_legend(main, [("Seeds", _SEEDS_MEANING)]
-                          + ([("min/epoch", _MIN_PER_EPOCH_MEANING)] if timed else [])))
+                         [[m, seeds[m]] + [format_stat(summaries[m].get(k), k) for k in main]
+                          + ([format_minutes(*timing[m])] if timed else []) for m in groups]))
+    blocks.append(legend(main, [("Seeds", SEEDS_MEANING)]
+                         + ([("min/epoch", MIN_PER_EPOCH_MEANING)] if timed else [])))
     if other:
         blocks.append(("p", "Other test metrics (mean ± std over seeds):"))
         blocks.append(_table(["Method"] + [column_name(k) for k in other],
-                             [[m] + [_fmt(summaries[m].get(k), k) for k in other] for m in groups]))
-        blocks.append(_legend(other))
+                             [[m] + [format_stat(summaries[m].get(k), k) for k in other] for m in groups]))
+        blocks.append(legend(other))
     if main:
         blocks.append(("figure", _Figure("metrics", _plot_metrics(summaries, main, colors),
                                          "Test metrics per method (error bars: std over seeds)")))
@@ -769,14 +659,16 @@ def _exact_section(groups) -> tuple[list[tuple], dict[str, dict]]:
     if not have:
         return [], {}
     summaries = {m: summarize_seeds([r.metrics_exact for r in rs]) for m, rs in have.items()}
-    keys = _headline_columns(sorted({k for s in summaries.values() for k in s}, key=_cutoff_key))
+    keys = headline_columns(sorted({k for s in summaries.values() for k in s}, key=cutoff_key))
     blocks: list[tuple] = [("h2", "Exact top-K search (test split)"),
                            ("p", "The same metrics when each model's top K is found by exact search instead of "
                                  "beam search (metrics-exact.json); mean ± std over seeds.")]
     blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"],
-                         [[m, ", ".join(str(r.seed) for r in rs)] + [_fmt(summaries[m].get(k), k) for k in keys]
-                          + [_fmt(summaries[m].get("certified_share"), "certified_share")] for m, rs in have.items()]))
-    blocks.append(_legend(keys + ["certified_share"], [("Seeds", "the seeds with metrics-exact.json")]))
+                         [[m, ", ".join(str(r.seed) for r in rs)]
+                          + [format_stat(summaries[m].get(k), k) for k in keys]
+                          + [format_stat(summaries[m].get("certified_share"), "certified_share")]
+                          for m, rs in have.items()]))
+    blocks.append(legend(keys + ["certified_share"], [("Seeds", "the seeds with metrics-exact.json")]))
     missing = [r.name for rs in groups.values() for r in rs if r.metrics_exact is None and not r.is_baseline]
     baselines = [m for m in _baselines(groups) if m not in have]
     left_out = ([f"runs without metrics-exact.json ({', '.join(missing)})"] if missing else []) + (
@@ -803,7 +695,7 @@ def _loss_section(groups, colors) -> list[tuple]:
 def _diagnosis_totals(runs: list[RunResult]) -> dict | None:
     """n_pruned and n_in_exact_top_b summed over the runs that report both."""
     have = [r.diagnosis for r in runs if r.diagnosis is not None
-            and _is_number(r.diagnosis.get("n_pruned")) and _is_number(r.diagnosis.get("n_in_exact_top_b"))]
+            and is_number(r.diagnosis.get("n_pruned")) and is_number(r.diagnosis.get("n_in_exact_top_b"))]
     if not have:
         return None
     return {"n_pruned": int(sum(d["n_pruned"] for d in have)),
@@ -831,17 +723,17 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
         blocks.append(("note", "Diagnoses used (the full split where diagnosed, else the most rows): "
                                + "; ".join(used) + "."))
     summaries = {m: summarize_seeds([r.diagnosis for r in rs]) for m, rs in with_diag.items()}
-    keys = sorted({k for s in summaries.values() for k in s}, key=_cutoff_key)
+    keys = sorted({k for s in summaries.values() for k in s}, key=cutoff_key)
     rows = []
     for m, rs in groups.items():
         if m in with_diag:
             rows.append([m, ", ".join(str(r.seed) for r in with_diag[m])]
-                        + [_fmt(summaries[m].get(k), k) for k in keys])
+                        + [format_stat(summaries[m].get(k), k) for k in keys])
         elif m in baselines:
             rows.append([m, ", ".join(str(r.seed) for r in rs)] + ["n/a"] * len(keys))
     blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in keys], rows))
-    blocks.append(_legend(keys, [("Seeds", "the seeds with a diagnosis file"), ("n/a", "not applicable to a baseline")]
-                          if baselines else [("Seeds", "the seeds with a diagnosis file")]))
+    blocks.append(legend(keys, [("Seeds", "the seeds with a diagnosis file"), ("n/a", "not applicable to a baseline")]
+                         if baselines else [("Seeds", "the seeds with a diagnosis file")]))
     for key in [k for k in keys if k.startswith("pruning_rate@")]:
         have = {m: s for m, s in summaries.items() if key in s}
         blocks.append(("figure", _Figure(key.replace("@", "_at_"), _plot_pruning(have, key, colors),
@@ -963,29 +855,29 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
         baseline = e.get("kind") == "baseline"
         diag, totals = e.get("diagnosis") or {}, e.get("diagnosis_totals")
         row = [method, ", ".join(str(s) for s in e.get("seeds", []))]
-        row += [_fmt((e.get("metrics") or {}).get(k), k) for k in keys]
+        row += [format_stat((e.get("metrics") or {}).get(k), k) for k in keys]
         if b is not None:
-            row.append("n/a" if baseline else _fmt(diag.get(f"pruning_rate@{b}")))
+            row.append("n/a" if baseline else format_stat(diag.get(f"pruning_rate@{b}")))
         if with_totals:
             row.append("n/a" if baseline else "–" if not totals
                        else f"{totals['n_pruned']} / {totals['n_in_exact_top_b']}")
         if with_certified:
-            row.append("n/a" if baseline else _fmt(diag.get("certified_fraction")))
+            row.append("n/a" if baseline else format_stat(diag.get("certified_fraction")))
         if timed:
-            row.append(_minutes_cell(e.get("minutes_per_epoch"), e.get("fit_minutes")))
+            row.append(format_minutes(e.get("minutes_per_epoch"), e.get("fit_minutes")))
         rows.append(row)
     lines = ([f"## {title}", ""] if title else []) + _md_table(headers, rows) + [""]
-    legend = [("Seeds", _SEEDS_MEANING)] + [(column_name(k), _MEANINGS[k.split("@")[0]].format(k=k.split("@")[1]))
+    legend = [("Seeds", SEEDS_MEANING)] + [(column_name(k), MEANINGS[k.split("@")[0]].format(k=k.split("@")[1]))
                                             for k in keys]
     if b is not None:
-        legend.append((f"PruningRate@{b}", _MEANINGS["pruning_rate"].format(k=b)))
+        legend.append((f"PruningRate@{b}", MEANINGS["pruning_rate"].format(k=b)))
     if with_totals:
         legend.append((f"Pruned / in exact {top}", f"positives beam search pruned / positives inside the exact {top}, "
                                                    "summed over seeds"))
     if with_certified:
-        legend.append(("Certified", _MEANINGS["certified_fraction"]))
+        legend.append(("Certified", MEANINGS["certified_fraction"]))
     if timed:
-        legend.append(("min/epoch", _MIN_PER_EPOCH_MEANING))
+        legend.append(("min/epoch", MIN_PER_EPOCH_MEANING))
     any_baseline = any(e.get("kind") == "baseline" for e in entries.values())
     lines += ["Cells: mean ± std over seeds" + ("; n/a: not applicable to a baseline." if any_baseline else "."), ""]
     lines += [f"- **{name}**: {meaning}" for name, meaning in legend] + [""]
@@ -998,8 +890,8 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
         lines += _md_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"]
                            + (["Exact − beam"] if against else []),
                            [[m, ", ".join(str(s) for s in entries[m].get("exact_seeds", entries[m].get("seeds", [])))]
-                            + [_fmt(x.get(k), k) for k in keys] + [_fmt(x.get("certified_share"))]
-                            + ([f"{against[m]['mean_diff']:+.4f} {_interval(against[m])}"
+                            + [format_stat(x.get(k), k) for k in keys] + [format_stat(x.get("certified_share"))]
+                            + ([f"{against[m]['mean_diff']:+.4f} {format_interval(against[m])}"
                                 if m in against else "–"] if against else []) for m, x in exact.items()]) + [""]
     shows = summary.get("what_this_shows") or []
     if shows:
@@ -1009,7 +901,7 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
         lines += ["**Paired bootstrap** (per-row difference a − b averaged over the seeds both have; 95% CI, "
                   "two-sided p):", ""]
         lines += [f"- {r['comparison'].replace(' - ', ' − ')} {r['metric']}: {r['mean_diff']:+.4f} "
-                  f"{_interval(r)}, p {_p_value(r['p_value'], '= ')}, {r['n_rows']} rows, "
+                  f"{format_interval(r)}, p {format_p_value(r['p_value'], '= ')}, {r['n_rows']} rows, "
                   f"seeds {list(r['seeds'])}" for r in boot] + [""]
     return "\n".join(lines)
 
