@@ -8,14 +8,11 @@ train` records, else the dataset path) are refused: averaging them would mix dat
 """
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import html
 import io
 import json
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,6 +27,7 @@ from .columns import (HEADLINE_METRICS, MEANINGS, MIN_PER_EPOCH_MEANING, SEEDS_M
 from .ordering import METHOD_ORDER
 from .runs import (RUN_KINDS, RunResult, baseline_methods, diagnosis_totals, discover_runs, group_by_method,
                    load_run, run_dataset, run_minutes)
+from .render import FigureBlock, md_table, render_html, render_markdown, table_block
 
 # Settings that legitimately differ between runs of one method.
 _RUN_SPECIFIC = re.compile(r"^(seed|objective|method|kind|run_name|output_dir|run_dir)$|_(dir|path)$")
@@ -37,127 +35,6 @@ _RUN_SPECIFIC = re.compile(r"^(seed|objective|method|kind|run_name|output_dir|ru
 
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-# ---------------------------------------------------------------- blocks rendered to HTML and Markdown
-
-@dataclass
-class _Figure:
-    name: str
-    png: bytes
-    caption: str
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> tuple:
-    return ("table", headers, rows)
-
-
-def _render_html(title: str, blocks: list[tuple]) -> str:
-    parts = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h2":
-            parts.append(f"<h2>{html.escape(block[1])}</h2>")
-        elif kind == "p":
-            parts.append(f"<p>{html.escape(block[1])}</p>")
-        elif kind == "note":
-            parts.append(f'<p class="note">{html.escape(block[1])}</p>')
-        elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in block[1]) + "</ul>")
-        elif kind == "legend":
-            items = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(meaning)}</li>"
-                            for name, meaning in block[1])
-            parts.append(f'<div class="legend">Columns:<ul>{items}</ul></div>')
-        elif kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
-            # long cells (settings) may wrap; numbers stay on one line
-            body = "".join("<tr>" + "".join(('<td class="long">' if len(c) > 40 else "<td>") + f"{html.escape(c)}</td>"
-                                            for c in row) + "</tr>" for row in block[2])
-            parts.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-                         f"<tbody>{body}</tbody></table></div>")
-        elif kind == "figure":
-            fig: _Figure = block[1]
-            data = base64.b64encode(fig.png).decode("ascii")
-            parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(fig.caption)}">'
-                         f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>")
-    return _HTML_TEMPLATE.format(title=html.escape(title), body="\n".join(parts))
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return (["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
-            + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
-
-
-def _render_markdown(title: str, blocks: list[tuple], figure_files: dict[str, str]) -> str:
-    lines = [f"# {title}", ""]
-    for block in blocks:
-        kind = block[0]
-        if kind == "h2":
-            lines += [f"## {block[1]}", ""]
-        elif kind == "p":
-            lines += [block[1], ""]
-        elif kind == "note":
-            lines += [f"> {block[1]}", ""]
-        elif kind == "list":
-            lines += [f"- {s}" for s in block[1]] + [""]
-        elif kind == "legend":
-            lines += ["Columns:"] + [f"- **{name}**: {meaning}" for name, meaning in block[1]] + [""]
-        elif kind == "table":
-            lines += _md_table(block[1], block[2]) + [""]
-        elif kind == "figure":
-            fig: _Figure = block[1]
-            lines += [f"![{fig.caption}]({figure_files[fig.name]})", "", f"*{fig.caption}*", ""]
-    return "\n".join(lines)
-
-
-_HTML_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-*, *::before, *::after {{ box-sizing: border-box; }}
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }}
-h1, h2, p, li, figcaption {{ overflow-wrap: anywhere; }}
-.scroll {{ overflow-x: auto; max-width: 100%; margin: 0.5em 0 0.5em; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.5em; text-align: left; vertical-align: top; }}
-th {{ background: #f0f0f0; }}
-td {{ white-space: nowrap; font-variant-numeric: tabular-nums; }}
-td.long {{ white-space: normal; min-width: 24em; overflow-wrap: anywhere; }}
-tbody tr:nth-child(even) {{ background: #fafafa; }}
-.legend {{ color: #555; font-size: 0.85em; margin: 0 0 1.5em; }}
-.legend ul {{ margin: 0.2em 0; padding-left: 1.5em; }}
-figure {{ margin: 1em 0 2em; }}
-img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
-figcaption {{ color: #555; font-size: 0.9em; }}
-.note {{ color: #8a5a00; background: #fff8e6; border-left: 3px solid #e0a800; padding: 0.3em 0.8em; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-{body}
-<script>
-(function () {{
-  function check() {{
-    var imgs = Array.prototype.slice.call(document.images);
-    var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
-    document.body.setAttribute("data-images-loaded", ok + "/" + imgs.length);
-    document.body.setAttribute("data-scroll-width", document.documentElement.scrollWidth);
-    document.body.setAttribute("data-window-width", window.innerWidth);
-  }}
-  if (document.readyState === "complete") {{ check(); }} else {{ window.addEventListener("load", check); }}
-}})();
-</script>
-</body>
-</html>
-"""
 
 
 # ---------------------------------------------------------------- plots
@@ -345,8 +222,8 @@ def _bootstrap_section(groups, metric: str, n_resamples: int, vectors: _RowVecto
         blocks.append(("p", f"Every pair of methods, a listed before b: per-row {column_name(metric)} averaged over "
                             f"the seeds both methods have, then rows resampled with replacement ({n_resamples} "
                             "resamples); a positive difference means a is better."))
-        blocks.append(_table(["Difference (a − b)", "Seeds", "Rows", "Mean difference", "95% CI", "p-value",
-                              "CI excludes 0"], rows))
+        blocks.append(table_block(["Difference (a − b)", "Seeds", "Rows", "Mean difference", "95% CI", "p-value",
+                                   "CI excludes 0"], rows))
         blocks.append(("legend", [
             ("Difference (a − b)", f"per-row {column_name(metric)} of a minus that of b"),
             ("Seeds", "the seeds both methods have; each row's value is averaged over them"),
@@ -417,7 +294,7 @@ def _runs_section(groups: dict[str, list[RunResult]]) -> list[tuple]:
              str(r.config.get("dataset", "–"))]
             + ([", ".join(f"{k}={_canonical(r.config.get(k))}" for k in shown[r.kind])] if any_shown else [])
             for r in runs]
-    blocks = [("h2", "Runs"), _table(headers, rows)]
+    blocks = [("h2", "Runs"), table_block(headers, rows)]
     for method, rs in groups.items():
         mixed = varying(rs)
         if mixed:
@@ -443,19 +320,19 @@ def _metrics_section(groups, summaries, colors, timing) -> list[tuple]:
                            ("p", "Mean ± sample std over the seeds of each method; exact item match, "
                                  "K up to the beam size.")]
     seeds = {m: ", ".join(str(r.seed) for r in rs) for m, rs in groups.items()}
-    blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in main] + (["min/epoch"] if timed else []),
-                         [[m, seeds[m]] + [format_stat(summaries[m].get(k), k) for k in main]
-                          + ([format_minutes(*timing[m])] if timed else []) for m in groups]))
+    blocks.append(table_block(["Method", "Seeds"] + [column_name(k) for k in main] + (["min/epoch"] if timed else []),
+                              [[m, seeds[m]] + [format_stat(summaries[m].get(k), k) for k in main]
+                               + ([format_minutes(*timing[m])] if timed else []) for m in groups]))
     blocks.append(legend(main, [("Seeds", SEEDS_MEANING)]
                          + ([("min/epoch", MIN_PER_EPOCH_MEANING)] if timed else [])))
     if other:
         blocks.append(("p", "Other test metrics (mean ± std over seeds):"))
-        blocks.append(_table(["Method"] + [column_name(k) for k in other],
-                             [[m] + [format_stat(summaries[m].get(k), k) for k in other] for m in groups]))
+        blocks.append(table_block(["Method"] + [column_name(k) for k in other],
+                                  [[m] + [format_stat(summaries[m].get(k), k) for k in other] for m in groups]))
         blocks.append(legend(other))
     if main:
-        blocks.append(("figure", _Figure("metrics", _plot_metrics(summaries, main, colors),
-                                         "Test metrics per method (error bars: std over seeds)")))
+        blocks.append(("figure", FigureBlock("metrics", _plot_metrics(summaries, main, colors),
+                                              "Test metrics per method (error bars: std over seeds)")))
     return blocks
 
 
@@ -493,8 +370,8 @@ def _exact_against_beam(groups, metric: str, n_resamples: int, vectors: _RowVect
     blocks: list[tuple] = [("p", f"Exact search against beam search, per method: per-row {name} of the same rows "
                                  f"(averaged over the seeds with both predictions), rows resampled with replacement "
                                  f"({n_resamples} resamples); a positive difference means exact search does better."),
-                           _table(["Method", "Seeds", "Rows", "Mean difference (exact − beam)", "95% CI", "p-value",
-                                   "CI excludes 0"], rows)]
+                           table_block(["Method", "Seeds", "Rows", "Mean difference (exact − beam)", "95% CI",
+                                        "p-value", "CI excludes 0"], rows)]
     return blocks + notes, results
 
 
@@ -509,11 +386,11 @@ def _exact_section(groups) -> tuple[list[tuple], dict[str, dict]]:
     blocks: list[tuple] = [("h2", "Exact top-K search (test split)"),
                            ("p", "The same metrics when each model's top K is found by exact search instead of "
                                  "beam search (metrics-exact.json); mean ± std over seeds.")]
-    blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"],
-                         [[m, ", ".join(str(r.seed) for r in rs)]
-                          + [format_stat(summaries[m].get(k), k) for k in keys]
-                          + [format_stat(summaries[m].get("certified_share"), "certified_share")]
-                          for m, rs in have.items()]))
+    blocks.append(table_block(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"],
+                              [[m, ", ".join(str(r.seed) for r in rs)]
+                               + [format_stat(summaries[m].get(k), k) for k in keys]
+                               + [format_stat(summaries[m].get("certified_share"), "certified_share")]
+                               for m, rs in have.items()]))
     blocks.append(legend(keys + ["certified_share"], [("Seeds", "the seeds with metrics-exact.json")]))
     missing = [r.name for rs in groups.values() for r in rs if r.metrics_exact is None and not r.is_baseline]
     baselines = [m for m in baseline_methods(groups) if m not in have]
@@ -535,7 +412,7 @@ def _loss_section(groups, colors) -> list[tuple]:
         if llm:
             blocks.append(("note", "No run logged a training or validation loss (log_history.json is empty)."))
         return blocks
-    return blocks + [("figure", _Figure("losses", png, "Loss per logged step; one line per run (seed)"))]
+    return blocks + [("figure", FigureBlock("losses", png, "Loss per logged step; one line per run (seed)"))]
 
 
 def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
@@ -567,13 +444,13 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
                         + [format_stat(summaries[m].get(k), k) for k in keys])
         elif m in baselines:
             rows.append([m, ", ".join(str(r.seed) for r in rs)] + ["n/a"] * len(keys))
-    blocks.append(_table(["Method", "Seeds"] + [column_name(k) for k in keys], rows))
+    blocks.append(table_block(["Method", "Seeds"] + [column_name(k) for k in keys], rows))
     blocks.append(legend(keys, [("Seeds", "the seeds with a diagnosis file"), ("n/a", "not applicable to a baseline")]
                          if baselines else [("Seeds", "the seeds with a diagnosis file")]))
     for key in [k for k in keys if k.startswith("pruning_rate@")]:
         have = {m: s for m, s in summaries.items() if key in s}
-        blocks.append(("figure", _Figure(key.replace("@", "_at_"), _plot_pruning(have, key, colors),
-                                         f"{column_name(key)} per method (mean ± std over seeds)")))
+        blocks.append(("figure", FigureBlock(key.replace("@", "_at_"), _plot_pruning(have, key, colors),
+                                              f"{column_name(key)} per method (mean ± std over seeds)")))
     for field, name, xlabel, caption in (
             ("pruned_step_histogram", "pruned_steps", "decoding step (1 = first response token)",
              "Where positives are pruned: decoding step at which the positive leaves the beam"),
@@ -588,7 +465,7 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
             if total:
                 hists[m] = total
         if hists:
-            blocks.append(("figure", _Figure(name, _plot_histogram(hists, colors, xlabel, caption), caption)))
+            blocks.append(("figure", FigureBlock(name, _plot_histogram(hists, colors, xlabel, caption), caption)))
         else:
             blocks.append(("note", f"No run reports {field}: plot left out."))
     return blocks, summaries
@@ -643,15 +520,15 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
     figure_files = {}
     for block in blocks:
         if block[0] == "figure":
-            fig: _Figure = block[1]
+            fig: FigureBlock = block[1]
             figure_files[fig.name] = f"report_{fig.name}.png"
             with atomic_open(out / figure_files[fig.name], "wb") as f:
                 f.write(fig.png)
     html_path, md_path = out / "report.html", out / "report.md"
     with atomic_open(html_path, "w", encoding="utf-8") as f:
-        f.write(_render_html(title, blocks))
+        f.write(render_html(title, blocks))
     with atomic_open(md_path, "w", encoding="utf-8") as f:
-        f.write(_render_markdown(title, blocks, figure_files))
+        f.write(render_markdown(title, blocks, figure_files))
     baselines = baseline_methods(groups)
     write_json(out / "summary.json", {
         "methods": {m: {"kind": "baseline" if m in baselines else "llm", "seeds": [r.seed for r in rs],
@@ -702,7 +579,7 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
         if timed:
             row.append(format_minutes(e.get("minutes_per_epoch"), e.get("fit_minutes")))
         rows.append(row)
-    lines = ([f"## {title}", ""] if title else []) + _md_table(headers, rows) + [""]
+    lines = ([f"## {title}", ""] if title else []) + md_table(headers, rows) + [""]
     legend = [("Seeds", SEEDS_MEANING)] + [(column_name(k), MEANINGS[k.split("@")[0]].format(k=k.split("@")[1]))
                                             for k in keys]
     if b is not None:
@@ -723,7 +600,7 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
         metric = next(iter(against.values()))["metric"] if against else None
         lines += ["**Exact top-K search** (the same rows" + (f"; exact − beam: paired bootstrap of per-row "
                   f"{column_name(metric)}, 95% CI" if metric else "") + "):", ""]
-        lines += _md_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"]
+        lines += md_table(["Method", "Seeds"] + [column_name(k) for k in keys] + ["Certified"]
                            + (["Exact − beam"] if against else []),
                            [[m, ", ".join(str(s) for s in entries[m].get("exact_seeds", entries[m].get("seeds", [])))]
                             + [format_stat(x.get(k), k) for k in keys] + [format_stat(x.get("certified_share"))]
