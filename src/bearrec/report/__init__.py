@@ -9,12 +9,11 @@ train` records, else the dataset path) are refused: averaging them would mix dat
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import json
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -27,6 +26,7 @@ from .columns import (HEADLINE_METRICS, MEANINGS, MIN_PER_EPOCH_MEANING, SEEDS_M
 from .ordering import METHOD_ORDER
 from .runs import (RUN_KINDS, RunResult, baseline_methods, diagnosis_totals, discover_runs, group_by_method,
                    load_run, run_dataset, run_minutes)
+from .figures import method_colors, plot_histogram, plot_losses, plot_metrics, plot_pruning
 from .render import FigureBlock, md_table, render_html, render_markdown, table_block
 
 # Settings that legitimately differ between runs of one method.
@@ -35,108 +35,6 @@ _RUN_SPECIFIC = re.compile(r"^(seed|objective|method|kind|run_name|output_dir|ru
 
 def _canonical(value: object) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-# ---------------------------------------------------------------- plots
-
-def _colors(methods: Iterable[str]) -> dict[str, str]:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
-    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _new_figure(width: float = 9.0, height: float = 4.0, ncols: int = 1):
-    from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas for savefig
-
-    fig = Figure(figsize=(width, height))
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    for ax in axes:
-        ax.grid(axis="y", alpha=0.3)
-    return fig, axes
-
-
-def _grouped_bars(ax, labels: list[str], series: dict[str, tuple[list[float], list[float] | None]],
-                  colors: dict[str, str]) -> None:
-    """One group of bars per label, one bar per method, optional error bars."""
-    x = np.arange(len(labels))
-    width = 0.8 / max(1, len(series))
-    for i, (method, (values, errors)) in enumerate(series.items()):
-        yerr = None if errors is None else [0.0 if math.isnan(e) else e for e in errors]
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, yerr=yerr, capsize=3,
-               label=method, color=colors[method])
-    ax.set_xticks(x, labels)
-    ax.legend(fontsize=8)
-
-
-def _plot_metrics(summaries: dict[str, dict], keys: list[str], colors: dict[str, str]) -> bytes:
-    fig, (ax,) = _new_figure(max(6.0, 1.1 * len(keys) + 2))
-    series = {m: ([s[k]["mean"] if k in s else 0.0 for k in keys], [s[k]["std"] if k in s else 0.0 for k in keys])
-              for m, s in summaries.items()}
-    _grouped_bars(ax, [column_name(k) for k in keys], series, colors)
-    ax.set_ylabel("mean over seeds (± std)")
-    ax.set_title("Test metrics per method")
-    return _png(fig)
-
-
-def _plot_losses(groups: dict[str, list[RunResult]], colors: dict[str, str]) -> bytes | None:
-    fig, (ax_train, ax_eval) = _new_figure(11, 4, ncols=2)
-    drawn = {"loss": False, "eval_loss": False}
-    for method, runs in groups.items():
-        for j, run in enumerate(runs):
-            for ax, key in ((ax_train, "loss"), (ax_eval, "eval_loss")):
-                pts = [(e.get("step", i), e[key]) for i, e in enumerate(run.log_history)
-                       if isinstance(e, dict) and is_number(e.get(key))]
-                if pts:
-                    xs, ys = zip(*pts)
-                    ax.plot(xs, ys, color=colors[method], alpha=0.85, marker="o" if key == "eval_loss" else None,
-                            markersize=3, linewidth=1.2, label=method if j == 0 else None)
-                    drawn[key] = True
-    if not any(drawn.values()):
-        return None
-    for ax, key, title in ((ax_train, "loss", "Training loss"), (ax_eval, "eval_loss", "Validation loss")):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if drawn[key]:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
-    return _png(fig)
-
-
-def _plot_pruning(summaries: dict[str, dict], key: str, colors: dict[str, str]) -> bytes:
-    fig, (ax,) = _new_figure(max(5.0, 1.2 * len(summaries) + 2))
-    methods = list(summaries)
-    means = [summaries[m][key]["mean"] for m in methods]
-    stds = [0.0 if math.isnan(summaries[m][key]["std"]) else summaries[m][key]["std"] for m in methods]
-    ax.bar(methods, means, yerr=stds, capsize=4, color=[colors[m] for m in methods])
-    ax.set_ylabel(f"{column_name(key)} (mean ± std over seeds)")
-    ax.set_ylim(0, max(1.0, max(means) * 1.1))
-    ax.set_title("Share of exact top-B positives that beam search prunes (lower is better)")
-    return _png(fig)
-
-
-def _bucket_order(bucket: str) -> tuple:
-    return (0, int(bucket), bucket) if bucket.isdigit() else (1, 0, bucket)
-
-
-def _plot_histogram(hists: dict[str, dict[str, float]], colors: dict[str, str], xlabel: str, title: str) -> bytes:
-    buckets = sorted({b for h in hists.values() for b in h}, key=_bucket_order)
-    series = {}
-    for method, hist in hists.items():
-        total = sum(hist.values())
-        series[method] = ([hist.get(b, 0) / total if total else 0.0 for b in buckets], None)
-    fig, (ax,) = _new_figure(max(6.0, 0.5 * len(buckets) * max(1, len(hists)) + 2))
-    _grouped_bars(ax, buckets, series, colors)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("share (counts summed over seeds)")
-    ax.set_title(title)
-    return _png(fig)
 
 
 # ---------------------------------------------------------------- paired comparisons
@@ -331,7 +229,7 @@ def _metrics_section(groups, summaries, colors, timing) -> list[tuple]:
                                   [[m] + [format_stat(summaries[m].get(k), k) for k in other] for m in groups]))
         blocks.append(legend(other))
     if main:
-        blocks.append(("figure", FigureBlock("metrics", _plot_metrics(summaries, main, colors),
+        blocks.append(("figure", FigureBlock("metrics", plot_metrics(summaries, main, colors),
                                               "Test metrics per method (error bars: std over seeds)")))
     return blocks
 
@@ -407,7 +305,7 @@ def _loss_section(groups, colors) -> list[tuple]:
     llm = {m: rs for m, rs in groups.items() if m not in baselines}
     if baselines:
         blocks.append(("p", f"Baselines ({', '.join(baselines)}) log no loss history: no curve for them."))
-    png = _plot_losses(llm, colors) if llm else None
+    png = plot_losses(llm, colors) if llm else None
     if png is None:
         if llm:
             blocks.append(("note", "No run logged a training or validation loss (log_history.json is empty)."))
@@ -449,7 +347,7 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
                          if baselines else [("Seeds", "the seeds with a diagnosis file")]))
     for key in [k for k in keys if k.startswith("pruning_rate@")]:
         have = {m: s for m, s in summaries.items() if key in s}
-        blocks.append(("figure", FigureBlock(key.replace("@", "_at_"), _plot_pruning(have, key, colors),
+        blocks.append(("figure", FigureBlock(key.replace("@", "_at_"), plot_pruning(have, key, colors),
                                               f"{column_name(key)} per method (mean ± std over seeds)")))
     for field, name, xlabel, caption in (
             ("pruned_step_histogram", "pruned_steps", "decoding step (1 = first response token)",
@@ -465,7 +363,7 @@ def _diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
             if total:
                 hists[m] = total
         if hists:
-            blocks.append(("figure", FigureBlock(name, _plot_histogram(hists, colors, xlabel, caption), caption)))
+            blocks.append(("figure", FigureBlock(name, plot_histogram(hists, colors, xlabel, caption), caption)))
         else:
             blocks.append(("note", f"No run reports {field}: plot left out."))
     return blocks, summaries
@@ -494,7 +392,7 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
         raise ConfigError(f"these runs were evaluated on {len(datasets)} different datasets ({listing}); averaging "
                           "them would mix datasets. Fix: report the runs of each dataset separately.")
     groups = group_by_method(loaded)
-    colors = _colors(groups)
+    colors = method_colors(groups)
     summaries = {m: summarize_seeds([r.metrics for r in rs]) for m, rs in groups.items()}
     timing = {m: run_minutes(rs) for m, rs in groups.items()}
     vectors = _RowVectors()
