@@ -47,8 +47,8 @@ from bearrec.evaluate import evaluate
 from bearrec.files import read_jsonl, write_json
 from bearrec.metrics import evaluate_predictions, per_row_metrics
 from bearrec.prompts import ItemTexts, encode_prompt, get_template, item_texts
+from bearrec.report.bootstrap import paired_bootstrap
 from bearrec.run_dir import RunDir
-from bearrec.stats import paired_bootstrap
 from bearrec.train import ObjectiveConfig, TrainCollator, check_run_config, encode_rows, objective_loss, train
 from bearrec.train.data import IGNORE
 from bearrec.trie import ItemTrie

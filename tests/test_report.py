@@ -18,7 +18,7 @@ from bearrec.errors import ConfigError, DataError
 from bearrec.files import write_json, write_jsonl
 from bearrec.metrics import evaluate_predictions
 from bearrec.report import discover_runs, load_run, results_markdown, write_report
-from bearrec.stats import paired_bootstrap
+from bearrec.report.bootstrap import paired_bootstrap
 
 N_ROWS = 60
 # Items 0-29 are the ones fake predictions use; a catalog and popularity make the second metrics table wide.

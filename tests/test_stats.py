@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bearrec.errors import ConfigError, DataError
-from bearrec.stats import paired_bootstrap, summarize_seeds
+from bearrec.report.bootstrap import paired_bootstrap, summarize_seeds
 
 
 def test_summarize_seeds_mean_std():

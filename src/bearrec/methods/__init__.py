@@ -4,9 +4,9 @@
 """
 from .config import ObjectiveConfig
 from .registry import (BASELINES, BASES, OBJECTIVES, baseline_names, get_objective, is_baseline, method_name,
-                       objective_names, parse_method, report_order, score_mode)
+                       objective_names, order_key, parse_method, report_order, score_mode)
 from .spec import SCORE_MODES, Baseline, LabelTokens, Objective
 
 __all__ = ["BASELINES", "BASES", "Baseline", "LabelTokens", "OBJECTIVES", "Objective", "ObjectiveConfig",
            "SCORE_MODES", "baseline_names", "get_objective", "is_baseline", "method_name", "objective_names",
-           "parse_method", "report_order", "score_mode"]
+           "order_key", "parse_method", "report_order", "score_mode"]

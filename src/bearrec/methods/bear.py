@@ -2,15 +2,19 @@
 probability (method.md). `objective.weighted` gives the reference implementation's detached-weight form."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from .. import losses
 from .spec import LabelTokens, Objective, Settings
+
+if TYPE_CHECKING:
+    import torch
 
 
 def base_and_margin(t: LabelTokens, o: Settings) -> tuple[torch.Tensor, torch.Tensor]:
     """(base CE_t, Delta_t = log beta_t - log p_t): the base is MSL, or the full-vocabulary CE on the SFT base. The
     margin is taken over the valid children either way: it does not depend on the softmax's normaliser."""
+    from .. import losses  # torch: only when training, not when a report reads method names
+
     ce, delta = losses.pruning_margin(t.child_logits, t.child_target, t.child_valid, num_beams=o.num_beams, tau=o.tau,
                                       detach_threshold=o.detach_threshold)
     if o.base == "sft":
@@ -20,6 +24,8 @@ def base_and_margin(t: LabelTokens, o: Settings) -> tuple[torch.Tensor, torch.Te
 
 def bear_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Sum over label tokens of base_t + lam * log sigmoid(Delta_t / xi) (or the reference's weighted form)."""
+    from .. import losses  # torch: only when training, not when a report reads method names
+
     if o.weighted:
         weighted = losses.bear_weighted_loss(t.child_logits, t.child_target, t.child_valid, num_beams=o.num_beams,
                                              lam=o.lam, xi=o.xi, tau=o.tau)

@@ -1,12 +1,14 @@
 """The direct objective: the base plus lam * the relaxed beam-search survival term (3.1) of every title step."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from .. import losses
 from ..errors import ConfigError
 from .bear import base_and_margin
 from .spec import LabelTokens, Objective, Settings
+
+if TYPE_CHECKING:
+    import torch
 
 
 def direct_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
@@ -16,6 +18,10 @@ def direct_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     hypotheses, not against the extendable prefixes `beam_thresholds` reports, so it carries no direct term. Prefix
     log-probabilities and thresholds are both under the base's scores (the search decodes with the method's score
     mode)."""
+    import torch
+
+    from .. import losses  # torch: only when training, not when a report reads method names
+
     if t.log_thresholds is None:
         raise ConfigError("the direct objective needs beam-search thresholds for the batch.")
     ce, _ = base_and_margin(t, o)

@@ -1,14 +1,18 @@
 """MSL: cross-entropy over the valid trie children of each prefix only (masked softmax), decoded with masked scores."""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from .. import losses
 from .spec import LabelTokens, Objective, Settings
+
+if TYPE_CHECKING:
+    import torch
 
 
 def msl_batch_loss(t: LabelTokens, o: Settings) -> torch.Tensor:
     """Sum over label tokens of -log p_t, the softmax over the valid children at temperature tau."""
+    from .. import losses  # torch: only when training, not when a report reads method names
+
     return losses.msl_loss(t.child_logits, t.child_target, t.child_valid, o.tau).sum()
 
 

@@ -92,3 +92,9 @@ def variants(objective: Objective) -> Iterator[str]:
 def report_order() -> tuple[str, ...]:
     """Every method name in the order reports list them: the baselines, then each objective's variants."""
     return baseline_names() + tuple(v for o in OBJECTIVES for v in variants(o))
+
+
+def order_key(method: str) -> tuple[int, str]:
+    """Sort key of a method name in reports: the registered ones in report order, then the others alphabetically."""
+    order = report_order()
+    return (order.index(method) if method in order else len(order), method)

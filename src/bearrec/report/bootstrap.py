@@ -1,4 +1,4 @@
-"""Statistics over runs: mean ± std across seeds and paired bootstrap between two methods."""
+"""Statistics for the report: mean ± std across seeds and paired bootstrap between two methods."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 
 # Resampled index matrices are built in chunks of at most this many entries (~32 MB of int64).
 _CHUNK_ELEMENTS = 1 << 22
