@@ -12,6 +12,7 @@ import numpy as np
 
 from .data.dataset import Dataset, Interaction, load_dataset
 from .errors import ConfigError
+from .evaluate import evaluate
 from .files import read_json_file, read_jsonl, write_json, write_jsonl
 from .methods import baseline_names
 from .run_dir import UNCHECKED_KEYS, RunDir
@@ -301,8 +302,6 @@ def run_baseline(method: str, dataset_dir: str | Path, output_dir: str | Path, *
         seconds = time.perf_counter() - started
         write_jsonl(predictions, prediction_rows(scorer, dataset, rows, k))
         _record_seconds(run, method, split, seconds)
-    from .evaluate import evaluate
-
     return evaluate(predictions, split=split, dataset=dataset)
 
 

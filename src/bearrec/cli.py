@@ -9,7 +9,7 @@ from .errors import BearrecError, ConfigError
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from .data import format_stats, prepare
+    from .data import format_stats, prepare  # per command: --help stays light
 
     names = ("train_file", "test_file", "valid_size", "train_sample", "test_sample", "seed", "k_core", "start", "end",
              "max_history", "min_history", "max_title_length", "meta", "unknown_items", "untitled")
@@ -21,7 +21,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from .data import fetch
+    from .data import fetch  # per command: --help stays light
 
     path = fetch(args.name)
     print(f"{args.name} is in {path}")
@@ -29,7 +29,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import load_config, train
+    from .train import load_config, train  # per command: --help stays light
 
     config = load_config(args.config, args.overrides)
     run_dir = train(config, resume=args.resume)
@@ -38,8 +38,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from .recommend import Recommender
-    from .run_dir import RunDir
+    from .recommend import Recommender  # per command: --help stays light
+    from .run_dir import RunDir  # per command: --help stays light
 
     if args.histories and (args.limit is not None or args.split != "test"):
         raise ConfigError("--limit and --split choose rows of a split; --histories gives its own rows. "
@@ -60,7 +60,7 @@ def _recommend(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate  # per command: --help stays light
 
     metrics = evaluate(args.source, split=args.split, num_beams=args.num_beams, output=args.output, limit=args.limit,
                        batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
@@ -69,7 +69,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from .diagnose import diagnose_run
+    from .diagnose import diagnose_run  # per command: --help stays light
 
     result = diagnose_run(args.run_dir, split=args.split, num_beams=args.num_beams, limit=args.limit,
                           max_expansions=args.max_expansions, batch_size=args.batch_size)
@@ -78,7 +78,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import write_report  # per command: --help stays light
 
     html, md = write_report(args.run_dirs, args.output, bootstrap_metric=args.bootstrap_metric)
     print(f"report: {html}\n        {md}")
@@ -86,8 +86,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .semantic_ids import INDEX_FILE
-    from .semantic_index import build_index
+    from .semantic_ids import INDEX_FILE  # per command: --help stays light
+    from .semantic_index import build_index  # per command: --help stays light
 
     record = build_index(args.dataset_dir, levels=args.levels, codes=args.codes, embeddings=args.embeddings,
                          seed=args.seed)
@@ -99,21 +99,21 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from .experiment import load_experiment, run_experiment
+    from .experiment import load_experiment, run_experiment  # per command: --help stays light
 
     run_experiment(load_experiment(args.config, args.overrides), args.output)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .experiment import DEMO_QUICK, demo_config_path, load_experiment, run_experiment
+    from .experiment import DEMO_QUICK, demo_config_path, load_experiment, run_experiment  # per command
 
     run_experiment(load_experiment(demo_config_path(), DEMO_QUICK if args.quick else ()), args.output)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli_args import non_negative_int, per_row_metric, positive_int
+    from .cli_args import non_negative_int, per_row_metric, positive_int  # per command: --help stays light
 
     parser = argparse.ArgumentParser(prog="bearrec", description="Beam-search-aware LLM recommendation.")
     parser.add_argument("--version", action="version", version=f"bearrec {_version()}")
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _search_arguments(p: argparse.ArgumentParser) -> None:
     """--search and --max-expansions of recommend and evaluate."""
-    from .cli_args import positive_int
+    from .cli_args import positive_int  # per command: --help stays light
 
     p.add_argument("--search", choices=["beam", "exact"], default="beam",
                    help="beam: constrained beam search (default); exact: the k most probable items of the whole "
@@ -242,7 +242,7 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from . import __version__
+    from . import __version__  # per command: --help stays light
 
     return __version__
 

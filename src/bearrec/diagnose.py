@@ -23,8 +23,11 @@ from tqdm.auto import tqdm
 
 from .decoding import beam_search, beam_thresholds, certified_count_above, left_pad, sequence_log_probs
 from .errors import DataError
+from .evaluate import current_predictions
 from .files import refuse_folder, write_json
 from .metrics import hit_ranks
+from .recommend import PartialOutput, Recommender, rows_digest
+from .run_dir import RunDir
 
 
 @dataclass
@@ -148,10 +151,6 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
     """Diagnose a run on a split (its first `limit` rows); write diagnosis[-<split>][-first<N>].json. Where the run
     holds predictions of the whole split with `num_beams` items (`bearrec evaluate`, with `--search exact` for the
     exact top B), each row's hit is read from them instead of searched again (`lists_from` says which)."""
-    from .evaluate import current_predictions
-    from .recommend import PartialOutput, Recommender, rows_digest
-    from .run_dir import RunDir
-
     run = RunDir(run_dir).require()
     rec = Recommender.from_run(run.path)
     rows = rec.dataset.split(split)[:limit]

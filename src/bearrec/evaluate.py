@@ -108,7 +108,7 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
                                 + ".", path=run.path, fix="fit it with `bearrec experiment` (or "
                                 "bearrec.baselines.run_baseline), which writes its predictions")
         elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), num_beams, search):
-            from .recommend import Recommender
+            from .recommend import Recommender  # torch and transformers: only to decode, not to score a file
 
             rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,
                                        dataset=dataset)

@@ -44,7 +44,7 @@ def _index_defaults() -> dict[str, Any]:
     """`bearrec index`'s options and their defaults: semantic_ids.build_index's keyword arguments."""
     import inspect
 
-    from .semantic_ids import build_index
+    from .semantic_index import build_index
 
     return {name: p.default for name, p in inspect.signature(build_index).parameters.items()
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -550,7 +550,7 @@ class Experiment:
 
     def index(self, ds: DatasetSpec) -> None:
         """Compute the dataset's semantic IDs (`bearrec index` with the config's options) into its folder."""
-        from .semantic_ids import build_index
+        from .semantic_index import build_index
 
         build_index(self.dataset_dir(ds), **self.index_options(ds))
 

@@ -206,7 +206,7 @@ def add_tokens(tokenizer: "PreTrainedTokenizerBase", tokens: Sequence[str]) -> l
     return tokenizer.convert_tokens_to_ids(new)
 
 
-def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+def torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
     """'auto', a torch.dtype, or a name such as 'float32' / 'bf16' as from_pretrained expects it."""
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
@@ -248,7 +248,7 @@ def load_model(name_or_path: str | os.PathLike, *, dtype: str | torch.dtype = "a
         raise ConfigError(f"model {str(name_or_path)!r}: the folder has no config.json, so it is not a saved model. "
                           "Fix: give the folder `save_pretrained` or `bearrec train` wrote (a run's model/ folder).")
     quantization = _quantization(load_in_8bit, load_in_4bit)
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype), **extra}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype), **extra}
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     if device_map is not None:

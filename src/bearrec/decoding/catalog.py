@@ -15,10 +15,11 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..models import logits_to_keep
 from ..trie import ItemTrie
 from .common import (cache_kwarg, check_score_mode, child_log_probs, custom_mask, hypotheses, prefill, prepare_inputs,
-                     tree_attention)
-from .exact import CountResult, ExactResult, _select_cache
+                     select_cache, tree_attention)
+from .exact import CountResult, ExactResult, count_above, exact_top_k
 
 
 def _ancestors(trie: ItemTrie, node: int) -> list[int]:
@@ -62,8 +63,6 @@ def _edge_log_probs(logits: torch.Tensor, nodes: torch.Tensor, trie: ItemTrie, s
 def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, *,
                       score: str = "full", chunk_size: int = 512) -> torch.Tensor:
     """log P(prefix of node | prompt) for every node of `trie` and every (left-padded) prompt: (prompts, nodes)."""
-    from ..models import logits_to_keep
-
     check_score_mode(score)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}. Fix: e.g. 512.")
@@ -90,7 +89,7 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
         allowed = torch.cat([prompt_mask[:, None, :].expand(P, Q, W),
                              _tree_mask(trie, fed)[None].expand(P, Q, Q)], 2)
         out = model(input_ids=ids, attention_mask=custom_mask(model, allowed), position_ids=pos, use_cache=True,
-                    **{cache_kwarg(model): _select_cache(model, cache, all_rows)},
+                    **{cache_kwarg(model): select_cache(model, cache, all_rows)},
                     **logits_to_keep(model, chunk.numel()))  # its cache is dropped: each chunk starts anew
         _edge_log_probs(out.logits[:, -chunk.numel():].float(), chunk, trie, score, edge_lp)
     node_lp = torch.zeros(P, trie.num_nodes, device=dev)
@@ -119,8 +118,6 @@ def certified_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     """Best-first search (`exact_top_k`), then the whole catalog scored exactly for the rows it could not certify
     within `max_expansions`, so every row is certified (where the attention takes a 4-D mask; else they stay as
     best-first search left them). A rescored row's expansions add the inner nodes it was scored over."""
-    from .exact import exact_top_k
-
     found = exact_top_k(model, input_ids, attention_mask, trie, k, score=score, max_expansions=max_expansions)
     open_rows = [i for i, r in enumerate(found) if not r.certified]
     if open_rows and tree_attention(model):
@@ -138,8 +135,6 @@ def certified_count_above(model: Any, input_ids: torch.Tensor, attention_mask: t
                           chunk_size: int = 512) -> list[CountResult]:
     """`count_above`, then the whole catalog scored exactly for the rows it could not settle within
     `max_expansions` (where the attention takes a 4-D mask), as `certified_top_k` does for the top k."""
-    from .exact import count_above
-
     found = count_above(model, input_ids, attention_mask, trie, k, floors, known=known, exclude=exclude, score=score,
                         max_expansions=max_expansions)
     open_rows = [i for i, r in enumerate(found) if not r.certified]

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError
+from ..models import logits_to_keep
 from ..trie import ItemTrie
 
 SCORE_MODES = ("full", "masked")
@@ -96,8 +97,6 @@ def prepare_inputs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
 
 def prefill(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """One forward over the (left-padded) prompts: the last position's float32 logits and the KV cache."""
-    from ..models import logits_to_keep
-
     out = model(input_ids=input_ids, attention_mask=attention_mask,
                 position_ids=positions_from_mask(attention_mask), use_cache=True, **logits_to_keep(model, 1))
     return out.logits[:, -1, :].float(), output_cache(out)
@@ -138,3 +137,11 @@ def hypotheses(trie: ItemTrie, nodes: torch.Tensor, scores: torch.Tensor) -> lis
     seqs = trie.sequences(nodes)
     return [Hypothesis(tokens=s, item_ids=trie.items_at(int(n)), score=float(sc))
             for s, n, sc in zip(seqs, nodes.tolist(), scores.tolist())]
+
+
+def select_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
+    """A fresh DynamicCache holding the given batch rows of `cache` (which stays untouched)."""
+    from transformers import DynamicCache  # transformers takes seconds to import: only when a search runs
+
+    data = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
+    return DynamicCache(data, config=model.config)

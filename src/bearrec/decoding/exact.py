@@ -39,9 +39,10 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError, DataError
+from ..models import logits_to_keep
 from ..trie import ItemTrie
-from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
-                     hypotheses, output_cache, positions_from_mask, prefill, prepare_inputs, tree_attention)
+from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend, hypotheses,
+                     output_cache, positions_from_mask, prefill, prepare_inputs, select_cache, tree_attention)
 
 
 @dataclass
@@ -51,14 +52,6 @@ class ExactResult:
     items: list[Hypothesis]
     certified: bool
     expansions: int
-
-
-def _select_cache(model: Any, cache: Any, rows: torch.Tensor) -> Any:
-    """A fresh DynamicCache holding the given batch rows of `cache` (which stays untouched)."""
-    from transformers import DynamicCache
-
-    data = [(layer.keys.index_select(0, rows), layer.values.index_select(0, rows)) for layer in cache.layers]
-    return DynamicCache(data, config=model.config)
 
 
 class _NodeColumns:
@@ -365,7 +358,7 @@ def _expand(model: Any, cache: Any, trie: ItemTrie, rows_p: torch.Tensor, nodes:
     toks = torch.zeros(len(seqs), width, dtype=torch.long, device=nodes.device)
     for i, s in enumerate(seqs):
         toks[i, : len(s)] = torch.tensor(s, device=nodes.device)
-    rows_cache = _select_cache(model, cache, rows_p)
+    rows_cache = select_cache(model, cache, rows_p)
     logits, _ = extend(model, toks, rows_cache, attention_mask[rows_p], prompt_len[rows_p], offset=0)
     return logits[torch.arange(len(seqs), device=nodes.device), depth - 1]
 
@@ -412,8 +405,6 @@ def sequence_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torc
     seq_mask = (torch.arange(d, device=dev)[None, :] < lens[:, None]).to(attention_mask.dtype)
     full_ids = torch.cat([input_ids, seq], 1)
     full_mask = torch.cat([attention_mask, seq_mask], 1)
-    from ..models import logits_to_keep
-
     # the prompt's last position and the sequence's: the last d + 1 columns (all of them where the model lacks
     # logits_to_keep; `first` is where they start either way)
     logits = model(input_ids=full_ids, attention_mask=full_mask, position_ids=positions_from_mask(full_mask),

@@ -13,8 +13,8 @@ from ..config_checks import check_fields, check_range, check_value, field_types,
 from ..errors import ConfigError
 from ..methods import ObjectiveConfig
 from ..metrics import cutoffs
-from ..models import LoraSettings
-from ..prompts import check_item_kinds
+from ..models import LoraSettings, torch_dtype
+from ..prompts import PromptTemplate, check_item_kinds, get_template
 
 @dataclass
 class TinyModel:
@@ -188,15 +188,11 @@ def _check_lora(lora: LoraSettings) -> None:
 
 def _check_dtype(dtype: str) -> None:
     """`dtype` names a torch dtype (or auto), as the model loader will read it."""
-    from ..models import _torch_dtype
-
-    _torch_dtype(dtype)
+    torch_dtype(dtype)
 
 
 def _check_template(template: Any, domain: str, max_history: int) -> None:
     """The prompt template resolves: a known name, or a dict of PromptTemplate fields of the right types."""
-    from ..prompts import PromptTemplate, get_template
-
     if isinstance(template, dict):
         names = field_types(PromptTemplate)
         for key, value in template.items():

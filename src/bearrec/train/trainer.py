@@ -25,12 +25,17 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from .. import losses
+from .. import losses, models
+from ..data.dataset import load_dataset
+from ..data.preprocess import sample_rows
+from ..decoding import beam_thresholds
 from ..errors import BearrecError, ConfigError, DataError
-from ..files import verify_digest, write_json
-from ..models import logits_to_keep
+from ..files import read_json_file, verify_digest, write_json
+from ..models import logits_to_keep, save_trained
 from ..run_dir import RunDir
+from ..semantic_ids import INDEX_FILE
 from ..methods import LabelTokens, get_objective
+from ..prompts import get_template, item_texts
 from ..trained_run import TrainedRun
 from ..trie import ItemTrie
 from .config import ObjectiveConfig, TrainConfig
@@ -135,7 +140,7 @@ class BearTrainer(Trainer):
             raise ConfigError("the direct objective needs prompt_ids in the batch (TrainCollator(with_prompts=True)).")
         fn = self.thresholds_fn
         if fn is None:
-            from ..decoding import beam_thresholds as fn  # the shared constrained beam search
+            fn = beam_thresholds  # the shared constrained beam search
         was_training = model.training
         model.eval()  # the search runs without dropout, like decoding at test time
         try:
@@ -190,8 +195,6 @@ def _model_and_tokenizer(config: TrainConfig, dataset: Any, texts: Any, run_dir:
     the item texts' added tokens (semantic IDs' codes) whole."""
     from transformers import set_seed
 
-    from .. import models
-
     source = config.model
     if config.model == "tiny":
         source = str(run_dir / "base_model")
@@ -214,8 +217,6 @@ def subsample(rows: list, n: int | None) -> list:
     Taking the first n would keep the oldest rows of a chronological split, the furthest from test.
     """
     from collections import Counter
-
-    from ..data.preprocess import sample_rows
 
     return rows if n is None or n >= len(rows) else sample_rows(rows, n, seed=0, dropped=Counter())
 
@@ -248,8 +249,6 @@ def check_run_config(run_dir: str | Path, config: TrainConfig, fingerprint: str 
     if fingerprint is not None and recorded is not None and recorded != fingerprint:
         raise ConfigError(f"{run.config_path}: the run was trained on another version of the dataset {config.dataset} "
                           "(its fingerprint changed). Fix: restore that dataset, or train into another output_dir.")
-    from ..semantic_ids import INDEX_FILE
-
     codes = stored.get("files", {}).get(INDEX_FILE)
     if codes is not None:  # its checkpoints learnt these codes: resuming on others would mix the two
         verify_digest(Path(config.dataset) / INDEX_FILE, codes,
@@ -264,9 +263,6 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     Under torchrun, a script calling this should end with a barrier and `torch.distributed.destroy_process_group()`
     (the `bearrec` CLI does): a gloo group left to interpreter teardown can abort a rank.
     """
-    from ..data.dataset import load_dataset
-    from ..models import save_trained
-    from ..prompts import get_template, item_texts
 
     run = RunDir(config.output_dir)
     run_dir = run.path
@@ -336,6 +332,4 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
     """RUN_DIR/train_summary.json as a dict."""
-    from ..files import read_json_file
-
     return read_json_file(RunDir(run_dir).summary_path)
