@@ -192,3 +192,15 @@ def test_the_selection_metric_takes_the_cutoffs_of_the_beam_width(tmp_path):
         load_config(None, [f"dataset={tmp_path}", "selection_metric=eval_ndcg@20"])
     assert load_config(None, [f"dataset={tmp_path}", "objective.num_beams=50",
                               "selection_metric=eval_ndcg@20"]).selection_metric == "eval_ndcg@20"
+
+
+def test_the_item_kinds_old_key_still_works_with_a_note(capsys):
+    from bearrec.run_dir import with_later_defaults
+
+    assert config_from_dict({"dataset": "d", "items": "semantic_id"}).item_kind == "semantic_id"
+    assert "items is now called item_kind" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="items and item_kind are both set"):
+        config_from_dict({"dataset": "d", "items": "title", "item_kind": "semantic_id"})
+    # a run recorded before the rename reads as the item kind it was trained with
+    assert with_later_defaults({"template": "compact", "items": "semantic_id"})["item_kind"] == "semantic_id"
+    assert "items" not in with_later_defaults({"template": "compact", "items": "semantic_id"})

@@ -205,10 +205,10 @@ def test_every_objective_trains_on_codes_and_both_searches_decode_them(indexed, 
     from bearrec.decoding import left_pad
     from run_fixtures import train_small_run
 
-    run = train_small_run(indexed / "data", tmp_path / "run", "items=semantic_id", "history=both",
+    run = train_small_run(indexed / "data", tmp_path / "run", "item_kind=semantic_id", "history=both",
                           f"objective.name={objective}")
     config = json.loads((run / "config.json").read_text())
-    assert config["items"] == "semantic_id" and "semantic_ids.json" in config["files"]
+    assert config["item_kind"] == "semantic_id" and "semantic_ids.json" in config["files"]
     rec = Recommender.from_run(run, device="cpu")
     items = list(rec.items)
     sequences = rec.texts.response_ids(rec.tokenizer, items)
@@ -242,7 +242,7 @@ def test_a_run_refuses_semantic_ids_changed_after_training(indexed, tmp_path):
     from run_fixtures import train_small_run
 
     shutil.copytree(indexed / "data", tmp_path / "data")
-    run = train_small_run(tmp_path / "data", tmp_path / "run", "items=semantic_id", "objective.name=sft")
+    run = train_small_run(tmp_path / "data", tmp_path / "run", "item_kind=semantic_id", "objective.name=sft")
     Recommender.from_run(run, device="cpu")
     build_index(tmp_path / "data", levels=2, codes=3, seed=1)
     with pytest.raises(DataError, match="semantic_ids.json.*does not have the SHA-256|semantic_ids.json.*bytes") as e:
@@ -250,7 +250,7 @@ def test_a_run_refuses_semantic_ids_changed_after_training(indexed, tmp_path):
     assert "Fix:" in str(e.value)
     # nor does resuming its training (its checkpoints learnt the old codes)
     with pytest.raises(DataError, match="semantic_ids.json") as e:
-        train_small_run(tmp_path / "data", tmp_path / "run", "items=semantic_id", "objective.name=sft", resume=True)
+        train_small_run(tmp_path / "data", tmp_path / "run", "item_kind=semantic_id", "objective.name=sft", resume=True)
     assert "train into another output_dir" in str(e.value)
 
 
@@ -272,7 +272,7 @@ def test_lora_on_a_pretrained_model_trains_the_new_code_embeddings(indexed, tmp_
         model.config.tie_word_embeddings = False
         model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone() * 1.5)
         model.save_pretrained(base)
-    run = train_small_run(indexed / "data", tmp_path / "run", "items=semantic_id", f"model={base}",
+    run = train_small_run(indexed / "data", tmp_path / "run", "item_kind=semantic_id", f"model={base}",
                           "lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}",
                           "training.learning_rate=0.05", "objective.name=sft")
     rec = Recommender.from_run(run, device="cpu")
@@ -334,7 +334,7 @@ def test_bad_semantic_id_files_are_named_with_a_fix(indexed, tmp_path, change, m
 def test_unknown_item_kinds_are_config_errors(indexed):
     from bearrec.train import load_config
 
-    with pytest.raises(ConfigError, match="items='codes' is unknown. Fix: use one of title, semantic_id"):
+    with pytest.raises(ConfigError, match="item_kind='codes' is unknown. Fix: use one of title, semantic_id"):
         load_config(None, [f"dataset={indexed / 'data'}", "items=codes"])
     with pytest.raises(ConfigError, match="history='ids' is unknown"):
-        load_config(None, [f"dataset={indexed / 'data'}", "items=semantic_id", "history=ids"])
+        load_config(None, [f"dataset={indexed / 'data'}", "item_kind=semantic_id", "history=ids"])

@@ -332,10 +332,10 @@ def test_a_run_written_before_newer_objective_fields_can_still_be_resumed(env, t
     cfg = quick_config(env, tmp_path / "run", "objective.name=bear")
     old = run_record(cfg, "tiny")
     del old["method"], old["objective_config"]["base"], old["objective_config"]["single_child_ce"]
-    del old["items"], old["history"]
+    del old["item_kind"], old["history"]
     write_json(tmp_path / "run" / "config.json", old)
     check_run_config(tmp_path / "run", cfg)
-    for changed in ("objective.base=sft", "objective.single_child_ce=true", "items=semantic_id", "history=both"):
+    for changed in ("objective.base=sft", "objective.single_child_ce=true", "item_kind=semantic_id", "history=both"):
         with pytest.raises(ConfigError, match="different config"):
             check_run_config(tmp_path / "run", quick_config(env, tmp_path / "run", "objective.name=bear", changed))
 

@@ -134,26 +134,27 @@ class ItemTexts:
         return self.template.render([self.history[i] for i in history]) + self.template.response(self.response[target])
 
 
-def item_texts(dataset: Any, template: PromptTemplate, items: str = "title", history: str | None = None) -> ItemTexts:
-    """How the model sees `dataset`'s items: `items` is what it writes (the title in the template's item_format, or
+def item_texts(dataset: Any, template: PromptTemplate, item_kind: str = "title", history: str | None = None
+               ) -> ItemTexts:
+    """How the model sees `dataset`'s items: `item_kind` is what it writes (the title in the template's item_format, or
     the semantic ID as code tokens, "<a_3><b_0><c_7><d_0>", from DATASET_DIR/semantic_ids.json); `history` what each
-    past item shows ("titles", "codes" or "both": the title then the codes; default: the same kind as `items`)."""
-    check_item_kinds(items, history)
-    history = history or ("titles" if items == "title" else "codes")
-    if items == "title" and history == "titles":
+    past item shows ("titles", "codes" or "both": the title then the codes; default: the same kind as `item_kind`)."""
+    check_item_kinds(item_kind, history)
+    history = history or ("titles" if item_kind == "title" else "codes")
+    if item_kind == "title" and history == "titles":
         return ItemTexts.titles(dataset.items, template)
     index = load_index(dataset)
     codes = item_codes(index)
     titles = {i: template.response(t) for i, t in dataset.items.items()}  # formatted here: codes take no quotes
     shown = {"titles": titles, "codes": codes, "both": {i: f"{titles[i]} {codes[i]}" for i in titles}}[history]
-    return ItemTexts(shown, codes if items == "semantic_id" else titles, replace(template, item_format="{title}"),
+    return ItemTexts(shown, codes if item_kind == "semantic_id" else titles, replace(template, item_format="{title}"),
                      tuple(code_tokens(index)))
 
 
-def check_item_kinds(items: str, history: str | None) -> None:
-    """ConfigError naming the key for an unknown `items` or `history` value."""
-    if items not in ITEM_KINDS:
-        raise ConfigError(f"items={items!r} is unknown. Fix: use one of {', '.join(ITEM_KINDS)}.")
+def check_item_kinds(item_kind: str, history: str | None) -> None:
+    """ConfigError naming the key for an unknown `item_kind` or `history` value."""
+    if item_kind not in ITEM_KINDS:
+        raise ConfigError(f"item_kind={item_kind!r} is unknown. Fix: use one of {', '.join(ITEM_KINDS)}.")
     if history is not None and history not in HISTORY_KINDS:
         raise ConfigError(f"history={history!r} is unknown. Fix: use one of {', '.join(HISTORY_KINDS)} (or leave it "
                           "unset: the history shows what the model writes).")

@@ -207,11 +207,12 @@ def _renamed(record: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 
 
 def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A config.json written before an objective field (base, single_child_ce), `method`, `items` or `name` existed, or
-    when objective.num_beams was called beam_size, read as the defaults it was trained with, so that such a run can
+    """A config.json written before an objective field (base, single_child_ce), `method`, the item kind or `name` existed,
+    or when objective.num_beams was called beam_size and item_kind items, read as the defaults it was trained with, so that such a run can
     still be resumed or reused."""
+    stored = _renamed(stored, "items", "item_kind")  # the item kind's name before 2026-12-07
     if "template" in stored:  # before semantic IDs, every run wrote titles
-        stored = {"items": "title", "history": None, "name": None, **stored}
+        stored = {"item_kind": "title", "history": None, "name": None, **stored}
     stored = _renamed(stored, "beam_size", "num_beams")  # the run record's copy of objective.num_beams
     objective = stored.get("objective_config")
     if isinstance(objective, dict):

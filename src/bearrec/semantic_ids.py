@@ -43,7 +43,7 @@ def load_index(dataset: Any) -> dict[str, Any]:
     path = Path(dataset.path) / INDEX_FILE
     fix = f"run `bearrec index {dataset.path}` (with the --levels, --codes and --embeddings you want)"
     if not path.is_file():
-        raise DataError("is missing: items: semantic_id needs every item's codes.", path=path, fix=fix)
+        raise DataError("is missing: item_kind: semantic_id needs every item's codes.", path=path, fix=fix)
     record = read_json_file(path, dict, fix)
     kinds = {"levels": int, "codes": int, "items": dict, "stats": dict, "dataset_fingerprint": str}
     for key, kind in kinds.items():

@@ -95,7 +95,7 @@ def run_item_texts(run: RunDir, dataset: Dataset) -> ItemTexts:
         verify_digest(Path(dataset.path) / INDEX_FILE, recorded,
                       "restore the semantic IDs the run was trained with (from a backup: `bearrec index` need not "
                       "give the same codes again), or train a new run on the new ones")
-    return item_texts(dataset, run_template(run), config.get("items", "title"), config.get("history"))
+    return item_texts(dataset, run_template(run), config.get("item_kind", "title"), config.get("history"))
 
 
 def load_run_trie(run: RunDir, tokenizer: Any, texts: ItemTexts) -> ItemTrie:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,8 +70,8 @@ class TrainConfig:
     domain: str = "item"
     max_history: int = 10
     # what the model writes for an item: "title", or "semantic_id" (its codes from DATASET_DIR/semantic_ids.json,
-    # `bearrec index`); `history`: what each past item shows, "titles", "codes" or "both" (default: like `items`)
-    items: str = "title"
+    # `bearrec index`); `history`: what each past item shows, "titles", "codes" or "both" (default: like `item_kind`)
+    item_kind: str = "title"
     history: str | None = None
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     seed: int = 42
@@ -97,7 +98,7 @@ class TrainConfig:
             raise ConfigError("load_in_8bit and load_in_4bit are both true. Fix: choose one of them.")
         _check_dtype(self.dtype)
         _check_template(self.template, self.domain, self.max_history)
-        check_item_kinds(self.items, self.history)
+        check_item_kinds(self.item_kind, self.history)
         if self.name is not None and not re.fullmatch(r"[\w.+@-]+", self.name):
             raise ConfigError(f"name={self.name!r} is not a plain name. Fix: use letters, digits and . _ + - @.")
         _check_training(self.training)
@@ -253,6 +254,8 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
 # Keys an earlier release used, with their names now (run directories written then are read through
 # run_dir.with_later_defaults).
 RENAMED_KEYS = {"objective.beam_size": "objective.num_beams"}
+# Keys read under their new name with a note on stderr (old name: new name).
+DEPRECATED_KEYS = {"items": "item_kind"}
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
@@ -262,6 +265,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
                           f"{where}: {{{dataclasses.fields(cls)[0].name}: ...}} in YAML, or {where}."
                           f"{dataclasses.fields(cls)[0].name}=... on the command line.")
     names = [f.name for f in dataclasses.fields(cls)]
+    values = _deprecated_keys_renamed(values, where)
     for key in values:
         full = f"{where + '.' if where else ''}{key}"
         if full in RENAMED_KEYS:
@@ -273,6 +277,21 @@ def _build(cls: type, values: Any, where: str) -> Any:
         return cls(**values)
     except TypeError as e:
         raise ConfigError(f"{where or 'config'}: {e}") from None
+
+
+def _deprecated_keys_renamed(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` with each DEPRECATED_KEYS key under its new name, saying so on stderr (both at once is an error)."""
+    out = dict(values)
+    for old, new in DEPRECATED_KEYS.items():
+        full_old, full_new = (f"{where}.{old}", f"{where}.{new}") if where else (old, new)
+        if old in out and not where:
+            if new in out:
+                raise ConfigError(f"{full_old} and {full_new} are both set. Fix: keep {full_new} only ({full_old} is "
+                                  "its old name).")
+            print(f"bearrec: note: the config key {full_old} is now called {full_new}; {full_old} still works for "
+                  "now. Fix: rename it.", file=sys.stderr)
+            out = {(new if k == old else k): v for k, v in out.items()}
+    return out
 
 
 def _from_run_record(record: dict[str, Any]) -> dict[str, Any]:

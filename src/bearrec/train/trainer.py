@@ -281,7 +281,7 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
         raise ConfigError(f"the training settings do not fit together: {str(e).strip()} Fix: change the "
                           "training.* keys named above.") from None
     texts = item_texts(dataset, get_template(config.template, domain=config.domain, max_history=config.max_history),
-                       config.items, config.history)
+                       config.item_kind, config.history)
     model, tokenizer, source = _model_and_tokenizer(config, dataset, texts, run_dir, args)
     trie = ItemTrie.from_catalog(texts.response, tokenizer, texts.template)
     max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
