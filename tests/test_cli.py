@@ -86,3 +86,23 @@ def test_bad_input_exits_non_zero_with_the_file_named(tmp_path, capsys):
     assert "train.csv" in err and "line 2" in err
     assert run("recommend", tmp_path / "nowhere") == 2
     assert run("train", tmp_path / "missing.yaml") == 2
+
+
+def test_k_is_the_list_length_and_num_beams_the_beam_width(small_run, tmp_path, capsys):
+    """--k sets the list length in both searches; under exact search --num-beams alone still works as --k, with a
+    note; evaluate refuses a beam-search --k that differs from the beams it scores."""
+    from run_fixtures import copy_run
+
+    run_dir = copy_run(small_run, tmp_path)
+    out = tmp_path / "p.jsonl"
+    assert run("recommend", run_dir, "--k", "3", "--num-beams", "5", "--output", out) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {len(r["recommendations"]) for r in rows} == {3} and {r["beams"] for r in rows} == {5}
+    assert run("recommend", run_dir, "--search", "exact", "--k", "4", "--output", out) == 0
+    assert {len(r["recommendations"]) for r in map(json.loads, out.read_text().splitlines())} == {4}
+    assert "note" not in capsys.readouterr().err
+    assert run("recommend", run_dir, "--search", "exact", "--num-beams", "2", "--output", out) == 0
+    assert "--num-beams is read as --k" in capsys.readouterr().err
+    assert {r["k"] for r in map(json.loads, out.read_text().splitlines())} == {2}
+    assert run("evaluate", run_dir, "--k", "3", "--num-beams", "5") == 2
+    assert "--k is the list length of --search exact" in capsys.readouterr().err

@@ -46,15 +46,17 @@ def _recommend(args: argparse.Namespace) -> int:
                           "Fix: drop --limit/--split, or cut the histories file to the rows you want.")
     if args.histories and not args.output:
         raise ConfigError("--histories needs --output FILE for the recommendations.")
+    k, num_beams = _list_length(args)
+    beams = num_beams if num_beams != k else None  # None: k beams, as recorded before --k existed
     run = RunDir(args.run_dir).require()
     rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error",
                                batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
     if args.histories:
         output = args.output
-        n = rec.recommend_file(args.histories, output, k=args.num_beams)
+        n = rec.recommend_file(args.histories, output, k=k, num_beams=beams)
     else:
         output = args.output or run.artefact("predictions", args.split, args.limit, args.search)
-        n = rec.recommend_split(args.split, output, k=args.num_beams, limit=args.limit)
+        n = rec.recommend_split(args.split, output, k=k, num_beams=beams, limit=args.limit)
     print(f"wrote {n} recommendation lists to {output}")
     return 0
 
@@ -62,8 +64,13 @@ def _recommend(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate  # per command: --help stays light
 
-    metrics = evaluate(args.source, split=args.split, num_beams=args.num_beams, output=args.output, limit=args.limit,
-                       batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
+    k, num_beams = _list_length(args)
+    if args.search == "beam" and k != num_beams:
+        raise ConfigError("evaluate scores beam search's lists of --num-beams items; --k is the list length of "
+                          "--search exact. Fix: drop --k, or set --num-beams to the list length you want.")
+    metrics = evaluate(args.run_dir_or_predictions, split=args.split, num_beams=num_beams, k=k, output=args.output,
+                       limit=args.limit, batch_size=args.batch_size, search=args.search,
+                       max_expansions=args.max_expansions)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -165,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--histories", help="a JSON Lines file of {\"history\": [item ids]} to recommend for")
-    p.add_argument("--num-beams", "--beams", type=positive_int, default=10,
-                   help="beam size = recommendations per row (default 10)")
+    p.add_argument("--num-beams", "--beams", type=positive_int,
+                   help="beam search's width B (default: --k, else 10)")
     p.add_argument("--output")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--device")
@@ -176,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_recommend)
 
     p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
-    p.add_argument("source", help="a predictions .jsonl file or a run directory")
+    p.add_argument("run_dir_or_predictions", metavar="RUN_DIR|PREDICTIONS",
+                   help="a run directory, or a predictions .jsonl file")
     p.add_argument("--split", default="test")
-    p.add_argument("--num-beams", "--beams", type=positive_int, default=10,
-                   help="beams, when a run directory must decode its predictions (default 10)")
+    p.add_argument("--num-beams", "--beams", type=positive_int,
+                   help="beam search's width B, when a run directory must decode its predictions (default 10)")
     p.add_argument("--limit", type=positive_int, help="only the first N rows")
     p.add_argument("--output", help="metrics.json path (default beside the source)")
     p.add_argument("--batch-size", type=positive_int, default=16,
@@ -234,11 +242,25 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     """--search and --max-expansions of recommend and evaluate."""
     from .cli_args import positive_int  # per command: --help stays light
 
+    p.add_argument("--k", type=positive_int, help="items per recommendation list (default: --num-beams)")
     p.add_argument("--search", choices=["beam", "exact"], default="beam",
                    help="beam: constrained beam search (default); exact: the k most probable items of the whole "
                         "catalog, each row marked certified when proved exact")
     p.add_argument("--max-expansions", type=positive_int, default=2000,
                    help="exact search: model evaluations per row before it stops uncertified (default 2000)")
+
+
+def _list_length(args: argparse.Namespace) -> tuple[int, int]:
+    """(k, num_beams): --k is the list length, --num-beams beam search's width; each defaults to the other, else 10.
+    Before --k existed, exact search read --num-beams as its list length: that still works, with a note."""
+    if args.search == "exact":
+        if args.k is None and args.num_beams is not None:
+            print("bearrec: note: under --search exact, --num-beams is read as --k, the list length (exact search has "
+                  "no beams). Fix: say --k.", file=sys.stderr)
+            return args.num_beams, args.num_beams
+        return args.k or 10, args.k or 10
+    num_beams = args.num_beams or args.k or 10
+    return args.k or num_beams, num_beams
 
 
 def _version() -> str:

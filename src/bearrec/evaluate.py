@@ -88,9 +88,11 @@ def check_predictions(rows: list[dict], path: Path, split_rows: Sequence[Interac
 
 def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, output: str | Path | None = None,
              limit: int | None = None, dataset: Dataset | None = None, batch_size: int = 16, search: str = "beam",
-             max_expansions: int = 2000) -> dict:
+             max_expansions: int = 2000, k: int | None = None) -> dict:
     """Metrics of a predictions file, or of a run directory on `split` (decoding first if needed, with `search`
-    "beam" or "exact"); exact predictions add `certified_share`, the share of rows proved exact."""
+    "beam" with `num_beams` beams, or "exact" with lists of `k` items, default num_beams); exact predictions add
+    `certified_share`, the share of rows proved exact."""
+    width = (k or num_beams) if search == "exact" else num_beams  # the length of each row's list
     source = Path(source)
     config: dict = {}
     if source.is_dir():
@@ -107,12 +109,12 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
                                 + (f" ({search} search applies to language models only)" if search != "beam" else "")
                                 + ".", path=run.path, fix="fit it with `bearrec experiment` (or "
                                 "bearrec.baselines.run_baseline), which writes its predictions")
-        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), num_beams, search):
+        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), width, search):
             from .recommend import Recommender  # torch and transformers: only to decode, not to score a file
 
             rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,
                                        dataset=dataset)
-            rec.recommend_split(split, predictions_path, k=num_beams, limit=limit)
+            rec.recommend_split(split, predictions_path, k=width, limit=limit)
         output = output or run.artefact("metrics", split, limit, search)
     elif source.is_file():
         predictions_path = source

@@ -57,9 +57,9 @@ class PromptTemplate:
         if self.max_history < 1:
             raise ConfigError(f"max_history must be at least 1, got {self.max_history}.")
 
-    def render(self, history_titles: Sequence[str]) -> str:
-        """The prompt text for a history (oldest first), keeping the most recent `max_history` items."""
-        recent = list(history_titles)[-self.max_history:]
+    def render(self, history_texts: Sequence[str]) -> str:
+        """The prompt text for a history of item texts (oldest first), keeping the most recent `max_history`."""
+        recent = list(history_texts)[-self.max_history:]
         history = self.separator.join(self.item_format.format(title=t) for t in recent)
         return self.text.replace("{history}", history)
 
@@ -160,26 +160,27 @@ def check_item_kinds(item_kind: str, history: str | None) -> None:
                           "unset: the history shows what the model writes).")
 
 
-def encode_prompt(tokenizer: Any, template: PromptTemplate, history_titles: Sequence[str]) -> list[int]:
-    """Token ids of the prompt (with the tokenizer's usual special tokens, e.g. BOS)."""
-    if not history_titles:
+def encode_prompt(tokenizer: Any, template: PromptTemplate, history_texts: Sequence[str]) -> list[int]:
+    """Token ids of the prompt of a history's item texts (with the tokenizer's usual special tokens, e.g. BOS)."""
+    if not history_texts:
         raise DataError("a history is empty: a prompt needs at least one past item.",
                         fix="drop rows without history when preparing the dataset")
-    return list(tokenizer(template.render(history_titles), add_special_tokens=True)["input_ids"])
+    return list(tokenizer(template.render(history_texts), add_special_tokens=True)["input_ids"])
 
 
-def encode_responses(tokenizer: Any, template: PromptTemplate, titles: Sequence[str]) -> list[list[int]]:
-    """Token ids of each title's response exactly as they follow the prompt, ending with EOS."""
+def encode_responses(tokenizer: Any, template: PromptTemplate, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each item text's response (a title, or semantic-ID codes) exactly as they follow the prompt,
+    ending with EOS."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ConfigError("the tokenizer has no EOS token. Fix: set tokenizer.eos_token before training.")
     header = template.response_header
     header_ids = list(tokenizer(header, add_special_tokens=False)["input_ids"])
-    texts = [header + template.response(t) for t in titles]
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    whole = [header + template.response(t) for t in texts]
+    encoded = tokenizer(whole, add_special_tokens=False)["input_ids"] if whole else []
     out: list[list[int]] = []
     n = len(header_ids)
-    for title, ids in zip(titles, encoded):
+    for title, ids in zip(texts, encoded):
         ids = list(ids)
         if not title.strip():
             raise DataError(f"the title {title!r} is empty.", fix="give every catalog item a non-empty title")
@@ -205,6 +206,6 @@ def boundary_merges(tokenizer: Any, texts: Sequence[str], split_ids: Sequence[Se
     return [i for i, (w, s) in enumerate(zip(whole, split_ids)) if list(w) != list(s)]
 
 
-def encode_response(tokenizer: Any, template: PromptTemplate, title: str) -> list[int]:
-    """Token ids of one title's response (see encode_responses)."""
-    return encode_responses(tokenizer, template, [title])[0]
+def encode_response(tokenizer: Any, template: PromptTemplate, text: str) -> list[int]:
+    """Token ids of one item text's response (see encode_responses)."""
+    return encode_responses(tokenizer, template, [text])[0]
