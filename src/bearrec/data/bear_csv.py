@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError
 from .dataset import Dataset, Interaction
 from .preprocess import sample_rows
 from .stats import compute_stats
+from .text_files import text_lines
 from .titles import UNTITLED_POLICIES, clean_title, placeholder_title, unescape_title, untitled_note, untitled_summary
 
 CATALOG_FILE = "id2name4Rec.json"
@@ -176,62 +177,60 @@ def read_rows(path: Path, catalog: dict[str, str], unknown_items: str, dropped: 
                             "its test split), or name the files with the train_file/test_file options")
     rows: list[Interaction] = []
     n_read = 0
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        source = _RecordLines(handle)
-        reader = csv.reader(source)
+    handle = (line for _, line in text_lines(path, newline=""))  # UTF-8, each bad byte named by its line
+    source = _RecordLines(handle)
+    reader = csv.reader(source)
+    try:
+        header = [name.strip() for name in next(reader)]
+    except StopIteration:
+        raise DataError("the file is empty.", path=path, line=1,
+                        fix="the first line must be the header user_id,item_ids,timestamp") from None
+    except csv.Error as e:
+        raise DataError(f"malformed CSV ({e}).", path=path, line=1) from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)} (header: {','.join(header)}).", path=path,
+                        line=1, fix="the header must include user_id,item_ids,timestamp")
+    u, i, t = (header.index(c) for c in REQUIRED_COLUMNS)
+    while True:
+        line = reader.line_num + 1  # the first physical line of the next record
+        source.lines = []
         try:
-            header = [name.strip() for name in next(reader)]
+            fields = next(reader)
         except StopIteration:
-            raise DataError("the file is empty.", path=path, line=1,
-                            fix="the first line must be the header user_id,item_ids,timestamp") from None
+            break
         except csv.Error as e:
-            raise DataError(f"malformed CSV ({e}).", path=path, line=1) from None
+            raise DataError(f"malformed CSV ({e}).", path=path, line=line,
+                            fix="each row is user_id,\"[item ids]\",timestamp") from None
         except UnicodeDecodeError as e:
-            raise DataError(f"not UTF-8 text ({e.reason}).", path=path, line=1, fix="save the file as UTF-8") from None
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"missing column(s) {', '.join(missing)} (header: {','.join(header)}).", path=path,
-                            line=1, fix="the header must include user_id,item_ids,timestamp")
-        u, i, t = (header.index(c) for c in REQUIRED_COLUMNS)
-        while True:
-            line = reader.line_num + 1  # the first physical line of the next record
-            source.lines = []
-            try:
-                fields = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"malformed CSV ({e}).", path=path, line=line,
-                                fix="each row is user_id,\"[item ids]\",timestamp") from None
-            except UnicodeDecodeError as e:
-                raise DataError(f"not UTF-8 text ({e.reason}), at or after this line.", path=path, line=line,
-                                fix="save the file as UTF-8") from None
-            if not fields:
+            raise DataError(f"not UTF-8 text ({e.reason}), at or after this line.", path=path, line=line,
+                            fix="save the file as UTF-8") from None
+        if not fields:
+            continue
+        try:
+            if len(fields) != len(header):
+                raise _fields_error(fields, header, path, line)
+            ids = _parse_ids(fields[i], path, line)
+        except DataError as error:
+            raise (_quote_error(source, path, line) or error) from None
+        n_read += 1
+        unknown = [x for x in ids if x not in catalog]
+        if unknown:
+            if unknown_items == "drop":
+                dropped["rows_unknown_item"] += 1
                 continue
-            try:
-                if len(fields) != len(header):
-                    raise _fields_error(fields, header, path, line)
-                ids = _parse_ids(fields[i], path, line)
-            except DataError as error:
-                raise (_quote_error(source, path, line) or error) from None
-            n_read += 1
-            unknown = [x for x in ids if x not in catalog]
-            if unknown:
-                if unknown_items == "drop":
-                    dropped["rows_unknown_item"] += 1
-                    continue
-                raise DataError(f"item id(s) {', '.join(map(repr, unknown[:5]))} are not in {CATALOG_FILE}.",
-                                path=path, line=line,
-                                fix="use the catalog that belongs to this split, or pass unknown_items='drop' "
-                                    "to drop such rows (counted in stats.json)")
-            user = fields[u].strip()
-            if not user:
-                raise DataError("empty user_id.", path=path, line=line)
-            timestamp = _timestamp(fields[t].strip(), path, line)
-            if untitled and not untitled.isdisjoint(ids):
-                dropped["rows_with_untitled_item"] += 1
-                continue
-            rows.append(Interaction(user, tuple(ids[:-1]), ids[-1], timestamp))
+            raise DataError(f"item id(s) {', '.join(map(repr, unknown[:5]))} are not in {CATALOG_FILE}.",
+                            path=path, line=line,
+                            fix="use the catalog that belongs to this split, or pass unknown_items='drop' "
+                                "to drop such rows (counted in stats.json)")
+        user = fields[u].strip()
+        if not user:
+            raise DataError("empty user_id.", path=path, line=line)
+        timestamp = _timestamp(fields[t].strip(), path, line)
+        if untitled and not untitled.isdisjoint(ids):
+            dropped["rows_with_untitled_item"] += 1
+            continue
+        rows.append(Interaction(user, tuple(ids[:-1]), ids[-1], timestamp))
     if not rows:
         if n_read:
             raise DataError(f"every one of the {n_read} rows was dropped (dropped so far: "

@@ -7,26 +7,19 @@ keeps them under the placeholder title "unknown item <id>" instead (see preproce
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import pandas as pd
 
 from ..errors import DataError
 from .dataset import Dataset
 from .preprocess import interaction_table, prepare_interactions
+from .text_files import text_lines
 
 # RecBole .item columns that may hold the title, in order of preference.
 RECBOLE_TITLE_FIELDS = ("movie_title", "title", "item_name", "name")
-
-
-def open_text(path: Path) -> IO[str]:
-    """Open a text file, transparently decompressing `.gz` (Amazon dumps are published gzipped)."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return open(path, encoding="utf-8-sig")
 
 
 def parse_number(text: object, path: Path, line: int, field: str) -> int:
@@ -43,23 +36,22 @@ def parse_number(text: object, path: Path, line: int, field: str) -> int:
 
 def iter_records(path: Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, dict) from JSON lines, accepting Python-literal dicts (Amazon 2014 metadata)."""
-    with open_text(path) as handle:
-        for lineno, line in enumerate(handle, start=1):
-            text = line.strip()
-            if not text:
-                continue
+    for lineno, line in text_lines(path):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
             try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                try:
-                    record = ast.literal_eval(text)
-                except (ValueError, SyntaxError, MemoryError, RecursionError):
-                    raise DataError(f"neither JSON nor a Python literal ({e.msg} at column {e.colno}).",
-                                    path=path, line=lineno, fix="each line must hold one object") from None
-            if not isinstance(record, dict):
-                raise DataError(f"expected an object, found {type(record).__name__}.", path=path, line=lineno,
-                                fix="each line must hold one {...} record")
-            yield lineno, record
+                record = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                raise DataError(f"neither JSON nor a Python literal ({e.msg} at column {e.colno}).",
+                                path=path, line=lineno, fix="each line must hold one object") from None
+        if not isinstance(record, dict):
+            raise DataError(f"expected an object, found {type(record).__name__}.", path=path, line=lineno,
+                            fix="each line must hold one {...} record")
+        yield lineno, record
 
 
 # ---------------------------------------------------------------- RecBole atomic files
@@ -84,25 +76,25 @@ def read_recbole_inter(path: Path) -> pd.DataFrame:
     users: list[str] = []
     items: list[str] = []
     stamps: list[int] = []
-    with open(path, encoding="utf-8-sig") as handle:
-        columns = _recbole_header(path, handle.readline())
-        _require(columns, ("user_id", "item_id", "timestamp"), path)
-        u, i, t = columns["user_id"], columns["item_id"], columns["timestamp"]
-        width = max(u, i, t) + 1
-        for lineno, line in enumerate(handle, start=2):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < width:
-                raise DataError(f"the row is incomplete: expected {len(columns)} tab-separated fields, found "
-                                f"{len(fields)}.", path=path, line=lineno,
-                                fix="complete or remove the row (if the file was cut off, fetch or export it "
-                                    "again); separate fields with tabs, one interaction per line")
-            if not fields[u] or not fields[i]:
-                raise DataError("empty user_id or item_id.", path=path, line=lineno)
-            users.append(fields[u])
-            items.append(fields[i])
-            stamps.append(parse_number(fields[t], path, lineno, "timestamp"))
+    lines = text_lines(path)
+    columns = _recbole_header(path, next(lines, (1, ""))[1])
+    _require(columns, ("user_id", "item_id", "timestamp"), path)
+    u, i, t = columns["user_id"], columns["item_id"], columns["timestamp"]
+    width = max(u, i, t) + 1
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) < width:
+            raise DataError(f"the row is incomplete: expected {len(columns)} tab-separated fields, found "
+                            f"{len(fields)}.", path=path, line=lineno,
+                            fix="complete or remove the row (if the file was cut off, fetch or export it "
+                                "again); separate fields with tabs, one interaction per line")
+        if not fields[u] or not fields[i]:
+            raise DataError("empty user_id or item_id.", path=path, line=lineno)
+        users.append(fields[u])
+        items.append(fields[i])
+        stamps.append(parse_number(fields[t], path, lineno, "timestamp"))
     if not users:
         raise DataError("no interactions in the file.", path=path, fix="check that the right .inter file is given")
     return interaction_table(users, items, stamps)
@@ -111,28 +103,28 @@ def read_recbole_inter(path: Path) -> pd.DataFrame:
 def read_recbole_item(path: Path) -> dict[str, str]:
     """Read a RecBole `.item` file into {item_id: title}, appending a `release_year` as "Title (1995)"."""
     titles: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        columns = _recbole_header(path, handle.readline())
-        _require(columns, ("item_id",), path)
-        field = next((f for f in RECBOLE_TITLE_FIELDS if f in columns), None)
-        if field is None:
-            raise DataError(f"no title column (looked for {', '.join(RECBOLE_TITLE_FIELDS)}).", path=path, line=1,
-                            fix="add a title field such as title:token_seq")
-        i, t, y = columns["item_id"], columns[field], columns.get("release_year")
-        for lineno, line in enumerate(handle, start=2):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) <= max(i, t):
-                raise DataError(f"the row is incomplete: expected {len(columns)} tab-separated fields, found "
-                                f"{len(fields)}.", path=path, line=lineno,
-                                fix="complete or remove the row (if the file was cut off, fetch or export it "
-                                    "again); separate fields with tabs")
-            title = fields[t]
-            year = fields[y].strip() if y is not None and y < len(fields) else ""
-            if year.isdigit() and len(year) == 4 and title.strip() and not title.rstrip().endswith(f"({year})"):
-                title = f"{title.rstrip()} ({year})"
-            titles.setdefault(fields[i], title)
+    lines = text_lines(path)
+    columns = _recbole_header(path, next(lines, (1, ""))[1])
+    _require(columns, ("item_id",), path)
+    field = next((f for f in RECBOLE_TITLE_FIELDS if f in columns), None)
+    if field is None:
+        raise DataError(f"no title column (looked for {', '.join(RECBOLE_TITLE_FIELDS)}).", path=path, line=1,
+                        fix="add a title field such as title:token_seq")
+    i, t, y = columns["item_id"], columns[field], columns.get("release_year")
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) <= max(i, t):
+            raise DataError(f"the row is incomplete: expected {len(columns)} tab-separated fields, found "
+                            f"{len(fields)}.", path=path, line=lineno,
+                            fix="complete or remove the row (if the file was cut off, fetch or export it "
+                                "again); separate fields with tabs")
+        title = fields[t]
+        year = fields[y].strip() if y is not None and y < len(fields) else ""
+        if year.isdigit() and len(year) == 4 and title.strip() and not title.rstrip().endswith(f"({year})"):
+            title = f"{title.rstrip()} ({year})"
+        titles.setdefault(fields[i], title)
     return titles
 
 
