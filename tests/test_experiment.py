@@ -326,13 +326,13 @@ def test_a_second_experiment_on_the_same_folder_is_refused_and_a_dead_ones_lock_
     assert not (out / "experiment.lock").exists() and (out / "results.md").is_file()
 
 
-def test_the_readme_example_is_a_valid_experiment():
+def test_the_docs_example_is_a_valid_experiment():
     import re
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Experiments"):]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text()
+    section = page[page.index("## A complete example"):]
     block = re.search(r"```yaml\n(.*?)```", section, re.S)[1]
-    config = exp.experiment_from_dict(yaml.safe_load(block), "README.md")
+    config = exp.experiment_from_dict(yaml.safe_load(block), "docs/experiments.md")
     names = [m.name for m in config.methods]
     assert names[:2] == ["popularity", "sasrec"] and "bear-lora" in names
     assert next(m for m in config.methods if m.name == "bear-lora").method == "bear"

@@ -126,7 +126,7 @@ class ReportSpec:
 
 @dataclass
 class ExperimentConfig:
-    """A whole comparison (see the module docstring and the README's "Experiments")."""
+    """A whole comparison (see the module docstring and docs/experiments.md)."""
 
     name: str
     datasets: list[DatasetSpec]
