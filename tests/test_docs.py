@@ -186,7 +186,7 @@ def test_the_walk_finds_every_command():
     from bearrec.methods import ObjectiveConfig  # light: no torch
 
     assert SECTION_FIELDS["objective"] == [f.name for f in dataclasses.fields(ObjectiveConfig)]
-    assert {"dataset", "objective", "training", "items"} <= set(TRAIN_FIELDS)
+    assert {"dataset", "objective", "training", "item_kind"} <= set(TRAIN_FIELDS)
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
