@@ -6,7 +6,8 @@ RUN_DIR (= a training config's output_dir), as `bearrec train` writes it:
                        the checksum of all these settings but the paths (an edited setting is refused)
   trie.pt              the item trie built with the run's tokenizer and template
   model/               the selected model (`models.save_trained`; its manifest lists every file's size and SHA-256)
-  checkpoints/         the Trainer's checkpoints (`--resume` continues the last)
+  checkpoints/         the Trainer's checkpoints (`--resume` continues the last complete one)
+  incomplete-checkpoints/  checkpoints a kill left half-written, set aside by `--resume` (bearrec.train.checkpoints)
   log_history.json     trainer.state.log_history
   train_summary.json   train time, time per epoch, steps, best checkpoint, whole-run train loss
   timing.json          seconds per finished epoch, kept across resumes

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +24,6 @@ from typing import Any, Callable
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from .. import losses, models
 from ..data.dataset import load_dataset
@@ -38,6 +38,7 @@ from ..methods import LabelTokens, get_objective
 from ..prompts import get_template, item_texts
 from ..trained_run import TrainedRun
 from ..trie import ItemTrie
+from .checkpoints import CHECKPOINT, last_complete_checkpoint
 from .config import ObjectiveConfig, TrainConfig
 from .data import IGNORE, TrainCollator, encode_rows
 from .ranking import RankingEvaluator
@@ -267,7 +268,11 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     run = RunDir(config.output_dir)
     run_dir = run.path
     checkpoints = run.checkpoints_dir
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if not resume and checkpoints.is_dir() and any(CHECKPOINT.match(p.name) for p in checkpoints.iterdir()):
+        last = checkpoints  # any checkpoint, complete or not: this run has started already
+    else:
+        last = last_complete_checkpoint(checkpoints, set_aside=int(os.environ.get("RANK", "0")) == 0)
+        last = str(last) if last is not None else None
     if last is not None and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoints. Fix: pass --resume to continue that run, "
                           "or choose another output_dir.")
