@@ -11,6 +11,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .data.dataset import Dataset, Interaction, load_dataset
+from .devices import check_device
 from .errors import ConfigError
 from .evaluate import evaluate
 from .files import read_json_file, read_jsonl, write_json, write_jsonl
@@ -101,6 +102,7 @@ def resolve_settings(method: str, settings: dict | None, dataset: Dataset | None
                           "Fix: leave it out (the longest training history is used).")
     if max_len is None and dataset is not None:
         resolved["max_len"] = max((len(row.history) for row in dataset.train), default=1) or 1
+    check_device(resolved["device"], "SASRec setting 'device'")
     make_sasrec(resolved, seed=0)  # cornac's own checks (e.g. the loss name)
     return resolved
 

@@ -8,6 +8,7 @@ claim to be (one row per index, the split's users and targets) before anything i
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -122,6 +123,10 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
         if run.is_run():
             config = run.config()
             dataset = run.load_dataset(dataset=dataset)
+        elif dataset is None:
+            print(f"bearrec: note: {source} is not in a run directory, so its rows were not checked against the "
+                  f"{split} split (users, targets): a hit counts whatever target a row names. Fix: evaluate a run "
+                  "directory, or keep the file in the run directory it came from.", file=sys.stderr)
         output = output or source.with_name(source.stem.replace("predictions", "metrics") + ".json")
     else:
         raise DataError("no such predictions file or run directory.", path=source,

@@ -64,6 +64,14 @@ class Recommender:
     def model_id(self, value: str | None) -> None:
         self.run.model_id = value
 
+    def check_width(self, k: int, num_beams: int | None) -> None:
+        """ConfigError when the list length or the beams exceed the catalog's distinct item texts: beam search would
+        keep every prefix for minutes and still return no more than the catalog holds."""
+        width, distinct = max(k, num_beams or k), len(set(self.texts.response.values()))
+        if width > distinct:
+            raise ConfigError(f"a width of {width} (--k / --num-beams {width}) is more than the {distinct} distinct "
+                              f"items of the catalog, so no list can be that long. Fix: use {distinct} or less.")
+
     @property
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -123,6 +131,7 @@ class Recommender:
         (as the CLI reads JSON histories). A bare string is refused: it is one id, not a history. `search`
         ("beam" or "exact", default self.search): with "exact", each entry also says whether the list is certified."""
         check_counts(k, num_beams)
+        self.check_width(k, num_beams)
         search = check_search(search or self.search)
         entries, facts = self._decode([self.encode(history)], k, num_beams, search)[0]
         return [{**e, "certified": facts["certified"]} for e in entries] if search == "exact" else entries
@@ -177,10 +186,11 @@ class Recommender:
     def recommend_file(self, histories: str | Path, output: str | Path, k: int = 10, *,
                        num_beams: int | None = None, progress: bool = True) -> int:
         """Like recommend_split, for the histories of a JSON Lines file (see `read_histories`)."""
-        lines, rows = zip(*read_histories(histories)) if Path(histories).is_file() else ((), ())
-        if not rows:
+        found = read_histories(histories) if Path(histories).is_file() else []
+        if not found:
             raise DataError("holds no histories." if Path(histories).is_file() else "no such file.", path=histories,
                             fix='write one {"history": ["id1", "id2", ...]} object per line')
+        lines, rows = zip(*found)
         return self.recommend_interactions(rows, output, k, num_beams=num_beams, progress=progress,
                                            where=[f"{histories}, line {n}: the history" for n in lines])
 
@@ -192,6 +202,7 @@ class Recommender:
         In one process, with a known `model_id`, every finished batch is kept in OUTPUT.partial, so that an
         interrupted run resumes where it stopped (the same batches, so the same numbers) instead of starting over."""
         check_counts(k, num_beams)
+        self.check_width(k, num_beams)
         refuse_folder(output)
         rank, world = _dist_info()
         partial = None

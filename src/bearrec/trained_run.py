@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .data.dataset import Dataset
+from .devices import check_device
 from .errors import ConfigError, DataError
 from .files import file_digest, verify_digest
 from .models import MANIFEST, load_trained
@@ -69,6 +70,8 @@ class TrainedRun:
             from accelerate import PartialState  # accelerate's import is slow: only when no device is given
 
             device = PartialState().device
+        else:
+            device = check_device(device)
         texts = run_item_texts(run, dataset)
         model, tokenizer = load_run_model(run, device)
         if run.dataset_changed(dataset):  # on_dataset_change="warn": the trie of the new catalog

@@ -1,4 +1,4 @@
-"""Raw text files read line by line: UTF-8 (a BOM is skipped), `.gz` decompressed on the fly, and every failure a
+"""Raw text files read line by line: UTF-8 (a BOM is skipped), gzip decompressed on the fly, and every failure a
 DataError naming the file and the line, never a UnicodeDecodeError or an EOFError."""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 
 def text_lines(path: Path, *, newline: str | None = None, start: int = 1) -> Iterator[tuple[int, str]]:
     """(line number, text) of every line of `path`. `newline` as in `open` ("" keeps line endings, for csv)."""
-    gzipped = path.suffix == ".gz"
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"  # gzip's magic number, whatever the file is called
     fix_encoding = ("save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` when it is Latin-1)")
     try:
         binary = gzip.open(path, "rb") if gzipped else open(path, "rb")

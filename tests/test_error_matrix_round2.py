@@ -1,0 +1,76 @@
+"""The error matrix, round two (issue 27): raw files, histories, devices, list lengths and unchecked predictions.
+Each case exits 2 naming the file, key or option with its fix and no traceback, and changes nothing on disk (the
+helpers are test_error_matrix's)."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from test_error_matrix import assert_refused, assert_unchanged, bearrec, run_copy, snapshot  # noqa: F401 (fixture)
+
+
+@pytest.mark.parametrize("kind", ["latin-1 .item", "truncated .inter.gz"])
+def test_prepare_names_a_raw_file_that_is_not_utf8_or_is_cut_short(tmp_path, capsys, kind):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    inter = "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"u{u}\ti{u % 5}\t{u}\n" for u in range(40))
+    item = "item_id:token\ttitle:token_seq\n" + "".join(f"i{i}\tcaf\u00e9 {i}\n" for i in range(5))
+    if kind == "latin-1 .item":
+        (raw / "x.inter").write_text(inter)
+        (raw / "x.item").write_bytes(item.encode("latin-1"))
+        names = ("x.item", "line 2", "not UTF-8", "0xe9")
+    else:
+        (raw / "x.inter").write_bytes(gzip.compress(inter.encode())[:-10])
+        (raw / "x.item").write_text(item)
+        names = ("x.inter", "truncated gzip")
+    before = snapshot(tmp_path)
+    assert_refused(*bearrec(capsys, "prepare", "recbole", raw, tmp_path / "out"), *names)
+    assert_unchanged(before, snapshot(tmp_path))
+
+
+def test_an_empty_histories_file_is_named(run_copy, tmp_path, capsys):
+    histories = tmp_path / "empty.jsonl"
+    histories.write_text("")
+    before = snapshot(run_copy, tmp_path / "out.jsonl")
+    assert_refused(*bearrec(capsys, "recommend", run_copy, "--histories", histories, "--output", tmp_path / "out.jsonl"),
+                   "empty.jsonl", "holds no histories")
+    assert_unchanged(before, snapshot(run_copy, tmp_path / "out.jsonl"))
+
+
+@pytest.mark.parametrize("device, names", [("cuda", ("--device 'cuda'", "no usable CUDA GPU")),
+                                           ("cdua", ("--device 'cdua'", "not a device name"))])
+def test_an_unusable_device_is_named(run_copy, tmp_path, capsys, device, names):
+    before = snapshot(run_copy)
+    assert_refused(*bearrec(capsys, "recommend", run_copy, "--device", device, "--output", tmp_path / "p.jsonl"), *names)
+    assert_unchanged(before, snapshot(run_copy))
+
+
+def test_a_sasrec_device_that_this_machine_lacks_is_refused_before_anything_is_written():
+    from bearrec.baselines import resolve_settings
+    from bearrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SASRec setting 'device' 'cuda:3'.*Fix"):
+        resolve_settings("sasrec", {"device": "cuda:3"})
+
+
+def test_more_beams_than_the_catalog_has_items_is_refused(run_copy, tmp_path, capsys):
+    before = snapshot(run_copy)
+    assert_refused(*bearrec(capsys, "recommend", run_copy, "--num-beams", "5000", "--output", tmp_path / "p.jsonl"),
+                   "--num-beams 5000", "24 distinct items of the catalog")
+    assert_refused(*bearrec(capsys, "recommend", run_copy, "--search", "exact", "--k", "999", "--output",
+                            tmp_path / "p.jsonl"), "--k", "999")
+    assert_unchanged(before, snapshot(run_copy))
+
+
+def test_a_predictions_file_outside_a_run_says_it_was_not_checked(run_copy, tmp_path, capsys):
+    assert bearrec(capsys, "recommend", run_copy, "--num-beams", "3")[0] == 0
+    loose = tmp_path / "elsewhere" / "predictions.jsonl"
+    loose.parent.mkdir()
+    rows = [json.loads(line) for line in (run_copy / "predictions.jsonl").read_text().splitlines()]
+    rows[0]["target"] = rows[0]["recommendations"][0]["item_ids"][0]  # a forged hit
+    loose.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, _, err = bearrec(capsys, "evaluate", loose)
+    assert code == 0 and "not in a run directory, so its rows were not checked" in err
