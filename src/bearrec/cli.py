@@ -51,6 +51,7 @@ def _recommend(args: argparse.Namespace) -> int:
     run = RunDir(args.run_dir).require()
     rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error",
                                batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
+    rec.check_width(k, num_beams)
     if args.histories:
         output = args.output
         n = rec.recommend_file(args.histories, output, k=k, num_beams=beams)

@@ -66,7 +66,8 @@ class Recommender:
 
     def check_width(self, k: int, num_beams: int | None) -> None:
         """ConfigError when the list length or the beams exceed the catalog's distinct item texts: beam search would
-        keep every prefix for minutes and still return no more than the catalog holds."""
+        keep every prefix for minutes and still return no more than the catalog holds (the command line asks this;
+        in Python a longer list is clipped to the catalog, as documented)."""
         width, distinct = max(k, num_beams or k), len(set(self.texts.response.values()))
         if width > distinct:
             raise ConfigError(f"a width of {width} (--k / --num-beams {width}) is more than the {distinct} distinct "
@@ -131,7 +132,6 @@ class Recommender:
         (as the CLI reads JSON histories). A bare string is refused: it is one id, not a history. `search`
         ("beam" or "exact", default self.search): with "exact", each entry also says whether the list is certified."""
         check_counts(k, num_beams)
-        self.check_width(k, num_beams)
         search = check_search(search or self.search)
         entries, facts = self._decode([self.encode(history)], k, num_beams, search)[0]
         return [{**e, "certified": facts["certified"]} for e in entries] if search == "exact" else entries
@@ -202,7 +202,6 @@ class Recommender:
         In one process, with a known `model_id`, every finished batch is kept in OUTPUT.partial, so that an
         interrupted run resumes where it stopped (the same batches, so the same numbers) instead of starting over."""
         check_counts(k, num_beams)
-        self.check_width(k, num_beams)
         refuse_folder(output)
         rank, world = _dist_info()
         partial = None
