@@ -45,3 +45,33 @@ def test_only_incomplete_checkpoints_resume_from_the_start(tmp_path, capsys):
     assert last_complete_checkpoint(tmp_path / "checkpoints") is None
     assert "checkpoint-3 was not completely saved (trainer_state.json is missing" in capsys.readouterr().err
     assert not folder.exists() and (tmp_path / "incomplete-checkpoints" / "checkpoint-3").is_dir()
+
+
+def test_loading_the_best_checkpoint_of_a_tied_model_warns_of_no_missing_keys(tmp_path, capfd):
+    """The tiny model ties its output layer to its input embeddings, so lm_head.weight is saved once: loading the best
+    checkpoint at the end is complete, and the Trainer's "missing keys" warning (printed before) is not shown."""
+    from run_fixtures import write_small_dataset
+
+    write_small_dataset(tmp_path / "data")
+    capfd.readouterr()
+    run = train_small_run(tmp_path / "data", tmp_path / "run")
+    err = capfd.readouterr().err
+    assert (run / "model").is_dir() and "missing keys" not in err
+
+
+def test_the_missing_keys_filter_keeps_a_warning_about_weights_that_are_not_tied():
+    import logging
+
+    import torch
+
+    from bearrec.train.trainer import TiedWeightsNote
+
+    model = torch.nn.Module()
+    model.embed = torch.nn.Embedding(4, 2)
+    model.head = torch.nn.Linear(2, 4, bias=False)
+    model.head.weight = model.embed.weight
+    model.other = torch.nn.Linear(2, 2)
+    note = TiedWeightsNote(model)
+    record = lambda keys: logging.LogRecord("t", 30, "", 0, f"missing keys in the checkpoint: {keys}.", (), None)  # noqa: E731
+    assert not note.filter(record(["head.weight"]))
+    assert note.filter(record(["head.weight", "other.weight"]))

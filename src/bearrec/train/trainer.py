@@ -15,8 +15,10 @@ tokens with more than one child; micro-batches are then combined in proportion t
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -150,6 +152,28 @@ class BearTrainer(Trainer):
                       max_steps=steps).float()
         finally:
             model.train(was_training)
+
+
+class TiedWeightsNote(logging.Filter):
+    """Drops the Trainer's "missing keys" warning when it loads the best checkpoint of a model whose missing keys are
+    tied weights (an output layer sharing the input embeddings is saved once and restored by the tie): the warning
+    is harmless there, and it was printed by every training of the tied tiny model."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        first: dict[int, str] = {}
+        self.tied: set[str] = set()
+        for name, param in model.named_parameters(remove_duplicate=False):
+            if param.data_ptr() in first:
+                self.tied |= {name, first[param.data_ptr()]}
+            first.setdefault(param.data_ptr(), name)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "missing keys" not in message:
+            return True
+        keys = re.findall(r"'([^']+)'", message)
+        return not keys or not all(any(k.endswith(t) or t.endswith(k) for t in self.tied) for k in keys)
 
 
 class EpochTimer(TrainerCallback):
@@ -314,7 +338,12 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
         run.write_config({**run_record(config, source), **run.record_dataset(config.dataset, dataset),
                           "files": run.record_files(dataset, texts)})
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=last if resume else None)
+    note = TiedWeightsNote(model)
+    logging.getLogger("transformers.trainer").addFilter(note)
+    try:
+        result = trainer.train(resume_from_checkpoint=last if resume else None)
+    finally:
+        logging.getLogger("transformers.trainer").removeFilter(note)
     elapsed = time.perf_counter() - start
     if trainer.is_world_process_zero():
         save_trained(trainer.model, tokenizer, run.model_dir)
