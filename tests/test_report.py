@@ -557,3 +557,28 @@ def test_exact_search_is_compared_with_beam_search_on_the_same_rows(tmp_path):
              or line.startswith("| sft |")}
     assert cells["bear"][-1] == f"{compared[0]['mean_diff']:+.4f} [{compared[0]['low']:+.4f}, {compared[0]['high']:+.4f}]"
     assert cells["sft"][-1] == "–"  # no exact predictions: no comparison
+
+
+def test_runs_made_under_different_threads_or_versions_are_flagged(tmp_path):
+    env = {"threads": 2, "torch": "2.13.0", "transformers": "5.24.0", "device": "cpu", "deterministic": False}
+    runs = [make_run(tmp_path, "sft", 0, extra={"environment": env}),
+            make_run(tmp_path, "bear", 0, extra={"environment": {**env, "threads": 1}})]
+    write_report(runs, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert "Warning: these runs were trained or decoded under different settings" in md and "threads: 1, 2" in md
+    assert summary["environment_differences"] == {"threads": ["1", "2"]}
+    assert "threads: 1, 2" in results_markdown(summary)
+    write_report(runs[:1] + [make_run(tmp_path / "b", "bear", 0, extra={"environment": env})], tmp_path / "alike")
+    assert "Warning" not in (tmp_path / "alike" / "report.md").read_text()
+
+
+def test_one_seed_decides_nothing_between_two_trained_models(tmp_path):
+    """Even where the paired interval excludes 0, one seed of each LLM method ranks two models, not two methods."""
+    write_report([make_run(tmp_path, "sft", 0), make_run(tmp_path, "bear", 0)], tmp_path / "rep")
+    shows = json.loads((tmp_path / "rep" / "summary.json").read_text())["what_this_shows"]
+    separated = [s for s in shows if "excludes 0" in s]
+    assert separated and all("one seed decides nothing between them" in s for s in separated)
+    write_report([make_run(tmp_path / "two", m, s) for m in ("sft", "bear") for s in (0, 1)], tmp_path / "two-rep")
+    shows = json.loads((tmp_path / "two-rep" / "summary.json").read_text())["what_this_shows"]
+    assert not any("one seed decides nothing" in s for s in shows)

@@ -318,8 +318,8 @@ def test_train_writes_the_run_directory_contract(env, tmp_path):
     check_run_config(run, cfg)
     other = quick_config(env, tmp_path / "run", "objective.name=bear", "objective.lam=1.0",
                          "training.num_train_epochs=2", "selection_metric=eval_ndcg@10")
-    with pytest.raises(ConfigError, match=r"config.json was written by a run with a different config \(fields: "
-                                          r"objective_config\)"):
+    with pytest.raises(ConfigError, match=r"config.json was written by a run with a different config: "
+                                          r"objective_config\.lam: 0\.25 → 1\.0\. Fix: .*another --output"):
         train(other, resume=True)
 
 

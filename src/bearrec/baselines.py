@@ -11,7 +11,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from .data.dataset import Dataset, Interaction, load_dataset
-from .devices import check_device
+from .machine import check_device
 from .errors import ConfigError
 from .evaluate import evaluate
 from .files import read_json_file, read_jsonl, write_json, write_jsonl

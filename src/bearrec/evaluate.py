@@ -18,6 +18,7 @@ from .data import Dataset
 from .data.dataset import Interaction
 from .errors import DataError
 from .files import read_jsonl, write_json
+from .machine import environment
 from .metrics import DEFAULT_KS, evaluate_predictions
 from .run_dir import RunDir
 
@@ -96,6 +97,7 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
     width = (k or num_beams) if search == "exact" else num_beams  # the length of each row's list
     source = Path(source)
     config: dict = {}
+    decoded_on = None  # where the predictions were decoded, when this call decodes them
     if source.is_dir():
         run = RunDir(source).require()
         config = run.config()
@@ -116,6 +118,7 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
             rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,
                                        dataset=dataset)
             rec.recommend_split(split, predictions_path, k=width, limit=limit)
+            decoded_on = environment(rec.device)
         output = output or run.artefact("metrics", split, limit, search)
     elif source.is_file():
         predictions_path = source
@@ -139,6 +142,7 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
     if searches == {"exact"}:
         metrics["certified_share"] = sum(bool(r.get("certified")) for r in predictions) / len(predictions)
     metrics.update(split=split, limit=limit, search="/".join(sorted(searches)), predictions=str(predictions_path),
-                   bearrec_version=code_version(), config=config)
+                   bearrec_version=code_version(), config=config,
+                   **({"environment": decoded_on} if decoded_on is not None else {}))
     write_json(output, metrics)
     return metrics

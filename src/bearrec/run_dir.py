@@ -213,7 +213,7 @@ def with_later_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     still be resumed or reused."""
     stored = _renamed(stored, "items", "item_kind")  # the item kind's name before 2026-12-07
     if "template" in stored:  # before semantic IDs, every run wrote titles
-        stored = {"item_kind": "title", "history": None, "name": None, **stored}
+        stored = {"item_kind": "title", "history": None, "name": None, "deterministic": False, **stored}
     stored = _renamed(stored, "beam_size", "num_beams")  # the run record's copy of objective.num_beams
     objective = stored.get("objective_config")
     if isinstance(objective, dict):

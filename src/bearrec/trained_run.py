@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .data.dataset import Dataset
-from .devices import check_device
+from .machine import check_device, use_determinism
 from .errors import ConfigError, DataError
 from .files import file_digest, verify_digest
 from .models import MANIFEST, load_trained
@@ -65,6 +65,8 @@ class TrainedRun:
         is checked the same way instead of being read again."""
         run = RunDir(run_dir).require()
         config = run.need("dataset", "template")
+        if config.get("deterministic"):
+            use_determinism()  # decoded as trained: the same numbers on every rerun
         dataset = run.load_dataset(on_change=on_dataset_change, dataset=dataset)
         if device is None:
             from accelerate import PartialState  # accelerate's import is slow: only when no device is given

@@ -138,8 +138,12 @@ def what_this_shows(groups, summaries, vectors: RowVectors, n_resamples: int) ->
             continue
         boots.append(res)
         ci = f"the {round(100 * res['confidence'])}% CI {format_interval(res)}"
+        one_seed_llms = len(res["seeds"]) == 1 and all(groups[m][0].kind == "llm" for m in (best, second))
         if res["identical_rows"]:
             verdict = "equal on every row: nothing to separate."
+        elif _excludes_zero(res) and one_seed_llms:
+            verdict = (f"{ci} excludes 0 on these rows, but with one seed this ranks two trained models, not the "
+                       "methods: another seed or thread count can reverse it, so one seed decides nothing between them.")
         elif _excludes_zero(res):
             verdict = f"{ci} excludes 0."
         else:

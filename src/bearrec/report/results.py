@@ -6,6 +6,7 @@ import re
 from ..errors import DataError
 from .columns import (MEANINGS, MIN_PER_EPOCH_MEANING, SEEDS_MEANING, column_name, format_interval, format_minutes,
                       format_p_value, format_stat)
+from .environment import environment_note
 from .render import md_table
 
 
@@ -73,6 +74,9 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
                             + [format_stat(x.get(k), k) for k in keys] + [format_stat(x.get("certified_share"))]
                             + ([f"{against[m]['mean_diff']:+.4f} {format_interval(against[m])}"
                                 if m in against else "–"] if against else []) for m, x in exact.items()]) + [""]
+    note = environment_note(summary.get("environment_differences") or {})
+    if note:
+        lines += [f"**{note}**", ""]
     shows = summary.get("what_this_shows") or []
     if shows:
         lines += ["**What this shows**", ""] + [f"- {s}" for s in shows] + [""]

@@ -82,6 +82,9 @@ class TrainConfig:
     training: dict[str, Any] = field(default_factory=dict)  # transformers.TrainingArguments fields
     max_train_rows: int | None = None
     max_valid_rows: int | None = None
+    # torch's deterministic algorithms and one thread (bearrec.machine.use_determinism), in training and in every
+    # decoding of the run: a rerun on the same machine gives byte-identical models and predictions, at one thread's speed
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "")
@@ -119,7 +122,8 @@ class TrainConfig:
         return {**args, "seed": self.seed, "remove_unused_columns": False,
                 "metric_for_best_model": self.selection_metric, "greater_is_better": higher_better,
                 # ranking metrics come from our own decoding, so evaluation never needs to keep logits
-                "prediction_loss_only": args.get("prediction_loss_only", True)}
+                "prediction_loss_only": args.get("prediction_loss_only", True),
+                **({"full_determinism": True} if self.deterministic else {})}
 
     def to_json(self) -> dict[str, Any]:
         """The resolved config as plain JSON (what RUN_DIR/config.json holds, plus run facts added by train)."""

@@ -33,6 +33,7 @@ from ..data.preprocess import sample_rows
 from ..decoding import beam_thresholds
 from ..errors import BearrecError, ConfigError, DataError
 from ..files import read_json_file, verify_digest, write_json
+from ..machine import environment, use_determinism
 from ..models import logits_to_keep, save_trained
 from ..run_dir import RunDir
 from ..semantic_ids import INDEX_FILE
@@ -257,6 +258,16 @@ def run_record(config: TrainConfig, model_source: str) -> dict[str, Any]:
     return record
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """"key: old → new" for every dotted key whose value differs between two JSON records (the first 8)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += changed_keys(old.get(key, "(unset)"), new.get(key, "(unset)"), f"{prefix}{key}.")
+        return found[:8]
+    return [] if old == new else [f"{prefix[:-1]}: {json.dumps(old, default=str)} → {json.dumps(new, default=str)}"]
+
+
 def check_run_config(run_dir: str | Path, config: TrainConfig, fingerprint: str | None = None) -> None:
     """ConfigError when RUN_DIR already holds a run made with another config, or (given the dataset's current
     `fingerprint`) on another version of the dataset: resuming it would mix the two."""
@@ -266,10 +277,12 @@ def check_run_config(run_dir: str | Path, config: TrainConfig, fingerprint: str 
     stored = run.config()
     wanted = json.loads(json.dumps(run_record(config, stored.get("model_source", "")), default=str))
     # paths may differ (a run resumed after moving it, or from another folder); the dataset's identity is its fingerprint
-    differ = sorted(k for k in wanted if k not in ("dataset", "output_dir") and stored.get(k) != wanted[k])
+    differ = changed_keys({k: v for k, v in stored.items() if k in wanted and k not in ("dataset", "output_dir")},
+                          {k: v for k, v in wanted.items() if k not in ("dataset", "output_dir")})
     if differ:
-        raise ConfigError(f"{run.config_path} was written by a run with a different config (fields: "
-                          f"{', '.join(differ)}). Fix: choose another output_dir, or delete that directory to start over.")
+        raise ConfigError(f"{run.config_path} was written by a run with a different config: {'; '.join(differ)}. "
+                          "Fix: train into another output_dir (in an experiment: another --output), or delete "
+                          f"{run.path} to start over.")
     recorded = stored.get("dataset_fingerprint")
     if fingerprint is not None and recorded is not None and recorded != fingerprint:
         raise ConfigError(f"{run.config_path}: the run was trained on another version of the dataset {config.dataset} "
@@ -289,6 +302,8 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     (the `bearrec` CLI does): a gloo group left to interpreter teardown can abort a rank.
     """
 
+    if config.deterministic:
+        use_determinism()
     run = RunDir(config.output_dir)
     run_dir = run.path
     checkpoints = run.checkpoints_dir
@@ -336,7 +351,7 @@ def train(config: TrainConfig, *, resume: bool = False, callbacks: list[TrainerC
     if trainer.is_world_process_zero():
         trie.save(run.trie_path)
         run.write_config({**run_record(config, source), **run.record_dataset(config.dataset, dataset),
-                          "files": run.record_files(dataset, texts)})
+                          "files": run.record_files(dataset, texts), "environment": environment(args.device)})
     start = time.perf_counter()
     note = TiedWeightsNote(model)
     logging.getLogger("transformers.trainer").addFilter(note)

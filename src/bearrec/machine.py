@@ -1,0 +1,58 @@
+"""The machine a job runs on: the devices a user names (checked before any work, so that a misspelt or absent device
+is a ConfigError naming the option, not torch's assertion after minutes of loading), and what a run's numbers depend
+on beyond its config (threads, library versions, device, determinism), recorded with every run."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+def check_device(device: str | torch.device, where: str = "--device") -> torch.device:
+    """`device` as a torch.device that this machine has; ConfigError naming `where` and the fix otherwise."""
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"{where} {device!r} is not a device name. Fix: use cpu, cuda, cuda:1 or mps (or leave it "
+                          "unset: a GPU when there is one).") from None
+    if found.type == "cuda":
+        build = "a CPU build of torch" if torch.version.cuda is None else f"torch with CUDA {torch.version.cuda}"
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{where} {device!r}: this machine has no usable CUDA GPU ({build}). Fix: use cpu, or "
+                              "leave it unset.")
+        if found.index is not None and found.index >= torch.cuda.device_count():
+            raise ConfigError(f"{where} {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                              f"numbered from 0. Fix: use cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    elif found.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{where} {device!r}: MPS is not available on this machine. Fix: use cpu.")
+    elif found.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{where} {device!r}: bearrec runs on cpu, cuda or mps. Fix: use one of them.")
+    return found
+
+
+# The thread count of deterministic mode: one, so that a machine of any size sums in the same order.
+DETERMINISTIC_THREADS = 1
+
+
+def use_determinism() -> None:
+    """Deterministic mode: torch's deterministic algorithms and DETERMINISTIC_THREADS threads, so that a rerun on the
+    same machine gives byte-identical models and predictions (slower: one thread)."""
+    torch.set_num_threads(DETERMINISTIC_THREADS)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # warn_only: an op without a deterministic kernel warns
+
+
+def environment(device: Any = None) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its config: threads, library versions, device, deterministic flags."""
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": version("transformers"),
+            "python": platform.python_version(), "device": str(device) if device is not None else "cpu",
+            "deterministic": torch.are_deterministic_algorithms_enabled()}

@@ -1,0 +1,37 @@
+"""What a run's numbers depend on is recorded, and deterministic mode makes a rerun byte-identical."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bearrec.recommend import Recommender
+from run_fixtures import train_small_run, write_small_dataset
+
+
+@pytest.fixture
+def restore_torch():
+    """Deterministic mode sets torch's global threads and flags: give them back to the tests after this one."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def test_every_run_records_its_environment(small_run):
+    env = json.loads((small_run / "config.json").read_text())["environment"]
+    assert {"threads", "torch", "transformers", "device", "deterministic"} <= set(env)
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["threads"] >= 1
+
+
+def test_a_deterministic_rerun_gives_byte_identical_models_and_predictions(tmp_path, restore_torch):
+    write_small_dataset(tmp_path / "data")
+    outputs = []
+    for name in ("a", "b"):
+        torch.set_num_threads(2)  # whatever the caller had: deterministic mode fixes it
+        run = train_small_run(tmp_path / "data", tmp_path / name, "deterministic=true")
+        assert json.loads((run / "config.json").read_text())["environment"]["threads"] == 1
+        Recommender.from_run(run, device="cpu").recommend_split("test", run / "predictions.jsonl", k=5, progress=False)
+        outputs.append(((run / "model" / "model.safetensors").read_bytes(), (run / "predictions.jsonl").read_bytes()))
+    assert outputs[0] == outputs[1]
