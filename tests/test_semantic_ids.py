@@ -338,3 +338,21 @@ def test_unknown_item_kinds_are_config_errors(indexed):
         load_config(None, [f"dataset={indexed / 'data'}", "items=codes"])
     with pytest.raises(ConfigError, match="history='ids' is unknown"):
         load_config(None, [f"dataset={indexed / 'data'}", "item_kind=semantic_id", "history=ids"])
+
+
+def test_degenerate_codes_are_refused_with_their_figures_unless_accepted(tmp_path, capsys):
+    """An all-zero embedding puts every item in one leaf: refused past --max-leaf-share, accepted with 1 and a
+    warning that gives the figures; nothing is written when refused."""
+    import numpy as np
+
+    dataset = write_small_dataset(tmp_path / "d")
+    np.save(tmp_path / "zeros.npy", np.zeros((len(dataset.items), 8)))
+    with pytest.raises(ConfigError, match=r"degenerate semantic IDs: the largest leaf holds 24 of the 24 items "
+                                          r"\(100\.0%\).*24 items have an all-zero embedding.*Fix:.*"
+                                          r"--max-leaf-share 1"):
+        build_index(tmp_path / "d", levels=2, codes=4, embeddings=f"npy:{tmp_path / 'zeros.npy'}")
+    assert not (tmp_path / "d" / "semantic_ids.json").exists()
+    record = build_index(tmp_path / "d", levels=2, codes=4, embeddings=f"npy:{tmp_path / 'zeros.npy'}",
+                         max_leaf_share=1)
+    assert record["stats"]["zero_embeddings"] == 24 and record["stats"]["collision_rate_before"] == 1.0
+    assert "bearrec: warning: the largest leaf holds 24 of the 24 items" in capsys.readouterr().err

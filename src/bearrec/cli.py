@@ -98,7 +98,7 @@ def _index(args: argparse.Namespace) -> int:
     from .semantic_index import build_index  # per command: --help stays light
 
     record = build_index(args.dataset_dir, levels=args.levels, codes=args.codes, embeddings=args.embeddings,
-                         seed=args.seed)
+                         seed=args.seed, max_leaf_share=args.max_leaf_share)
     stats = record["stats"]
     print(f"semantic IDs of {stats['items']} items in {args.dataset_dir}/{INDEX_FILE}: {args.levels} levels of "
           f"{args.codes} codes, {stats['collision_rate_before']:.1%} of items shared their codes before the extra code "
@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="collaborative (training split only), npy:PATH (one row per item) or lm:MODEL (default "
                         "collaborative)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the k-means (default 0)")
+    p.add_argument("--max-leaf-share", type=float, default=0.5,
+                   help="refuse codes whose largest leaf (one code sequence before disambiguation) holds more than "
+                        "this share of the catalog (default 0.5; 1 accepts any)")
     p.set_defaults(func=_index)
 
     p = sub.add_parser("experiment", help="a whole comparison from one YAML file: datasets x methods x seeds, "

@@ -21,6 +21,7 @@ The file's format, and reading it back, are bearrec.semantic_ids'.
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ from .errors import ConfigError, DataError
 from .files import write_json
 from .models import SMOLLM2_ALIAS, load_model, load_tokenizer, resolve_model
 from .semantic_ids import INDEX_FILE, LEVEL_LETTERS
+
+# `bearrec index` warns when the largest leaf holds more than this many items and this share of the catalog.
+DEGENERATE_LEAF, DEGENERATE_SHARE = 10, 0.05
+
 
 def rq_kmeans(embeddings: np.ndarray, levels: int, codes: int, seed: int = 0) -> np.ndarray:
     """(items, levels) codes of residual k-means over the L2-normalised rows of `embeddings`."""
@@ -66,8 +71,9 @@ def disambiguate(codes: np.ndarray) -> np.ndarray:
     return np.concatenate([codes, extra[:, None]], axis=1)
 
 
-def code_stats(codes: np.ndarray, full: np.ndarray, k: int) -> dict[str, Any]:
-    """Items per code at each level, unused codes, collisions before and after disambiguation, items per leaf."""
+def code_stats(codes: np.ndarray, full: np.ndarray, k: int, vectors: np.ndarray | None = None) -> dict[str, Any]:
+    """Items per code at each level, unused codes, collisions before and after disambiguation, items per leaf, and
+    the items whose embedding is all zeros (collaborative: absent from training), which all get one code."""
     n, levels = codes.shape
     per_level = []
     for level in range(levels):
@@ -81,7 +87,25 @@ def code_stats(codes: np.ndarray, full: np.ndarray, k: int) -> dict[str, Any]:
             "items_per_leaf": {"mean": n / len(groups), "max": max(groups.values())},
             "collision_rate_before": colliding / n,
             "collision_rate_after": 1 - len(set(map(tuple, full.tolist()))) / n,
-            "extra_code_max": int(full[:, -1].max())}
+            "extra_code_max": int(full[:, -1].max()),
+            **({"zero_embeddings": int((np.abs(vectors).sum(1) == 0).sum())} if vectors is not None else {})}
+
+
+def check_degenerate(stats: dict[str, Any], levels: int, max_leaf_share: float) -> None:
+    """A warning on stderr with the figures when one leaf (one code sequence before disambiguation) holds many items
+    or items have no embedding: those items differ only by the disambiguation code, so their codes say nothing about
+    them. A ConfigError when the largest leaf holds more than `max_leaf_share` of the catalog."""
+    n, largest, zeros = stats["items"], stats["items_per_leaf"]["max"], stats.get("zero_embeddings", 0)
+    figures = (f"the largest leaf holds {largest} of the {n} items ({largest / n:.1%}) under one sequence of "
+               f"{levels} codes; {stats['collision_rate_before']:.1%} of the items share their codes with another"
+               + (f"; {zeros} items have an all-zero embedding (with collaborative embeddings: absent from the "
+                  "training split), so they share one code" if zeros else ""))
+    if largest / n > max_leaf_share:
+        raise ConfigError(f"degenerate semantic IDs: {figures}, past --max-leaf-share {max_leaf_share:g}. Fix: use "
+                          "other embeddings (e.g. lm:minilm-l6), more --codes or --levels, or accept them with "
+                          "--max-leaf-share 1.")
+    if zeros or (largest > DEGENERATE_LEAF and largest / n > DEGENERATE_SHARE):
+        print(f"bearrec: warning: {figures}.", file=sys.stderr)
 
 
 def collaborative_embeddings(dataset: Any, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -173,8 +197,11 @@ def embeddings_for(source: str, dataset: Any, seed: int = 0) -> np.ndarray:
 
 
 def build_index(dataset_dir: str | Path, *, levels: int = 3, codes: int = 32, embeddings: str = "collaborative",
-                seed: int = 0) -> dict[str, Any]:
-    """Compute every catalog item's semantic ID and write DATASET_DIR/semantic_ids.json; return what was written."""
+                seed: int = 0, max_leaf_share: float = 0.5) -> dict[str, Any]:
+    """Compute every catalog item's semantic ID and write DATASET_DIR/semantic_ids.json; return what was written.
+    Codes whose largest leaf holds more than `max_leaf_share` of the catalog are refused before anything is written."""
+    if not 0 < max_leaf_share <= 1:
+        raise ConfigError(f"--max-leaf-share must be in (0, 1], got {max_leaf_share}. Fix: e.g. 0.5.")
     dataset = load_dataset(dataset_dir)
     vectors = embeddings_for(embeddings, dataset, seed)
     base = rq_kmeans(vectors, levels, codes, seed)
@@ -182,6 +209,7 @@ def build_index(dataset_dir: str | Path, *, levels: int = 3, codes: int = 32, em
     record = {"levels": levels, "codes": codes, "seed": seed, "embeddings": embeddings,
               "dataset_fingerprint": dataset.fingerprint,
               "items": {item: row for item, row in zip(dataset.items, full.tolist())},
-              "stats": code_stats(base, full, codes)}
+              "stats": code_stats(base, full, codes, vectors)}
+    check_degenerate(record["stats"], levels, max_leaf_share)
     write_json(Path(dataset_dir) / INDEX_FILE, record)
     return record
