@@ -31,7 +31,7 @@ import pandas as pd
 from ..errors import ConfigError, DataError
 from .dataset import SPLITS, Dataset, Interaction
 from .ordering import TIE_BREAK_RULE, id_ranks, id_sort_key
-from .stats import compute_stats
+from .stats import compute_stats, note_unseen_targets
 from .titles import (DEFAULT_MAX_TITLE_LENGTH, UNKNOWN, UNTITLED_POLICIES, clean_title, placeholder_title,
                      untitled_note, untitled_summary)
 
@@ -184,6 +184,7 @@ def sample_test_split(dataset: Dataset, n: int, seed: int) -> None:
     dataset.stats["n_test"] = len(dataset.test)
     dataset.stats.setdefault("dropped", {})["test_rows_not_sampled"] = dropped["test_rows_not_sampled"]
     dataset.stats.setdefault("notes", []).append(f"test split: a seeded sample (seed {seed}) of {n} rows")
+    note_unseen_targets(dataset.stats, dataset.splits)
 
 
 def prepare_interactions(table: pd.DataFrame, raw_titles: Mapping[str, object], *, source: object,

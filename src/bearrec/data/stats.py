@@ -45,7 +45,37 @@ def compute_stats(items: Mapping[str, str], splits: Mapping[str, list[Interactio
         "dropped": dict(dropped),
     }
     stats.update(extra)
+    note_unseen_targets(stats, splits)
     return stats
+
+
+def unseen_targets(splits: Mapping[str, list[Interaction]]) -> dict[str, dict]:
+    """Per evaluation split, the rows whose target the training split never shows (as a target or in a history):
+    a model learns nothing about those items but their titles, and popularity cannot rank them."""
+    seen = {item for row in splits["train"] for item in (*row.history, row.target)}
+    out = {}
+    for name in ("valid", "test"):
+        rows = splits[name]
+        unseen = sum(row.target not in seen for row in rows)
+        out[name] = {"rows": unseen, "share": round(unseen / len(rows), 4) if rows else 0.0}
+    return out
+
+
+def note_unseen_targets(stats: dict, splits: Mapping[str, list[Interaction]]) -> None:
+    """Record `unseen_targets` in `stats`, with a note when most of an evaluation split's targets are unseen."""
+    stats["unseen_targets"] = unseen = unseen_targets(splits)
+    notes = [n for n in stats.get("notes", []) if not n.startswith(UNSEEN_NOTE)]
+    for name, counts in unseen.items():
+        if counts["share"] > UNSEEN_NOTE_SHARE:
+            notes.append(f"{UNSEEN_NOTE} {counts['rows']} of the {len(splits[name])} {name} rows "
+                         f"({counts['share']:.0%}) name a target the training split never shows: those items are "
+                         "cold-start (known by their titles only), and popularity cannot rank them")
+    if notes or "notes" in stats:
+        stats["notes"] = notes
+
+
+UNSEEN_NOTE = "unseen targets:"
+UNSEEN_NOTE_SHARE = 0.5  # past this share of a split's targets unseen in training, stats.json says so in its notes
 
 
 def format_stats(stats: Mapping) -> str:
