@@ -74,3 +74,15 @@ def test_a_predictions_file_outside_a_run_says_it_was_not_checked(run_copy, tmp_
     loose.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code, _, err = bearrec(capsys, "evaluate", loose)
     assert code == 0 and "not in a run directory, so its rows were not checked" in err
+
+
+def test_overrides_after_an_option_are_read_as_overrides(tmp_path, capsys):
+    """`--resume` or `--output` may come before the overrides: the ones after it are still applied (the misspelt key
+    after --resume is named), and a stray token that is no key=value is still a usage error."""
+    config = tmp_path / "c.yaml"
+    config.write_text("model: tiny\n")
+    assert_refused(*bearrec(capsys, "train", config, f"dataset={tmp_path}", "--resume", "objective.lamda=0.1"),
+                   "objective.lamda")
+    with pytest.raises(SystemExit):
+        bearrec(capsys, "train", config, "--resume", "--bogus")
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -286,7 +286,11 @@ def _close_process_group() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides may follow an option (`--output DIR seeds=[0]`): argparse leaves those over
+        if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.parse_args(argv)  # the usual usage error naming what is not recognised
+        args.overrides = [*args.overrides, *extra]
     try:
         code = int(args.func(args) or 0)
         _close_process_group()
