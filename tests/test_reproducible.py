@@ -35,3 +35,27 @@ def test_a_deterministic_rerun_gives_byte_identical_models_and_predictions(tmp_p
         Recommender.from_run(run, device="cpu").recommend_split("test", run / "predictions.jsonl", k=5, progress=False)
         outputs.append(((run / "model" / "model.safetensors").read_bytes(), (run / "predictions.jsonl").read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_the_command_line_lets_waiting_threads_sleep_unless_told_otherwise(monkeypatch):
+    from bearrec import machine
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    machine.set_thread_policy()
+    assert machine.environment()["omp_wait_policy"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    machine.set_thread_policy()
+    assert machine.environment()["omp_wait_policy"] == "ACTIVE"  # the user's choice stands
+
+
+def test_a_job_started_on_a_busy_machine_says_so(monkeypatch, small_run, tmp_path, capsys):
+    import os
+
+    from bearrec.cli import main
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(os.cpu_count() or 1) + 1, 0.0, 0.0))
+    assert main(["recommend", str(small_run), "--num-beams", "3", "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert "this machine is busy" in capsys.readouterr().err
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert main(["recommend", str(small_run), "--num-beams", "3", "--output", str(tmp_path / "p.jsonl")]) == 0
+    assert "busy" not in capsys.readouterr().err

@@ -6,6 +6,7 @@ import json
 import sys
 
 from .errors import BearrecError, ConfigError
+from .machine import busy_note, set_thread_policy
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -284,13 +285,19 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
+HEAVY_COMMANDS = ("train", "recommend", "evaluate", "diagnose", "experiment", "demo", "index")
+
+
 def main(argv: list[str] | None = None) -> int:
+    set_thread_policy()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow an option (`--output DIR seeds=[0]`): argparse leaves those over
         if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
             parser.parse_args(argv)  # the usual usage error naming what is not recognised
         args.overrides = [*args.overrides, *extra]
+    if args.command in HEAVY_COMMANDS and (note := busy_note()):
+        print(note, file=sys.stderr)
     try:
         code = int(args.func(args) or 0)
         _close_process_group()

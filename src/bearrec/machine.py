@@ -4,16 +4,39 @@ on beyond its config (threads, library versions, device, determinism), recorded 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    import torch
 
-def check_device(device: str | torch.device, where: str = "--device") -> torch.device:
+# OpenMP threads that wait for a core spin by default; on a machine another job shares, that spinning slows both
+# jobs far beyond sharing (bench/bench_threads.py). bearrec lets them sleep, unless the user chose otherwise.
+WAIT_POLICY = "PASSIVE"
+
+
+def set_thread_policy() -> None:
+    """Before torch loads: OpenMP's waiting threads sleep (OMP_WAIT_POLICY=PASSIVE) unless the user set a policy."""
+    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
+
+
+def busy_note() -> str | None:
+    """A note when another job already keeps the cores busy (1-minute load average), or None."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load < cores - 0.5:
+        return None
+    return (f"bearrec: note: this machine is busy (load {load:.1f} on {cores} cores). Jobs that share cores slow each "
+            "other; give each job its share of threads, e.g. OMP_NUM_THREADS=1 for two jobs on two cores "
+            "(docs/development.md).")
+
+
+def check_device(device: "str | torch.device", where: str = "--device") -> "torch.device":
     """`device` as a torch.device that this machine has; ConfigError naming `where` and the fix otherwise."""
+    import torch  # torch loads after set_thread_policy: OpenMP reads its wait policy once
+
     try:
         found = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -41,6 +64,8 @@ DETERMINISTIC_THREADS = 1
 def use_determinism() -> None:
     """Deterministic mode: torch's deterministic algorithms and DETERMINISTIC_THREADS threads, so that a rerun on the
     same machine gives byte-identical models and predictions (slower: one thread)."""
+    import torch  # torch loads after set_thread_policy: OpenMP reads its wait policy once
+
     torch.set_num_threads(DETERMINISTIC_THREADS)
     torch.use_deterministic_algorithms(True, warn_only=True)  # warn_only: an op without a deterministic kernel warns
 
@@ -53,6 +78,9 @@ def environment(device: Any = None) -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             return None
 
+    import torch  # torch loads after set_thread_policy: OpenMP reads its wait policy once
+
     return {"threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": version("transformers"),
             "python": platform.python_version(), "device": str(device) if device is not None else "cpu",
-            "deterministic": torch.are_deterministic_algorithms_enabled()}
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
