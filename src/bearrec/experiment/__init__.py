@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .baselines import BASELINES
-from .errors import ConfigError
-from .io import read_json_file, write_json
+from ..baselines import BASELINES
+from ..errors import ConfigError
+from ..io import read_json_file, write_json
 
 SEARCHES = ("beam", "exact")
 DEMO_CONFIG = "demo.yaml"  # shipped in bearrec/configs/
@@ -44,7 +44,7 @@ def _index_defaults() -> dict[str, Any]:
     """`bearrec index`'s options and their defaults: semantic_ids.build_index's keyword arguments."""
     import inspect
 
-    from .semantic_ids import build_index
+    from ..semantic_ids import build_index
 
     return {name: p.default for name, p in inspect.signature(build_index).parameters.items()
             if p.kind is inspect.Parameter.KEYWORD_ONLY}
@@ -176,7 +176,7 @@ def _section(cls: type, raw: Any, where: str) -> Any:
 
 
 def _method(name: str, raw: Any, where: str) -> MethodSpec:
-    from .train.config import ObjectiveConfig
+    from ..train.config import ObjectiveConfig
 
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
@@ -233,7 +233,7 @@ def _mapping(value: Any, where: str, example: str) -> dict:
 
 def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
     """An ExperimentConfig from the YAML's mapping, every section and key checked (errors name `source`)."""
-    from .cli_args import per_row_metric
+    from ..cli_args import per_row_metric
 
     if not isinstance(raw, dict):
         raise _fail(source, "must hold a mapping at the top level.", "start from configs/experiments/office-tiny.yaml")
@@ -340,7 +340,7 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
 def check_settings(config: ExperimentConfig) -> None:
     """Build every run's settings once (without running anything), so that a wrong key or value is reported with
     its place in the file before the first stage, not hours into the experiment."""
-    from .baselines import resolve_settings
+    from ..baselines import resolve_settings
 
     experiment = Experiment(config, "/nonexistent")
     for method in config.methods:
@@ -360,7 +360,7 @@ def check_settings(config: ExperimentConfig) -> None:
 
 def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read an experiment YAML file and apply `key=value` overrides (dotted, as `bearrec train` takes them)."""
-    from .train.config import read_settings
+    from ..train.config import read_settings
 
     return experiment_from_dict(read_settings(path, overrides, examples="configs/experiments/"), str(path))
 
@@ -424,7 +424,7 @@ class Experiment:
     # ------------------------------------------------------------ settings
     def train_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any], seed: int) -> Any:
         """The TrainConfig of one LLM run: the shared `train` settings, the dataset's, the method's, then the cell's."""
-        from .train.config import ObjectiveConfig, config_from_dict, set_dotted
+        from ..train.config import ObjectiveConfig, config_from_dict, set_dotted
 
         settings = {**_flatten(copy.deepcopy(self.config.train)), **_flatten(copy.deepcopy(ds.train)),
                     **method.settings, **cell}
@@ -446,7 +446,7 @@ class Experiment:
         """The baseline's settings; SASRec reads the same number of history items as the LLMs' prompts."""
         settings = {**method.settings, **cell}
         if method.method == "sasrec" and "max_len" not in settings:
-            from .train.config import TrainConfig
+            from ..train.config import TrainConfig
 
             history = {**_flatten(self.config.train), **_flatten(ds.train)}.get("max_history")
             settings["max_len"] = history if history is not None else TrainConfig.__dataclass_fields__["max_history"].default
@@ -488,7 +488,7 @@ class Experiment:
         return stages
 
     def final_stages(self, ds: DatasetSpec, method: MethodSpec, seed: int) -> list[Stage]:
-        from .run_dir import RunDir
+        from ..run_dir import RunDir
 
         on = f"{method.name} seed {seed} on {ds.name}"
         run = lambda: RunDir(self.run_dir(ds, method, self.selected(ds, method), seed))  # noqa: E731 (after tuning)
@@ -511,9 +511,9 @@ class Experiment:
     # ------------------------------------------------------------ the work
     def prepare(self, ds: DatasetSpec) -> None:
         """Prepare the dataset (and sample its test rows) into OUTPUT/data/<name>, recording the options used."""
-        from .data import prepare as prepare_dataset
-        from .data import save_dataset
-        from .data.prepare import check_output_dir
+        from ..data import prepare as prepare_dataset
+        from ..data import save_dataset
+        from ..data.prepare import check_output_dir
 
         target = self.dataset_dir(ds)
         options = dict(ds.prepare or {})
@@ -550,7 +550,7 @@ class Experiment:
 
     def index(self, ds: DatasetSpec) -> None:
         """Compute the dataset's semantic IDs (`bearrec index` with the config's options) into its folder."""
-        from .semantic_ids import build_index
+        from ..semantic_ids import build_index
 
         build_index(self.dataset_dir(ds), **self.index_options(ds))
 
@@ -561,7 +561,7 @@ class Experiment:
     def indexed(self, ds: DatasetSpec) -> bool:
         """True when semantic_ids.json is there, made with the config's options from this dataset; False when absent
         or made from another version of the dataset (redone); a ConfigError when made with other options."""
-        from .semantic_ids import INDEX_FILE
+        from ..semantic_ids import INDEX_FILE
 
         path = self.dataset_dir(ds) / INDEX_FILE
         if not path.is_file():
@@ -578,7 +578,7 @@ class Experiment:
 
     def dataset(self, ds: DatasetSpec) -> Any:
         """The prepared dataset (loaded once per experiment)."""
-        from .data import load_dataset
+        from ..data import load_dataset
 
         if ds.name not in self._datasets:
             self._datasets[ds.name] = load_dataset(self.dataset_dir(ds))
@@ -587,7 +587,7 @@ class Experiment:
     def llm_config(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any] | None, seed: int) -> Any:
         """The TrainConfig of one LLM run (cell None: the selected one), checked against its run directory: one made
         with another config, or on another version of the dataset, is a ConfigError."""
-        from .train import check_run_config
+        from ..train import check_run_config
 
         config = self.train_config(ds, method, self.selected(ds, method) if cell is None else cell, seed)
         check_run_config(config.output_dir, config, self.dataset(ds).fingerprint)
@@ -595,8 +595,8 @@ class Experiment:
 
     def train(self, ds: DatasetSpec, method: MethodSpec, seed: int, cell: dict[str, Any] | None = None) -> Path:
         """Train (or resume) one LLM run unless its model is there."""
-        from .run_dir import RunDir
-        from .train import train
+        from ..run_dir import RunDir
+        from ..train import train
 
         config = self.llm_config(ds, method, cell, seed)
         run = RunDir(config.output_dir)
@@ -606,7 +606,7 @@ class Experiment:
 
     def decoded(self, ds: DatasetSpec, run: Any, split: str, search: str) -> bool:
         """Whether `split`'s metrics exist, of predictions of every row decoded with the experiment's beams."""
-        from .evaluate import predictions_are_current
+        from ..evaluate import predictions_are_current
 
         return run.artefact("metrics", split, search=search).is_file() and predictions_are_current(
             run.artefact("predictions", split, search=search), len(self.dataset(ds).split(split)),
@@ -618,14 +618,14 @@ class Experiment:
         return path.is_file() and read_json_file(path).get("num_beams") == self.config.decoding.num_beams
 
     def evaluate(self, run_dir: Path, split: str, search: str = "beam") -> dict:
-        from .evaluate import evaluate
+        from ..evaluate import evaluate
 
         d = self.config.decoding
         return evaluate(run_dir, split=split, num_beams=d.num_beams, batch_size=d.batch_size, search=search,
                         max_expansions=d.max_expansions)
 
     def diagnose(self, run_dir: Path) -> dict:
-        from .diagnose import diagnose_run
+        from ..diagnose import diagnose_run
 
         d = self.config.diagnosis
         return diagnose_run(run_dir, split="test", num_beams=self.config.decoding.num_beams, limit=d.rows,
@@ -641,7 +641,7 @@ class Experiment:
     def run_baseline(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
                      cell: dict[str, Any] | None = None) -> dict:
         """Fit a baseline (cell None: the selected settings) and score it on `split`; its metrics."""
-        from .baselines import run_baseline
+        from ..baselines import run_baseline
 
         args, kwargs = self._baseline_args(ds, method, seed, split, cell)
         return run_baseline(*args, **kwargs)
@@ -649,7 +649,7 @@ class Experiment:
     def baseline_done(self, ds: DatasetSpec, method: MethodSpec, seed: int, split: str,
                       cell: dict[str, Any] | None = None) -> bool:
         """Whether run_baseline would find its work done (a folder of other settings is a ConfigError)."""
-        from .baselines import baseline_done
+        from ..baselines import baseline_done
 
         args, kwargs = self._baseline_args(ds, method, seed, split, cell)
         return baseline_done(*args, **kwargs)
@@ -666,7 +666,7 @@ class Experiment:
     def cell_done(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> bool:
         """Whether the cell's validation score exists and was made with the cell's settings and the experiment's
         beams (a run directory of other settings is a ConfigError)."""
-        from .run_dir import RunDir
+        from ..run_dir import RunDir
 
         seed = self.config.tuning.seed
         if method.is_baseline:
@@ -676,7 +676,7 @@ class Experiment:
 
     def cell_score(self, ds: DatasetSpec, method: MethodSpec, cell: dict[str, Any]) -> float | None:
         """The cell's validation score, if an earlier stage computed it."""
-        from .run_dir import RunDir
+        from ..run_dir import RunDir
 
         path = RunDir(self.run_dir(ds, method, cell, self.config.tuning.seed)).artefact("metrics", "valid")
         if not path.is_file():
@@ -719,7 +719,7 @@ class Experiment:
         return [self.run_dir(ds, m, self.selected(ds, m), s) for s in self.config.seeds for m in self.config.methods]
 
     def write_report(self, ds: DatasetSpec) -> tuple[Path, Path]:
-        from .report import write_report
+        from ..report import write_report
 
         title = self.config.report.title or f"{self.config.name}: {ds.name}"
         return write_report(self.final_runs(ds), self.report_dir(ds), title=title,
@@ -727,8 +727,8 @@ class Experiment:
 
     def write_results(self) -> Path:
         """results.md and results.json: each dataset's results table (from its report's summary.json) and tuning."""
-        from .io import atomic_open
-        from .report import results_markdown
+        from ..io import atomic_open
+        from ..report import results_markdown
 
         lines = [f"# {self.config.name}", "",
                  f"Config: {self.config.source}; seeds {', '.join(map(str, self.config.seeds))}; "
