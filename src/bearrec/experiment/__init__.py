@@ -31,27 +31,10 @@ from ..io import read_json_file, write_json
 from .config import (DEMO_CONFIG, INDEX_OPTIONS, RUN_KEYS, RUN_KEYS_FIX, SEARCHES, DatasetSpec, Decoding, Diagnosis,
                      ExperimentConfig, MethodSpec, ReportSpec, Tuning, _cell_name, _fail, _flatten, check_settings,
                      demo_config_path, experiment_from_dict, load_experiment)
+from .plan import FINAL_PHASES, Stage
 
 # The stage being run (kind, label): lets a caller (or a test) tell tuning from the rest while it runs.
 CURRENT_STAGE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("stage", default=None)
-
-
-# ---------------------------------------------------------------- the plan
-
-# The order of each seed's stages after tuning: a phase runs for every method before the next (evaluate: beam search;
-# diagnose reads its lists and counts the entries above each positive, far cheaper than proving a top B), so the
-# slow exact searches come last.
-FINAL_PHASES = {"baseline": 0, "train": 1, "evaluate": 2, "diagnose": 3, "exact": 4}
-
-
-@dataclass
-class Stage:
-    """One step of an experiment: `run` does it, `done` tells whether an earlier invocation already did."""
-
-    kind: str  # prepare, index, tune, select, then FINAL_PHASES, then report
-    label: str
-    run: Callable[[], Any]
-    done: Callable[[], bool]
 
 
 class Experiment:
@@ -109,59 +92,10 @@ class Experiment:
 
     # ------------------------------------------------------------ stages
     def stages(self) -> list[Stage]:
-        """Every stage in order: prepare the datasets, tune each grid on validation, train and evaluate the
-        selected settings for every seed, then report."""
-        plan: list[Stage] = []
-        for ds in self.config.datasets:
-            if ds.prepare is not None:
-                plan.append(Stage("prepare", f"prepare {ds.name}", lambda ds=ds: self.prepare(ds),
-                                  lambda ds=ds: (self.dataset_dir(ds) / "stats.json").is_file()
-                                  and self.check_prepared(ds)))
-            if ds.index is not None:
-                plan.append(Stage("index", f"semantic IDs of {ds.name}", lambda ds=ds: self.index(ds),
-                                  lambda ds=ds: self.indexed(ds)))
-        for ds in self.config.datasets:
-            for method in self.config.methods:
-                if method.grid:
-                    plan += self.tuning_stages(ds, method)
-            for seed in self.config.seeds:  # cheap first: every method's beam-search results before any exact search
-                stages = [s for method in self.config.methods for s in self.final_stages(ds, method, seed)]
-                plan += sorted(stages, key=lambda s: FINAL_PHASES[s.kind])
-            plan.append(Stage("report", f"report on {ds.name}", lambda ds=ds: self.write_report(ds), lambda: False))
-        plan.append(Stage("report", "results tables", self.write_results, lambda: False))
-        return plan
+        """Every stage in order (bearrec.experiment.plan)."""
+        from .plan import stages
 
-    def tuning_stages(self, ds: DatasetSpec, method: MethodSpec) -> list[Stage]:
-        seed = self.config.tuning.seed
-        stages = []
-        for cell in method.cells():
-            label = f"tune {method.name} {_cell_name(cell)} (seed {seed}, validation) on {ds.name}"
-            stages.append(Stage("tune", label, lambda cell=cell: self.score_cell(ds, method, cell),
-                                lambda cell=cell: self.cell_done(ds, method, cell)))
-        stages.append(Stage("select", f"select {method.name}'s settings on {ds.name} (validation)",
-                            lambda: self.select(ds, method), lambda: False))
-        return stages
-
-    def final_stages(self, ds: DatasetSpec, method: MethodSpec, seed: int) -> list[Stage]:
-        from ..run_dir import RunDir
-
-        on = f"{method.name} seed {seed} on {ds.name}"
-        run = lambda: RunDir(self.run_dir(ds, method, self.selected(ds, method), seed))  # noqa: E731 (after tuning)
-        if method.is_baseline:
-            return [Stage("baseline", f"fit and rank {on} (test)", lambda: self.run_baseline(ds, method, seed, "test"),
-                          lambda: self.baseline_done(ds, method, seed, "test"))]
-        stages = [Stage("train", f"train {on}", lambda: self.train(ds, method, seed),
-                        lambda: run().model_dir.is_dir() and bool(self.llm_config(ds, method, None, seed)))]
-        for search in self.config.decoding.search:
-            stages.append(Stage("evaluate" if search == "beam" else search,
-                                f"decode and evaluate {on} (test, {search} search)",
-                                lambda search=search: self.evaluate(run().path, "test", search),
-                                lambda search=search: self.decoded(ds, run(), "test", search)))
-        rows = self.config.diagnosis.rows
-        if rows != 0:
-            stages.append(Stage("diagnose", f"diagnose pruning of {on} (test)", lambda: self.diagnose(run().path),
-                                lambda: self.diagnosed(run())))
-        return stages
+        return stages(self)
 
     # ------------------------------------------------------------ the work
     def prepare(self, ds: DatasetSpec) -> None:
