@@ -317,7 +317,7 @@ def check_settings(config: ExperimentConfig) -> None:
     """Build every run's settings once (without running anything), so that a wrong key or value is reported with
     its place in the file before the first stage, not hours into the experiment."""
     from ..baselines import resolve_settings
-    from . import Experiment
+    from .work import Experiment
 
     experiment = Experiment(config, "/nonexistent")
     for method in config.methods:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from .config import DatasetSpec, MethodSpec, _cell_name
 
 if TYPE_CHECKING:
-    from . import Experiment
+    from .work import Experiment
 
 # The order of each seed's stages after tuning: a phase runs for every method before the next (evaluate: beam search;
 # diagnose reads its lists and counts the entries above each positive, far cheaper than proving a top B), so the
