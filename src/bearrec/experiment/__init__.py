@@ -13,132 +13,21 @@ OUTPUT (the config's `output`, or --output) holds:
   results.md, results.json         the results of every dataset, one section each
 Every stage is skipped once its output exists, and trainings resume from their last checkpoint, so an interrupted
 experiment continues where it stopped when run again.
+
+Modules: config (the schema, read from YAML and checked), plan (the stages and their order), work (what each stage
+does, and where its files go), runner (running the stages).
 """
 from __future__ import annotations
 
-import contextvars
-import copy
-import json
-import statistics
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
-
 from ..baselines import BASELINES
-from ..errors import ConfigError
-from ..io import read_json_file, write_json
-from .config import (DEMO_CONFIG, INDEX_OPTIONS, RUN_KEYS, RUN_KEYS_FIX, SEARCHES, DatasetSpec, Decoding, Diagnosis,
-                     ExperimentConfig, MethodSpec, ReportSpec, Tuning, _cell_name, _fail, _flatten, check_settings,
+from .config import (DEMO_CONFIG, DEMO_QUICK, INDEX_OPTIONS, RUN_KEYS, RUN_KEYS_FIX, SEARCHES, DatasetSpec, Decoding,
+                     Diagnosis, ExperimentConfig, MethodSpec, ReportSpec, Tuning, _cell_name, check_settings,
                      demo_config_path, experiment_from_dict, load_experiment)
 from .plan import FINAL_PHASES, Stage
+from .runner import CURRENT_STAGE, Progress, run_experiment
 from .work import Experiment
 
-# The stage being run (kind, label): lets a caller (or a test) tell tuning from the rest while it runs.
-CURRENT_STAGE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar("stage", default=None)
-
-
-# ---------------------------------------------------------------- running it
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
-
-
-class Progress:
-    """One line per stage: stage i of N, what runs, time spent, and an estimate of the time left from the stages of
-    the same kind run so far (the stages' own progress bars stay)."""
-
-    def __init__(self, total: int, print_fn: Callable[[str], None] = print):
-        self.total, self.print = total, print_fn
-        self.started = time.perf_counter()
-        self.seconds: dict[str, list[float]] = {}
-
-    def estimate(self, remaining: list[Stage]) -> tuple[float, list[str]]:
-        """Seconds the remaining stages may take (per kind, the median of that kind's stages run so far) and the
-        kinds not timed yet, whose time the estimate leaves out."""
-        left = sum(statistics.median(self.seconds[s.kind]) for s in remaining if s.kind in self.seconds)
-        return left, sorted({s.kind for s in remaining if s.kind not in self.seconds})
-
-    def line(self, index: int, stage: Stage, remaining: list[Stage]) -> str:
-        spent = (time.perf_counter() - self.started) / 60
-        left, untimed = self.estimate([stage, *remaining])
-        eta = f"about {_minutes(left)} left" if not untimed else (
-            f"over {_minutes(left)} left ({', '.join(untimed)} not timed yet)" if left >= 1 else "time left not known yet")
-        return f"[stage {index}/{self.total} | {spent:.1f} min spent | {eta}] {stage.label}"
-
-    def record(self, stage: Stage, seconds: float) -> None:
-        self.seconds.setdefault(stage.kind, []).append(seconds)
-
-
-def run_experiment(config: ExperimentConfig, output: str | Path | None = None, *,
-                   print_fn: Callable[[str], None] = print) -> Path:
-    """Run every stage not yet done (see the module docstring) and return OUTPUT/results.md."""
-    experiment = Experiment(config, output)
-    experiment.out.mkdir(parents=True, exist_ok=True)
-    with _exclusive(experiment.out):
-        return _run(experiment, print_fn)
-
-
-class _exclusive:
-    """OUTPUT/experiment.lock holding this process's id while it runs: a second experiment on the same folder (whose
-    stages would write the same files) is refused; a lock left by a process that died is taken over."""
-
-    def __init__(self, out: Path):
-        self.path = out / "experiment.lock"
-
-    def __enter__(self) -> None:
-        import os
-
-        if self.path.is_file():
-            text = self.path.read_text().strip()
-            pid = int(text) if text.isdigit() else None
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                raise ConfigError(f"another bearrec experiment (process {pid}) is running in {self.path.parent}. "
-                                  "Fix: wait for it to finish, or stop it, then run this one again.")
-        self.path.write_text(str(os.getpid()))
-
-    def __exit__(self, *exc: Any) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def _run(experiment: Experiment, print_fn: Callable[[str], None]) -> Path:
-    """Every stage of the plan that is not done yet, with the progress lines; OUTPUT/results.md."""
-    config = experiment.config
-    write_json(experiment.out / "experiment.json", config.to_json())
-    plan = experiment.stages()
-    progress = Progress(len(plan), print_fn)
-    for index, stage in enumerate(plan, start=1):
-        if stage.done():
-            print_fn(f"[stage {index}/{len(plan)}] {stage.label}: done earlier, skipped")
-            continue
-        print_fn(progress.line(index, stage, plan[index:]))
-        token = CURRENT_STAGE.set((stage.kind, stage.label))
-        start = time.perf_counter()
-        try:
-            stage.run()
-        finally:
-            CURRENT_STAGE.reset(token)
-        progress.record(stage, time.perf_counter() - start)
-    results = experiment.out / "results.md"
-    print_fn(results.read_text(encoding="utf-8"))
-    print_fn(f"experiment {config.name} finished in {(time.perf_counter() - progress.started) / 60:.1f} min: "
-             f"{results}")
-    return results
-
-
-# `bearrec demo --quick`: the demo shrunk to a smoke test (a minute or two on a CPU).
-DEMO_QUICK = ("datasets.ml100k.prepare.train_sample=200", "datasets.ml100k.test_sample=40",
-              "train.max_valid_rows=40", "train.training.num_train_epochs=1", "diagnosis.rows=20",
-              "methods.sasrec.n_epochs=2")
+__all__ = ["BASELINES", "CURRENT_STAGE", "DEMO_CONFIG", "DEMO_QUICK", "FINAL_PHASES", "INDEX_OPTIONS", "RUN_KEYS",
+           "RUN_KEYS_FIX", "SEARCHES", "DatasetSpec", "Decoding", "Diagnosis", "Experiment", "ExperimentConfig",
+           "MethodSpec", "Progress", "ReportSpec", "Stage", "Tuning", "_cell_name", "check_settings",
+           "demo_config_path", "experiment_from_dict", "load_experiment", "run_experiment"]

@@ -357,3 +357,8 @@ def _cell_name(cell: dict[str, Any]) -> str:
         parts.append(re.sub(r"[^\w.+]", "_", key.split(".")[-1] + text))
     return "-".join(parts)
 
+
+# `bearrec demo --quick`: the demo shrunk to a smoke test (a minute or two on a CPU).
+DEMO_QUICK = ("datasets.ml100k.prepare.train_sample=200", "datasets.ml100k.test_sample=40",
+              "train.max_valid_rows=40", "train.training.num_train_epochs=1", "diagnosis.rows=20",
+              "methods.sasrec.n_epochs=2")
