@@ -174,6 +174,12 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"datasets": {"small": {"path": "x", "index": 3}}}, "datasets.small.index: must be a mapping"),
     ({"methods": {"codes": {"method": "sfft"}}}, "methods.codes: 'sfft' is neither a baseline"),
     ({"methods": {"sft": {"name": "x"}}}, "methods.sft.name: is set by the experiment"),
+    ({"schedule": {"jobs": 0}}, "schedule.jobs: must be an integer >= 1"),
+    ({"schedule": {"budget_s": -1}}, "schedule.budget_s: must be seconds > 0"),
+    ({"schedule": {"limits_s": {"training": 5}}}, "schedule.limits_s.training: names no kind of stage"),
+    ({"schedule": {"limits_s": {"train": "5 min"}}}, "schedule.limits_s.train: must be seconds"),
+    ({"schedule": {"optional": "exact"}}, "schedule.optional: must list kinds"),
+    ({"schedule": {"workers": 2}}, "schedule: unknown key 'workers'"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_experiment(tmp_path)
@@ -340,13 +346,68 @@ def test_the_readme_example_is_a_valid_experiment():
 
 def test_each_seed_runs_every_methods_cheap_stages_before_any_exact_search(tmp_path):
     """Per seed: baselines, trainings, beam decodings and diagnoses, each phase for every method, so the beam-search
-    results and pruning rates of all methods come before the slow exact searches."""
-    raw = tiny_experiment(tmp_path / "data", methods={"sft": {}, "popularity": {}, "bear": {}})
+    results and pruning rates of all methods come before the slow exact searches; of those, the masked-score methods'
+    (cheap) before the full-score ones' (SFT, bear-sft), whatever the config's order."""
+    raw = tiny_experiment(tmp_path / "data", methods={"sft": {}, "popularity": {}, "bear-sft": {}, "bear": {}})
     stages = exp.Experiment(exp.experiment_from_dict(raw), tmp_path / "out").stages()
-    final = [(s.kind, s.label.split(" seed ")[0].split()[-1]) for s in stages if "seed 0" in s.label]
-    assert final == [("baseline", "popularity"), ("train", "sft"), ("train", "bear"), ("evaluate", "sft"),
-                     ("evaluate", "bear"), ("diagnose", "sft"), ("diagnose", "bear"), ("exact", "sft"),
-                     ("exact", "bear")]
-    assert [s.label for s in stages].index(next(s.label for s in stages if "seed 1" in s.label)) == \
-        [s.label for s in stages].index(next(s.label for s in stages if s.kind == "exact" and "bear" in s.label
-                                               and "seed 0" in s.label)) + 1
+    final = [(s.kind, s.method) for s in stages if s.seed == 0]
+    assert final == [("baseline", "popularity"), *((kind, m) for kind in ("train", "evaluate", "diagnose")
+                                                   for m in ("sft", "bear-sft", "bear")),
+                     ("exact", "bear"), ("exact", "sft"), ("exact", "bear-sft")]
+    assert all(s.method in s.label and f"seed {s.seed}" in s.label for s in stages if s.seed is not None)
+    assert [s.label for s in stages].index(next(s.label for s in stages if s.seed == 1)) == \
+        [s.label for s in stages].index(next(s.label for s in stages if s.kind == "exact" and s.method == "bear-sft"
+                                               and s.seed == 0)) + 1
+    assert [(s.kind, s.dataset) for s in stages[-2:]] == [("report", "small"), ("report", None)]
+
+
+def test_a_schedule_runs_each_stage_in_a_process_of_its_own(finished, tmp_path):
+    """schedule (jobs, budget, limits): every stage in a child process, two at a time, with the same results as in
+    this process (the finished fixture's seed-0 runs of the same settings); an optional kind given too little of the
+    budget is skipped without failing the experiment; a second invocation finds every run done."""
+    root, _, _, _, _ = finished
+    raw = tiny_experiment(root / "data", methods={"popularity": {}, "sft": {}}, seeds=[0],
+                          decoding={"num_beams": 5, "search": ["beam"]}, diagnosis={"rows": 3},
+                          schedule={"jobs": 2, "budget_s": 3600, "limits_s": {"train": 600}, "optional": ["diagnose"],
+                                    "optional_min_s": 4000})
+    lines: list[str] = []
+    results = exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lines.append)
+    records = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert [(r["kind"], r["method"], r["status"]) for r in records] == [
+        ("baseline", "popularity", "ok"), ("train", "sft", "ok"), ("evaluate", "sft", "ok"),
+        ("diagnose", "sft", "skipped"), ("report", None, "ok"), ("report", None, "ok")]
+    assert records[3]["note"] == "less than 4000 s left" and records[1]["limit_s"] == 600
+    assert all(Path(r["log"]).is_file() and r["rc"] == 0 for r in records if r["status"] == "ok")
+    assert "| sft |" in results.read_text() and any("train sft seed 0 on small: OK in " in line for line in lines)
+    for run in ("popularity-seed0", "sft-seed0"):  # the same numbers as the runs made in this process
+        made_here = json.loads((root / "out" / "runs" / "small" / run / "metrics.json").read_text())
+        made_there = json.loads((tmp_path / "out" / "runs" / "small" / run / "metrics.json").read_text())
+        assert {k: made_there[k] for k in ("hr@5", "ndcg@5", "n_rows")} == {k: made_here[k] for k in
+                                                                             ("hr@5", "ndcg@5", "n_rows")}
+    exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
+    again = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert [r["status"] for r in again] == ["done", "done", "done", "skipped", "ok", "ok"]
+
+
+def test_a_stage_past_its_limit_is_stopped_and_the_stages_it_covers_skipped(finished, tmp_path, monkeypatch):
+    """A training killed at its limit is a timeout; its run's later stages are skipped, the other methods' go on, and
+    the experiment ends with an error naming what did not finish."""
+    from bearrec.errors import BearrecError
+    from bearrec.experiment import isolated
+
+    root, _, _, _, _ = finished
+    monkeypatch.setattr(isolated, "MIN_STAGE_S", 0)  # a limit shorter than the child process takes to start
+    raw = tiny_experiment(root / "data", methods={"popularity": {}, "sft": {}}, seeds=[0],
+                          decoding={"num_beams": 5, "search": ["beam"]}, diagnosis={"rows": 0},
+                          schedule={"limits_s": {"train": 0.5}})
+    with pytest.raises(BearrecError, match=r"stages did not finish: train sft seed 0 on small \(timeout: hit its") as e:
+        exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
+    assert "Fix: read their logs" in str(e.value)
+    records = {r["kind"] + (f" {r['method']}" if r["method"] else ""): r
+               for r in json.loads((tmp_path / "out" / "stages.json").read_text())}
+    assert records["baseline popularity"]["status"] == "ok"
+    assert records["train sft"]["status"] == "timeout" and records["train sft"]["seconds"] < 10
+    assert records["evaluate sft"]["status"] == "skipped"
+    assert records["evaluate sft"]["note"] == "after train sft seed 0 on small, which did not finish"
+    assert not (tmp_path / "out" / "runs" / "small" / "sft-seed0" / "model").exists()
+    assert not (tmp_path / "out" / "experiment.lock").exists()

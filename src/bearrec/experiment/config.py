@@ -67,6 +67,13 @@ class MethodSpec:
     def is_baseline(self) -> bool:
         return self.method in BASELINES
 
+    @property
+    def score_mode(self) -> str | None:
+        """How decoding scores tokens, "full" or "masked", read from the method's name (None for a baseline)."""
+        from ..train.config import ObjectiveConfig
+
+        return None if self.is_baseline else ObjectiveConfig.for_method(self.method).score_mode
+
     def cells(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values ([{}] without a grid), in the grid's order."""
         keys = list(self.grid)
@@ -101,6 +108,24 @@ class ReportSpec:
 
 
 @dataclass
+class Schedule:
+    """How the stages run. By default one at a time in this process, the first error stopping the experiment. With
+    jobs > 1, a budget or limits, each stage runs in a process of its own, stopped at its time limit (see runner)."""
+
+    jobs: int = 1  # stages of one phase (every method's training, ...) run this many at once
+    budget_s: float | None = None  # the experiment ends within this many seconds of its start
+    limits_s: dict[str, float] = field(default_factory=dict)  # the most seconds one stage of a kind takes
+    reserve_s: float = 0  # what every stage but the reports leaves of the budget, for the reports
+    optional: list[str] = field(default_factory=list)  # kinds run if time allows: a timeout is not a failure,
+    optional_min_s: float = 0  # and they are skipped when less than this is left of the budget
+
+    @property
+    def isolated(self) -> bool:
+        """Whether stages run in processes of their own (needed to stop one at its limit, or to run several)."""
+        return self.jobs > 1 or self.budget_s is not None or bool(self.limits_s)
+
+
+@dataclass
 class ExperimentConfig:
     """A whole comparison (see the module docstring and the README's "Experiments")."""
 
@@ -114,6 +139,7 @@ class ExperimentConfig:
     decoding: Decoding = field(default_factory=Decoding)
     diagnosis: Diagnosis = field(default_factory=Diagnosis)
     report: ReportSpec = field(default_factory=ReportSpec)
+    schedule: Schedule = field(default_factory=Schedule)
     source: str = "<dict>"  # the file it was read from (for messages)
 
     def to_json(self) -> dict[str, Any]:
@@ -214,7 +240,8 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
     if not isinstance(raw, dict):
         raise _fail(source, "must hold a mapping at the top level.", "start from configs/experiments/office-tiny.yaml")
     raw = dict(raw)
-    known = {"name", "datasets", "methods", "seeds", "output", "train", "tuning", "decoding", "diagnosis", "report"}
+    known = {"name", "datasets", "methods", "seeds", "output", "train", "tuning", "decoding", "diagnosis", "report",
+             "schedule"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise _fail(source, f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}.", "check the spelling")
@@ -278,7 +305,8 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
         train=train, tuning=_section(Tuning, raw.get("tuning"), f"{source}: tuning"),
         decoding=_section(Decoding, raw.get("decoding"), f"{source}: decoding"),
         diagnosis=_section(Diagnosis, raw.get("diagnosis"), f"{source}: diagnosis"),
-        report=_section(ReportSpec, raw.get("report"), f"{source}: report"), source=source)
+        report=_section(ReportSpec, raw.get("report"), f"{source}: report"),
+        schedule=_section(Schedule, raw.get("schedule"), f"{source}: schedule"), source=source)
     if isinstance(config.decoding.search, str):
         config.decoding.search = [config.decoding.search]
     if not isinstance(config.decoding.search, list):
@@ -309,8 +337,37 @@ def experiment_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Experim
         if int(value.split("@")[1]) > config.decoding.num_beams:
             raise _fail(f"{source}: {key}", f"{value} needs lists longer than the {config.decoding.num_beams} "
                         "recommended.", "lower K, or raise decoding.num_beams")
+    _check_schedule(config.schedule, f"{source}: schedule")
     check_settings(config)
     return config
+
+
+def _check_schedule(schedule: Schedule, where: str) -> None:
+    """Every schedule value of the right type and range, kinds among the plan's (errors name the key)."""
+    from .plan import KINDS
+
+    def number(value: Any, least: float, strict: bool = False) -> bool:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and (value > least if strict else value >= least))
+
+    if not isinstance(schedule.jobs, int) or not number(schedule.jobs, 1):
+        raise _fail(f"{where}.jobs", f"must be an integer >= 1, got {schedule.jobs!r}.", "e.g. jobs: 3")
+    if schedule.budget_s is not None and not number(schedule.budget_s, 0, strict=True):
+        raise _fail(f"{where}.budget_s", f"must be seconds > 0, got {schedule.budget_s!r}.", "e.g. 3600, or leave it out")
+    for key in ("reserve_s", "optional_min_s"):
+        if not number(getattr(schedule, key), 0):
+            raise _fail(f"{where}.{key}", f"must be seconds >= 0, got {getattr(schedule, key)!r}.", "e.g. 30")
+    schedule.limits_s = limits = _mapping(schedule.limits_s, f"{where}.limits_s", "limits_s: {train: 300}")
+    if not isinstance(schedule.optional, list):
+        raise _fail(f"{where}.optional", f"must list kinds of stage, got {schedule.optional!r}.",
+                    "e.g. optional: [diagnose, exact]")
+    for key, kind in [(f"limits_s.{k}", k) for k in limits] + [("optional", k) for k in schedule.optional]:
+        if kind not in KINDS:
+            raise _fail(f"{where}.{key}", f"names no kind of stage ({kind!r}); kinds: {', '.join(KINDS)}.",
+                        "check the spelling")
+    for kind, value in limits.items():
+        if not number(value, 0, strict=True):
+            raise _fail(f"{where}.limits_s.{kind}", f"must be seconds > 0, got {value!r}.", "e.g. 300")
 
 
 def check_settings(config: ExperimentConfig) -> None:

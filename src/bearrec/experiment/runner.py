@@ -1,5 +1,8 @@
 """Running an experiment: every stage not done yet, in the plan's order, with a line of progress per stage, under
-a lock that keeps a second experiment out of the same output folder."""
+a lock that keeps a second experiment out of the same output folder; OUTPUT/stages.json records what became of each.
+
+By default each stage runs in this process and the first error stops the experiment. A config whose `schedule` sets
+jobs > 1, a budget or limits runs each stage in a process of its own instead (bearrec.experiment.isolated)."""
 from __future__ import annotations
 
 import contextvars
@@ -8,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
+from ..errors import BearrecError, ConfigError
 from ..io import write_json
 from .config import ExperimentConfig
 from .plan import Stage
@@ -91,26 +94,64 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class Records:
+    """OUTPUT/stages.json: what became of each stage in the latest invocation, in the plan's order (status running,
+    ok, done (earlier), failed, timeout, skipped or stopped; seconds; the limit; a note; its log), rewritten at each
+    change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def add(self, index: int, stage: Stage, status: str, seconds: float = 0.0, *, limit: float | None = None,
+            rc: int | None = None, note: str = "", log: Path | None = None) -> None:
+        self.rows[index] = {"index": index, "kind": stage.kind, "label": stage.label, "dataset": stage.dataset,
+                            "method": stage.method, "seed": stage.seed, "status": status, "seconds": round(seconds, 1),
+                            "limit_s": None if limit is None else round(limit), "rc": rc, "note": note,
+                            "log": None if log is None else str(log)}
+        write_json(self.path, [self.rows[i] for i in sorted(self.rows)])
+
+
 def _run(experiment: Experiment, print_fn: Callable[[str], None]) -> Path:
     """Every stage of the plan that is not done yet, with the progress lines; OUTPUT/results.md."""
     config = experiment.config
     write_json(experiment.out / "experiment.json", config.to_json())
     plan = experiment.stages()
     progress = Progress(len(plan), print_fn)
-    for index, stage in enumerate(plan, start=1):
-        if stage.done():
-            print_fn(f"[stage {index}/{len(plan)}] {stage.label}: done earlier, skipped")
-            continue
-        print_fn(progress.line(index, stage, plan[index:]))
-        token = CURRENT_STAGE.set((stage.kind, stage.label))
-        start = time.perf_counter()
-        try:
-            stage.run()
-        finally:
-            CURRENT_STAGE.reset(token)
-        progress.record(stage, time.perf_counter() - start)
+    records = Records(experiment.out / "stages.json")
+    if not config.schedule.isolated:
+        _run_here(plan, progress, records, print_fn)
+    else:
+        from .isolated import run_isolated
+
+        unfinished = run_isolated(experiment, plan, progress, records, print_fn)
+        if unfinished:
+            raise BearrecError(
+                f"{len(unfinished)} of {len(plan)} stages did not finish: " + "; ".join(
+                    f"{r['label']} ({r['status']}{': ' + r['note'] if r['note'] else ''})" for r in unfinished)
+                + f". Fix: read their logs (in {experiment.out / 'logs'}, listed in {records.path}), then run the "
+                "experiment again: it redoes only the stages not finished.")
     results = experiment.out / "results.md"
     print_fn(results.read_text(encoding="utf-8"))
     print_fn(f"experiment {config.name} finished in {(time.perf_counter() - progress.started) / 60:.1f} min: "
              f"{results}")
     return results
+
+
+def _run_here(plan: list[Stage], progress: Progress, records: Records, print_fn: Callable[[str], None]) -> None:
+    """The stages not done yet, one after the other in this process; the first error stops them."""
+    for index, stage in enumerate(plan, start=1):
+        if stage.done():
+            records.add(index, stage, "done")
+            print_fn(f"[stage {index}/{len(plan)}] {stage.label}: done earlier, skipped")
+            continue
+        print_fn(progress.line(index, stage, plan[index:]))
+        token = CURRENT_STAGE.set((stage.kind, stage.label))
+        start, status = time.perf_counter(), "failed"
+        try:
+            stage.run()
+            status = "ok"
+        finally:
+            CURRENT_STAGE.reset(token)
+            records.add(index, stage, status, time.perf_counter() - start)
+        progress.record(stage, time.perf_counter() - start)
