@@ -1,12 +1,13 @@
-"""Helpers of bench/gpu_check.sh (see its header): the environment check, SmolLM2 as a model folder, the Office
-summary.
+"""The steps of bench/gpu_check.py (see its docstring) that import bearrec or torch: each runs in a process of its
+own, with the packages the setup stage installed on the path (the check itself needs only the standard library).
 
-    python bench/gpu_check.py env OUT.json [--smollm2] [--cuda] [--set KEY=VALUE ...]   # exit 1 naming what is missing
-    python bench/gpu_check.py smollm2 FOLDER           # SmolLM2-135M read once from its GGUF, saved as a plain model
-    python bench/gpu_check.py office RUNS_ROOT --steps STEPS.tsv --md OUT.md --json OUT.json [--report REPORT.md]
+    python bench/gpu_check_helpers.py env OUT.json [--smollm2] [--cuda] [--set KEY=VALUE ...]   # exit 1 naming
+                                                         # what is missing
+    python bench/gpu_check_helpers.py smollm2 FOLDER     # SmolLM2-135M read once from its GGUF, saved as a plain model
+    python bench/gpu_check_helpers.py office EXPERIMENT_DIR --md OUT.md --json OUT.json [--set KEY=VALUE ...]
 
 None of them holds recommender logic: `smollm2` calls bearrec.models, `office` only gathers the JSON files that
-`bearrec train / evaluate / diagnose` wrote into each run directory.
+`bearrec experiment` wrote (its stages.json, each run directory, the dataset's stats.json, report.md).
 """
 from __future__ import annotations
 
@@ -167,17 +168,15 @@ def cmd_smollm2(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- office
-def read_steps(path: Path | None) -> list[dict[str, Any]]:
-    """The step records gpu_check.sh appended (tab-separated: method, step, status, rc, seconds, limit, note)."""
+def read_steps(path: Path) -> list[dict[str, Any]]:
+    """The experiment's stages (its stages.json) as steps: method ("data" for a dataset's, "all" for the reports),
+    step (the stage's kind; "results" for the results tables), status, rc, seconds, limit and note."""
     steps = []
-    if path is None or not path.is_file():
-        return steps
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 6:
-            steps.append({"method": parts[0], "step": parts[1], "status": parts[2], "rc": int(parts[3]),
-                          "seconds": float(parts[4]), "limit_s": int(parts[5]),
-                          "note": parts[6] if len(parts) > 6 else ""})
+    for r in read_json(path) or []:
+        method = r["method"] or ("data" if r["kind"] in ("prepare", "index") else "all")
+        step = "results" if r["kind"] == "report" and r["dataset"] is None else r["kind"]
+        steps.append({"method": method, "step": step, "status": r["status"], "rc": r["rc"], "seconds": r["seconds"],
+                      "limit_s": r["limit_s"], "note": r["note"]})
     return steps
 
 
@@ -265,8 +264,8 @@ def office_markdown(result: dict[str, Any], report: str | None) -> str:
               "GPU (jobs > 1) both are shared-GPU figures; bench_train's train.json has the clean per-step rate.", "",
               "## Steps", "", "| method | step | status | seconds | limit s | note |", "|---|---|---|---|---|---|"]
     for st in result["steps"]:
-        lines.append(f"| {st['method']} | {st['step']} | {st['status']} | {st['seconds']:.1f} | {st['limit_s']} | "
-                     f"{st['note']} |")
+        lines.append(f"| {st['method']} | {st['step']} | {st['status']} | {st['seconds']:.1f} | "
+                     f"{_fmt(st['limit_s'])} | {st['note']} |")
     if report:  # its tables (its figures are PNG files beside it, not copied)
         kept = [line for line in report.splitlines() if not line.startswith("![") and
                 not (line.startswith("*") and line.endswith("*") and not line.startswith("**"))]
@@ -277,17 +276,21 @@ def office_markdown(result: dict[str, Any], report: str | None) -> str:
 def cmd_office(args: argparse.Namespace) -> int:
     from bearrec.run_dir import RunDir
 
-    root = Path(args.runs)
+    out = Path(args.experiment)
+    config = read_json(out / "experiment.json") or {}
+    name = config["datasets"][0]["name"] if config.get("datasets") else "office"  # the config's one dataset
+    root = out / "runs" / name
     runs = sorted(p for p in root.iterdir() if RunDir(p).is_run()) if root.is_dir() else []
     methods = {}
     for run in runs:
         r = run_summary(run)
         methods[r["method"]] = r
-    dataset = read_json(Path(args.dataset) / "stats.json") if args.dataset else None
+    dataset = read_json(out / "data" / name / "stats.json")
     result = {"settings": dict(item.split("=", 1) for item in args.set), "methods": methods,
-              "steps": read_steps(Path(args.steps) if args.steps else None),
+              "steps": read_steps(out / "stages.json"),
               "dataset": {k: dataset.get(k) for k in ("n_items", "n_train", "n_valid", "n_test")} if dataset else None}
-    report = Path(args.report).read_text(encoding="utf-8") if args.report and Path(args.report).is_file() else None
+    report_md = out / "report" / name / "report.md"
+    report = report_md.read_text(encoding="utf-8") if report_md.is_file() else None
     write_atomically(Path(args.json), json.dumps(result, indent=2, default=str) + "\n")
     write_atomically(Path(args.md), office_markdown(result, report))
     print(f"office summary: {len(methods)} runs -> {args.md}, {args.json}")
@@ -307,11 +310,8 @@ def main() -> int:
     s = sub.add_parser("smollm2", help="save SmolLM2-135M (from its GGUF) as a plain model folder")
     s.add_argument("folder")
     s.set_defaults(func=cmd_smollm2)
-    o = sub.add_parser("office", help="gather the Office runs into office.md and office.json")
-    o.add_argument("runs", help="the folder holding one run directory per method")
-    o.add_argument("--steps", help="the step log (tab-separated) gpu_check.sh wrote")
-    o.add_argument("--dataset", help="the prepared dataset (its stats.json is recorded)")
-    o.add_argument("--report", help="report.md of `bearrec report`, appended when present")
+    o = sub.add_parser("office", help="gather the Office experiment into office.md and office.json")
+    o.add_argument("experiment", help="the output folder of `bearrec experiment`")
     o.add_argument("--set", nargs="*", default=[], help="KEY=VALUE settings recorded as given")
     o.add_argument("--md", required=True)
     o.add_argument("--json", required=True)
