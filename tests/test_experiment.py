@@ -220,6 +220,17 @@ def test_the_shipped_configs_load(monkeypatch):
     assert (config.model, config.lora.r, config.objective.name, config.objective.base) == ("smollm2-135m", 8, "bear", "sft")
     assert smol.datasets[0].prepare["train_sample"] == 1024 and smol.datasets[0].test_sample == 500
     assert smol.decoding.search == ["beam", "exact"] and smol.diagnosis.rows == 500
+    # the GPU check's office stage (bench/gpu_check.py): the settings its bash version used, its limits as a schedule
+    gpu = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "office-gpu.yaml")
+    config = exp.Experiment(gpu).train_config(gpu.datasets[0], gpu.methods[0], {}, 0)
+    assert (config.model, config.lora, config.max_history, config.max_train_rows, config.max_valid_rows) == (
+        "smollm2-135m", None, 10, 10000, 200)
+    assert {k: config.training[k] for k in ("learning_rate", "per_device_train_batch_size", "bf16", "num_train_epochs")} \
+        == {"learning_rate": 2e-4, "per_device_train_batch_size": 32, "bf16": True, "num_train_epochs": 1}
+    assert gpu.datasets[0].prepare["train_sample"] == 10000 and gpu.decoding.search == ["beam", "exact"]
+    assert (gpu.decoding.max_expansions, gpu.decoding.batch_size, gpu.diagnosis.rows) == (1000, 64, 200)
+    assert gpu.schedule.jobs == 3 and gpu.schedule.limits_s["train"] == 300 and gpu.schedule.isolated
+    assert [s.method for s in exp.Experiment(gpu).stages() if s.kind == "exact"] == ["msl", "bear", "sft"]
     for name in ("semantic-ml100k", "semantic-office"):
         semantic = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / f"{name}.yaml")
         config = exp.Experiment(semantic).train_config(semantic.datasets[0], semantic.methods[2], {}, 0)

@@ -11,23 +11,27 @@ OUTPUT (the config's `output`, or --output) holds:
   tuning/<dataset>/<method>.json   every cell's validation score and the cell selected (the test split is not read)
   report/<dataset>/                report.html, report.md, summary.json (bearrec.report)
   results.md, results.json         the results of every dataset, one section each
+  stages.json                      what became of each stage in the latest invocation (status, seconds, limit, note)
+  logs/                            with a `schedule`: each stage's output
 Every stage is skipped once its output exists, and trainings resume from their last checkpoint, so an interrupted
 experiment continues where it stopped when run again.
 
 Modules: config (the schema, read from YAML and checked), plan (the stages and their order), work (what each stage
-does, and where its files go), runner (running the stages).
+does, and where its files go), runner (running the stages; isolated and child: each in a process of its own, as the
+config's `schedule` asks), demo (`bearrec demo`'s config).
 """
 from __future__ import annotations
 
 from ..baselines import BASELINES
-from .config import (DEMO_CONFIG, DEMO_QUICK, INDEX_OPTIONS, RUN_KEYS, RUN_KEYS_FIX, SEARCHES, DatasetSpec, Decoding,
-                     Diagnosis, ExperimentConfig, MethodSpec, ReportSpec, Tuning, _cell_name, check_settings,
-                     demo_config_path, experiment_from_dict, load_experiment)
+from .config import (INDEX_OPTIONS, RUN_KEYS, RUN_KEYS_FIX, SEARCHES, DatasetSpec, Decoding, Diagnosis,
+                     ExperimentConfig, MethodSpec, ReportSpec, Schedule, Tuning, _cell_name, check_settings,
+                     experiment_from_dict, load_experiment)
+from .demo import DEMO_CONFIG, DEMO_QUICK, demo_config_path
 from .plan import FINAL_PHASES, Stage
 from .runner import CURRENT_STAGE, Progress, run_experiment
 from .work import Experiment
 
 __all__ = ["BASELINES", "CURRENT_STAGE", "DEMO_CONFIG", "DEMO_QUICK", "FINAL_PHASES", "INDEX_OPTIONS", "RUN_KEYS",
            "RUN_KEYS_FIX", "SEARCHES", "DatasetSpec", "Decoding", "Diagnosis", "Experiment", "ExperimentConfig",
-           "MethodSpec", "Progress", "ReportSpec", "Stage", "Tuning", "_cell_name", "check_settings",
+           "MethodSpec", "Progress", "ReportSpec", "Schedule", "Stage", "Tuning", "_cell_name", "check_settings",
            "demo_config_path", "experiment_from_dict", "load_experiment", "run_experiment"]

@@ -13,7 +13,6 @@ from ..baselines import BASELINES
 from ..errors import ConfigError
 
 SEARCHES = ("beam", "exact")
-DEMO_CONFIG = "demo.yaml"  # shipped in bearrec/configs/
 
 
 def _index_defaults() -> dict[str, Any]:
@@ -399,13 +398,6 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return experiment_from_dict(read_settings(path, overrides, examples="configs/experiments/"), str(path))
 
 
-def demo_config_path() -> Path:
-    """The experiment config `bearrec demo` runs (shipped inside the package)."""
-    from importlib import resources
-
-    return Path(str(resources.files("bearrec") / "configs" / DEMO_CONFIG))
-
-
 def _cell_name(cell: dict[str, Any]) -> str:
     """A folder-safe name of a grid cell: "lam0.25-xi1.0" for {"objective.lam": 0.25, "objective.xi": 1.0}."""
     parts = []
@@ -413,9 +405,3 @@ def _cell_name(cell: dict[str, Any]) -> str:
         text = json.dumps(value) if not isinstance(value, str) else value
         parts.append(re.sub(r"[^\w.+]", "_", key.split(".")[-1] + text))
     return "-".join(parts)
-
-
-# `bearrec demo --quick`: the demo shrunk to a smoke test (a minute or two on a CPU).
-DEMO_QUICK = ("datasets.ml100k.prepare.train_sample=200", "datasets.ml100k.test_sample=40",
-              "train.max_valid_rows=40", "train.training.num_train_epochs=1", "diagnosis.rows=20",
-              "methods.sasrec.n_epochs=2")
