@@ -182,6 +182,8 @@ class _Run:
         try:
             yield
         finally:
+            for child in self.running:  # all at once first, so that stopping them takes one grace period, not several
+                _signal(child.process, signal.SIGTERM)
             for child in self.running:
                 _stop(child.process)
                 self.records.add(child.index, child.stage, "stopped", time.monotonic() - child.started,
@@ -195,12 +197,19 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _signal(process: subprocess.Popen, sig: int) -> bool:
+    """Send `sig` to the stage's whole session (its data loader workers too); False when it is gone."""
+    try:
+        os.killpg(process.pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the stage's whole session (its data loader workers too), SIGKILL if it is still there later."""
+    """SIGTERM to the stage's session, SIGKILL if it is still there STOP_GRACE_S later."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
+        if not _signal(process, sig):
             break
         try:
             process.wait(timeout=STOP_GRACE_S)
