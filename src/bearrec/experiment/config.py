@@ -109,7 +109,7 @@ class ReportSpec:
 @dataclass
 class Schedule:
     """How the stages run. By default one at a time in this process, the first error stopping the experiment. With
-    jobs > 1, a budget or limits, each stage runs in a process of its own, stopped at its time limit (see runner)."""
+    jobs > 1, a budget or limits, each stage runs in a process of its own, stopped at its limit (see isolated.py)."""
 
     jobs: int = 1  # stages of one phase (every method's training, ...) run this many at once
     budget_s: float | None = None  # the experiment ends within this many seconds of its start
