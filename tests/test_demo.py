@@ -41,7 +41,7 @@ def test_demo_runs_end_to_end_and_says_which_run_made_each_number(tmp_path, monk
     assert bear_ce["method"] == "bear+ce" and bear_ce["objective"] == "bear" and bear_ce["score_mode"] == "masked"
     assert bear_ce["objective_config"]["single_child_ce"] is True and bear_ce["domain"] == "movie"
     sid = json.loads((out / "runs" / "ml100k" / "sid-bear-seed0" / "config.json").read_text())
-    assert sid["items"] == "semantic_id" and sid["objective"] == "bear" and sid["method"] == "sid-bear"
+    assert sid["item_kind"] == "semantic_id" and sid["objective"] == "bear" and sid["method"] == "sid-bear"
     assert json.loads((out / "data" / "ml100k" / "semantic_ids.json").read_text())["levels"] == 3
     assert (out / "report" / "ml100k" / "report.html").exists()
     stats = json.loads((out / "data" / "ml100k" / "stats.json").read_text())

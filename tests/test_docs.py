@@ -75,7 +75,7 @@ SECTION_FIELDS = {
     "tiny": dataclass_fields(SRC / "train" / "config.py", "TinyModel"),
     "lora": dataclass_fields(SRC / "models.py", "LoraSettings"),
 }
-EXPERIMENT_FIELDS = [f for f in dataclass_fields(SRC / "experiment.py", "ExperimentConfig") if f != "source"]
+EXPERIMENT_FIELDS = [f for f in dataclass_fields(SRC / "experiment" / "config.py", "ExperimentConfig") if f != "source"]
 
 
 # ---------------------------------------------------------------- reading the pages

@@ -174,6 +174,12 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"datasets": {"small": {"path": "x", "index": 3}}}, "datasets.small.index: must be a mapping"),
     ({"methods": {"codes": {"method": "sfft"}}}, "methods.codes: 'sfft' is neither a baseline"),
     ({"methods": {"sft": {"name": "x"}}}, "methods.sft.name: is set by the experiment"),
+    ({"schedule": {"jobs": 0}}, "schedule.jobs: must be an integer >= 1"),
+    ({"schedule": {"budget_s": -1}}, "schedule.budget_s: must be seconds > 0"),
+    ({"schedule": {"limits_s": {"training": 5}}}, "schedule.limits_s.training: names no kind of stage"),
+    ({"schedule": {"limits_s": {"train": "5 min"}}}, "schedule.limits_s.train: must be seconds"),
+    ({"schedule": {"optional": "exact"}}, "schedule.optional: must list kinds"),
+    ({"schedule": {"workers": 2}}, "schedule: unknown key 'workers'"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_experiment(tmp_path)
@@ -214,10 +220,21 @@ def test_the_shipped_configs_load(monkeypatch):
     assert (config.model, config.lora.r, config.objective.name, config.objective.base) == ("smollm2-135m", 8, "bear", "sft")
     assert smol.datasets[0].prepare["train_sample"] == 1024 and smol.datasets[0].test_sample == 500
     assert smol.decoding.search == ["beam", "exact"] and smol.diagnosis.rows == 500
+    # the GPU check's office stage (bench/gpu_check.py): the settings its bash version used, its limits as a schedule
+    gpu = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "office-gpu.yaml")
+    config = exp.Experiment(gpu).train_config(gpu.datasets[0], gpu.methods[0], {}, 0)
+    assert (config.model, config.lora, config.max_history, config.max_train_rows, config.max_valid_rows) == (
+        "smollm2-135m", None, 10, 10000, 200)
+    assert {k: config.training[k] for k in ("learning_rate", "per_device_train_batch_size", "bf16", "num_train_epochs")} \
+        == {"learning_rate": 2e-4, "per_device_train_batch_size": 32, "bf16": True, "num_train_epochs": 1}
+    assert gpu.datasets[0].prepare["train_sample"] == 10000 and gpu.decoding.search == ["beam", "exact"]
+    assert (gpu.decoding.max_expansions, gpu.decoding.batch_size, gpu.diagnosis.rows) == (1000, 64, 200)
+    assert gpu.schedule.jobs == 3 and gpu.schedule.limits_s["train"] == 300 and gpu.schedule.isolated
+    assert [s.method for s in exp.Experiment(gpu).stages() if s.kind == "exact"] == ["msl", "bear", "sft"]
     for name in ("semantic-ml100k", "semantic-office"):
         semantic = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / f"{name}.yaml")
         config = exp.Experiment(semantic).train_config(semantic.datasets[0], semantic.methods[2], {}, 0)
-        assert config.items == "semantic_id" and semantic.datasets[0].index["embeddings"] == "lm:minilm-l6"
+        assert config.item_kind == "semantic_id" and semantic.datasets[0].index["embeddings"] == "lm:minilm-l6"
 
 
 def test_evaluate_reads_a_baseline_run_without_decoding(finished, capsys):
@@ -260,7 +277,7 @@ def test_a_baseline_grid_is_tuned_on_validation(tmp_path):
     exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
     record = json.loads((tmp_path / "out" / "tuning" / "small" / "sasrec.json").read_text())
     assert [c["name"] for c in record["cells"]] == ["n_epochs1", "n_epochs2"]
-    chosen = exp._cell_name(record["selected"])
+    chosen = exp.cell_name(record["selected"])
     run = tmp_path / "out" / "runs" / "small" / f"sasrec-{chosen}-seed0"
     assert (run / "metrics-valid.json").is_file() and (run / "metrics.json").is_file()
     assert json.loads((run / "config.json").read_text())["baseline"]["max_len"] == 3  # the prompts' max_history
@@ -270,7 +287,7 @@ def test_semantic_ids_are_indexed_once_per_dataset_and_runs_train_on_them(tmp_pa
     write_small_dataset(tmp_path / "data")
     index = {"levels": 2, "codes": 4}
     raw = tiny_experiment(tmp_path / "data", methods={"sft": {}}, seeds=[0], diagnosis={"rows": 0},
-                          decoding={"num_beams": 5, "search": ["beam"]}, train={**TINY_TRAIN, "items": "semantic_id"})
+                          decoding={"num_beams": 5, "search": ["beam"]}, train={**TINY_TRAIN, "item_kind": "semantic_id"})
     raw["datasets"]["small"]["index"] = index
     lines: list[str] = []
     exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lines.append)
@@ -278,7 +295,7 @@ def test_semantic_ids_are_indexed_once_per_dataset_and_runs_train_on_them(tmp_pa
     assert (record["levels"], record["codes"], record["embeddings"], record["seed"]) == (2, 4, "collaborative", 0)
     assert any("semantic IDs of small" in line for line in lines)
     run = json.loads((tmp_path / "out" / "runs" / "small" / "sft-seed0" / "config.json").read_text())
-    assert run["items"] == "semantic_id" and "semantic_ids.json" in run["files"]
+    assert run["item_kind"] == "semantic_id" and "semantic_ids.json" in run["files"]
     again: list[str] = []
     exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=again.append)
     assert any("semantic IDs of small: done earlier, skipped" in line for line in again)
@@ -293,14 +310,14 @@ def test_one_objective_twice_under_names_of_its_own(tmp_path):
     raw = tiny_experiment(tmp_path / "data", seeds=[0], diagnosis={"rows": 0},
                           decoding={"num_beams": 5, "search": ["beam"]},
                           methods={"top": {"method": "popularity"}, "sft": {},
-                                   "sid-sft": {"method": "sft", "items": "semantic_id"}})
+                                   "sid-sft": {"method": "sft", "item_kind": "semantic_id"}})
     raw["datasets"]["small"]["index"] = {"levels": 2, "codes": 4}
     exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
     runs = tmp_path / "out" / "runs" / "small"
     configs = {name: json.loads((runs / f"{name}-seed0" / "config.json").read_text()) for name in ("top", "sft", "sid-sft")}
     assert [configs[n]["method"] for n in ("top", "sft", "sid-sft")] == ["top", "sft", "sid-sft"]
     assert configs["top"]["objective"] == "popularity"
-    assert (configs["sft"]["items"], configs["sid-sft"]["items"]) == ("title", "semantic_id")
+    assert (configs["sft"]["item_kind"], configs["sid-sft"]["item_kind"]) == ("title", "semantic_id")
     assert configs["sft"]["name"] is None and configs["sid-sft"]["objective"] == "sft"
     summary = json.loads((tmp_path / "out" / "report" / "small" / "summary.json").read_text())
     assert set(summary["methods"]) == {"top", "sft", "sid-sft"}
@@ -340,13 +357,68 @@ def test_the_docs_example_is_a_valid_experiment():
 
 def test_each_seed_runs_every_methods_cheap_stages_before_any_exact_search(tmp_path):
     """Per seed: baselines, trainings, beam decodings and diagnoses, each phase for every method, so the beam-search
-    results and pruning rates of all methods come before the slow exact searches."""
-    raw = tiny_experiment(tmp_path / "data", methods={"sft": {}, "popularity": {}, "bear": {}})
+    results and pruning rates of all methods come before the slow exact searches; of those, the masked-score methods'
+    (cheap) before the full-score ones' (SFT, bear-sft), whatever the config's order."""
+    raw = tiny_experiment(tmp_path / "data", methods={"sft": {}, "popularity": {}, "bear-sft": {}, "bear": {}})
     stages = exp.Experiment(exp.experiment_from_dict(raw), tmp_path / "out").stages()
-    final = [(s.kind, s.label.split(" seed ")[0].split()[-1]) for s in stages if "seed 0" in s.label]
-    assert final == [("baseline", "popularity"), ("train", "sft"), ("train", "bear"), ("evaluate", "sft"),
-                     ("evaluate", "bear"), ("diagnose", "sft"), ("diagnose", "bear"), ("exact", "sft"),
-                     ("exact", "bear")]
-    assert [s.label for s in stages].index(next(s.label for s in stages if "seed 1" in s.label)) == \
-        [s.label for s in stages].index(next(s.label for s in stages if s.kind == "exact" and "bear" in s.label
-                                               and "seed 0" in s.label)) + 1
+    final = [(s.kind, s.method) for s in stages if s.seed == 0]
+    assert final == [("baseline", "popularity"), *((kind, m) for kind in ("train", "evaluate", "diagnose")
+                                                   for m in ("sft", "bear-sft", "bear")),
+                     ("exact", "bear"), ("exact", "sft"), ("exact", "bear-sft")]
+    assert all(s.method in s.label and f"seed {s.seed}" in s.label for s in stages if s.seed is not None)
+    assert [s.label for s in stages].index(next(s.label for s in stages if s.seed == 1)) == \
+        [s.label for s in stages].index(next(s.label for s in stages if s.kind == "exact" and s.method == "bear-sft"
+                                               and s.seed == 0)) + 1
+    assert [(s.kind, s.dataset) for s in stages[-2:]] == [("report", "small"), ("report", None)]
+
+
+def test_a_schedule_runs_each_stage_in_a_process_of_its_own(finished, tmp_path):
+    """schedule (jobs, budget, limits): every stage in a child process, two at a time, with the same results as in
+    this process (the finished fixture's seed-0 runs of the same settings); an optional kind given too little of the
+    budget is skipped without failing the experiment; a second invocation finds every run done."""
+    root, _, _, _, _ = finished
+    raw = tiny_experiment(root / "data", methods={"popularity": {}, "sft": {}}, seeds=[0],
+                          decoding={"num_beams": 5, "search": ["beam"]}, diagnosis={"rows": 3},
+                          schedule={"jobs": 2, "budget_s": 3600, "limits_s": {"train": 600}, "optional": ["diagnose"],
+                                    "optional_min_s": 4000})
+    lines: list[str] = []
+    results = exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lines.append)
+    records = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert [(r["kind"], r["method"], r["status"]) for r in records] == [
+        ("baseline", "popularity", "ok"), ("train", "sft", "ok"), ("evaluate", "sft", "ok"),
+        ("diagnose", "sft", "skipped"), ("report", None, "ok"), ("report", None, "ok")]
+    assert records[3]["note"] == "less than 4000 s left" and records[1]["limit_s"] == 600
+    assert all(Path(r["log"]).is_file() and r["rc"] == 0 for r in records if r["status"] == "ok")
+    assert "| sft |" in results.read_text() and any("train sft seed 0 on small: OK in " in line for line in lines)
+    for run in ("popularity-seed0", "sft-seed0"):  # the same numbers as the runs made in this process
+        made_here = json.loads((root / "out" / "runs" / "small" / run / "metrics.json").read_text())
+        made_there = json.loads((tmp_path / "out" / "runs" / "small" / run / "metrics.json").read_text())
+        assert {k: made_there[k] for k in ("hr@5", "ndcg@5", "n_rows")} == {k: made_here[k] for k in
+                                                                             ("hr@5", "ndcg@5", "n_rows")}
+    exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
+    again = json.loads((tmp_path / "out" / "stages.json").read_text())
+    assert [r["status"] for r in again] == ["done", "done", "done", "skipped", "ok", "ok"]
+
+
+def test_a_stage_past_its_limit_is_stopped_and_the_stages_it_covers_skipped(finished, tmp_path, monkeypatch):
+    """A training killed at its limit is a timeout; its run's later stages are skipped, the other methods' go on, and
+    the experiment ends with an error naming what did not finish."""
+    from bearrec.errors import BearrecError
+    from bearrec.experiment import isolated
+
+    root, _, _, _, _ = finished
+    monkeypatch.setattr(isolated, "MIN_STAGE_S", 0)  # a limit shorter than the child process takes to start
+    raw = tiny_experiment(root / "data", methods={"popularity": {}, "sft": {}}, seeds=[0],
+                          decoding={"num_beams": 5, "search": ["beam"]}, diagnosis={"rows": 0},
+                          schedule={"limits_s": {"train": 0.5}})
+    with pytest.raises(BearrecError, match=r"stages did not finish: train sft seed 0 on small \(timeout: hit its") as e:
+        exp.run_experiment(exp.experiment_from_dict(raw), tmp_path / "out", print_fn=lambda _: None)
+    assert "Fix: read their logs" in str(e.value)
+    records = {r["kind"] + (f" {r['method']}" if r["method"] else ""): r
+               for r in json.loads((tmp_path / "out" / "stages.json").read_text())}
+    assert records["baseline popularity"]["status"] == "ok"
+    assert records["train sft"]["status"] == "timeout" and records["train sft"]["seconds"] < 10
+    assert records["evaluate sft"]["status"] == "skipped"
+    assert records["evaluate sft"]["note"] == "after train sft seed 0 on small, which did not finish"
+    assert not (tmp_path / "out" / "runs" / "small" / "sft-seed0" / "model").exists()
+    assert not (tmp_path / "out" / "experiment.lock").exists()

