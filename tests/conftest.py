@@ -14,3 +14,10 @@ def small_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("small_run")
     write_small_dataset(root / "data")
     return train_small_run(root / "data", root / "run")
+
+
+@pytest.fixture(autouse=True)
+def _no_busy_machine_note(monkeypatch):
+    """The note a command prints when the machine is busy depends on what else runs (other tests, in parallel):
+    tests read the commands' own output. tests/test_reproducible.py tests the note itself."""
+    monkeypatch.setattr("bearrec.cli.busy_note", lambda: None)

@@ -80,3 +80,24 @@ def test_a_run_trains_with_a_registered_objective(with_toy, tmp_path):
     run = train_small_run(tmp_path / "data", tmp_path / "run", "objective.name=toy", "objective.single_child_ce=true")
     config = json.loads((run / "config.json").read_text())
     assert (config["objective"], config["method"], config["score_mode"]) == ("toy", "toy+ce", "masked")
+
+
+def test_an_objective_declares_its_own_hyperparameters(monkeypatch):
+    """`Objective.params` (a dataclass) gives an objective keys of its own under objective.params, checked by name
+    and type, read in its loss through `settings()`."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class ToyParams:
+        factor: float = 2.0
+
+    toy = Objective("toy", "factor times MSL", "masked", toy_batch_loss, params=ToyParams)
+    monkeypatch.setattr(registry, "OBJECTIVES", registry.OBJECTIVES + (toy,))
+    assert ObjectiveConfig(name="toy").settings() == ToyParams()
+    assert ObjectiveConfig(name="toy", params={"factor": 3.0}).settings().factor == 3.0
+    with pytest.raises(ConfigError, match="unknown key objective.params.factr of the toy objective. Valid keys: factor"):
+        ObjectiveConfig(name="toy", params={"factr": 3.0})
+    with pytest.raises(ConfigError, match="objective.params.factor must be a number"):
+        ObjectiveConfig(name="toy", params={"factor": "big"})
+    with pytest.raises(ConfigError, match="the bear objective takes no params of its own"):
+        ObjectiveConfig(name="bear", params={"factor": 3.0})

@@ -51,8 +51,10 @@ def test_the_command_line_lets_waiting_threads_sleep_unless_told_otherwise(monke
 def test_a_job_started_on_a_busy_machine_says_so(monkeypatch, small_run, tmp_path, capsys):
     import os
 
+    from bearrec import cli, machine
     from bearrec.cli import main
 
+    monkeypatch.setattr(cli, "busy_note", machine.busy_note)  # conftest silences it for the other tests
     monkeypatch.setattr(os, "getloadavg", lambda: (float(os.cpu_count() or 1) + 1, 0.0, 0.0))
     assert main(["recommend", str(small_run), "--num-beams", "3", "--output", str(tmp_path / "p.jsonl")]) == 0
     assert "this machine is busy" in capsys.readouterr().err

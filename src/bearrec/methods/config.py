@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..config_checks import check_fields, check_range
@@ -29,10 +29,16 @@ class ObjectiveConfig:
     # high learning rate, stops reading its prompt (docs/results.md). Masked decoding scores are unchanged by it
     # (p = 1). The full-softmax objectives (sft, an sft base) already give every token that CE: no change there.
     single_child_ce: bool = False
+    # the hyperparameters an objective declares of its own (`Objective.params`, a dataclass), e.g. objective.params.eta
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fields(self, "objective.")
-        get_objective(self.name)  # a ConfigError naming the registered objectives
+        declared = get_objective(self.name)  # a ConfigError naming the registered objectives
+        self.settings()  # its own hyperparameters, checked by their dataclass
+        if self.params and declared.params is None:
+            raise ConfigError(f"objective.params: the {self.name} objective takes no params of its own, got "
+                              f"{sorted(self.params)}. Fix: remove objective.params.")
         check_range("objective.num_beams", self.num_beams, self.num_beams >= 1, "an integer >= 1", 10)
         for key, example in (("xi", 2.75), ("tau", 1.0)):
             value = getattr(self, key)
@@ -51,6 +57,21 @@ class ObjectiveConfig:
             raise ConfigError("objective.base=sft takes neither objective.weighted (the reference's re-weighting of "
                               "MSL) nor objective.tau (the masked softmax's temperature). Fix: leave both unset, or "
                               "use objective.base=msl.")
+
+    def settings(self) -> Any:
+        """The objective's own hyperparameters (its `Objective.params` dataclass, built from `params` and checked), or
+        None for an objective that declares none."""
+        declared = get_objective(self.name).params
+        if declared is None:
+            return None
+        known = {f.name for f in fields(declared)}
+        for key in self.params:
+            if key not in known:
+                raise ConfigError(f"unknown key objective.params.{key} of the {self.name} objective. Valid keys: "
+                                  f"{', '.join(sorted(known))}. Fix: check the spelling, or remove the key.")
+        made = declared(**self.params)
+        check_fields(made, "objective.params.")
+        return made
 
     @classmethod
     def for_method(cls, method: str, **fields: Any) -> "ObjectiveConfig":

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +37,9 @@ class Settings(Protocol):
     detach_threshold: bool
     base: str
     single_child_ce: bool
+    params: dict
+
+    def settings(self) -> Any: ...
 
 
 # A batch loss: the SUM over label tokens (the trainer divides by the token count).
@@ -55,6 +58,9 @@ class Objective:
     reads_trie: bool = True          # whether its loss reads each token's trie children
     needs_beam_thresholds: bool = False  # whether each batch needs a beam search first (the direct objective)
     aliases: tuple[str, ...] = ()
+    # a dataclass of the objective's own hyperparameters with their defaults, set as objective.params.KEY and read in
+    # its loss as `o.settings()` (None: it has none beyond ObjectiveConfig's shared ones)
+    params: type | None = None
 
     def __post_init__(self) -> None:
         if self.score_mode not in SCORE_MODES:
