@@ -35,7 +35,7 @@ def setup(device: str):
     from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 
     from bearrec.train import BearTrainer, ObjectiveConfig, TrainCollator
-    from bearrec.train.data import IGNORE
+    from bearrec.train.batches import IGNORE
     from bearrec.trie import ItemTrie
 
     torch.manual_seed(0)

@@ -80,7 +80,7 @@ def make_step(model, trie, batch, name: str):
     """A closure running one full optimizer step of objective `name` on `batch`."""
     from bearrec.decoding import beam_thresholds
     from bearrec.train import ObjectiveConfig, objective_loss
-    from bearrec.train.data import IGNORE
+    from bearrec.train.batches import IGNORE
 
     objective = ObjectiveConfig.for_method(name, num_beams=10)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)

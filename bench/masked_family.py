@@ -50,7 +50,7 @@ from bearrec.prompts import ItemTexts, encode_prompt, get_template, item_texts
 from bearrec.report.bootstrap import paired_bootstrap
 from bearrec.run_dir import RunDir
 from bearrec.train import ObjectiveConfig, TrainCollator, check_run_config, encode_rows, objective_loss, train
-from bearrec.train.data import IGNORE
+from bearrec.train.batches import IGNORE
 from bearrec.trie import ItemTrie
 
 VALID_ROWS = 1000

@@ -92,7 +92,7 @@ def training_batch(env, n_rows: int = 8, device: str = DEVICE) -> dict:
 def objective_step(model, batch: dict, trie, objective, *, bf16: bool) -> torch.Tensor:
     """The loss of one batch as BearTrainer computes it; bf16: under autocast, as Trainer runs it with bf16=True."""
     from bearrec.train import objective_loss
-    from bearrec.train.data import IGNORE
+    from bearrec.train.batches import IGNORE
 
     device = batch["input_ids"].device.type
     with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):

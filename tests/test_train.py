@@ -21,7 +21,7 @@ from bearrec.errors import BearrecError, ConfigError, DataError
 from bearrec.prompts import ItemTexts, get_template, item_texts
 from bearrec.train import (BearTrainer, ObjectiveConfig, TrainCollator, check_run_config, encode_rows, load_config,
                            objective_loss, train)
-from bearrec.train.data import IGNORE
+from bearrec.train.batches import IGNORE
 from bearrec.trie import ItemTrie
 
 WORDS = "red blue green pen paper clip stapler desk lamp chair note book ink tape folder".split()

@@ -9,7 +9,7 @@ import importlib
 
 from .config import ObjectiveConfig, TrainConfig, config_from_dict, load_config
 
-_LAZY = {"TrainCollator": ".data", "encode_rows": ".data", "BearTrainer": ".trainer", "check_run_config": ".trainer",
+_LAZY = {"TrainCollator": ".batches", "encode_rows": ".batches", "BearTrainer": ".trainer", "check_run_config": ".trainer",
          "objective_loss": ".trainer", "train": ".trainer"}
 
 __all__ = ["BearTrainer", "ObjectiveConfig", "TrainCollator", "TrainConfig", "check_run_config", "config_from_dict",

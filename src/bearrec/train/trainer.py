@@ -43,7 +43,7 @@ from ..trained_run import TrainedRun
 from ..trie import ItemTrie
 from .checkpoints import CHECKPOINT, last_complete_checkpoint
 from .config import ObjectiveConfig, TrainConfig
-from .data import IGNORE, TrainCollator, encode_rows
+from .batches import IGNORE, TrainCollator, encode_rows
 from .ranking import RankingEvaluator
 
 ThresholdFn = Callable[..., torch.Tensor]
