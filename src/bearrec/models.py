@@ -289,7 +289,8 @@ _CONVERTED: dict[tuple[str, str, str], str] = {}  # (folder, GGUF file, "model"/
 
 def _converted_gguf(folder: str, gguf_file: str, part: str) -> str:
     """A temporary folder holding the model or the tokenizer of a GGUF file in transformers' own format, written once
-    per process and removed at exit: reading the GGUF (dequantising it) takes ~20 s each time, the folder ~1 s."""
+    per process and removed at exit: reading SmolLM2's GGUF took 33 s (model) and 10 s (tokenizer) on a busy 2-core
+    CPU, reading the folder under a second."""
     key = (folder, gguf_file, part)
     if key not in _CONVERTED:
         from transformers import AutoModelForCausalLM, AutoTokenizer
