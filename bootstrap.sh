@@ -43,7 +43,7 @@ job=${1:-demo}
 shift || true
 case "$job" in
     demo) exec bearrec demo "$@" ;;
-    test) exec python -m pytest "$@" ;;
+    test) exec python -m pytest -n auto "$@" ;;  # one worker per core (tests/conftest.py gives each one thread)
     bearrec) exec bearrec "$@" ;;
     *) echo "usage: $0 {demo|test|bearrec ARGS...}" >&2; exit 2 ;;
 esac

@@ -167,11 +167,23 @@ def test_smollm2_absent_names_the_install_command(monkeypatch):
 
 @needs_smollm2
 def test_smollm2_tokenizer_loads_from_the_gguf():
+    """The GGUF is read once per process into a temporary copy (reading it takes seconds); the copy is the
+    tokenizer the GGUF gives, under the GGUF's folder name."""
+    from transformers import AutoTokenizer
+
+    from bearrec import models
+
     folder, gguf_file = smollm2_path()
     assert (folder / gguf_file).is_file() and gguf_file.endswith(".gguf")
     tok = load_tokenizer("smollm2-135m")
     assert len(tok) == 49152 and tok.eos_token is not None and tok.pad_token is not None
     assert tok.padding_side == "left"
+    copies = {k: v for k, v in models._CONVERTED.items() if k[2] == "tokenizer"}
+    again = load_tokenizer("smollm2-135m")
+    assert len(copies) == 1 and {k: v for k, v in models._CONVERTED.items() if k[2] == "tokenizer"} == copies
+    direct = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    assert tok.backend_tokenizer.to_str() == again.backend_tokenizer.to_str() == direct.backend_tokenizer.to_str()
+    assert tok.special_tokens_map == direct.special_tokens_map and tok.name_or_path == str(folder)
 
 
 @needs_smollm2
@@ -186,6 +198,8 @@ def test_smollm2_model_forward_and_save(tmp_path):
     with torch.no_grad():
         logits = model(ids).logits
     assert logits.shape == (1, 4, 49152) and torch.isfinite(logits).all()
+    with torch.no_grad():  # read again, from the copy converted once in this process: the same model
+        torch.testing.assert_close(load_model("smollm2-135m")(ids).logits, logits, atol=0, rtol=0)
     save_trained(model, load_tokenizer("smollm2-135m"), tmp_path / "smol")
     again, tok = load_trained(tmp_path / "smol")
     assert len(tok) == 49152 and tok.padding_side == "left"

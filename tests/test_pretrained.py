@@ -26,7 +26,7 @@ def test_smollm2_trains_recommends_and_diagnoses(tmp_path, tuning, items):
         build_index(tmp_path / "data", levels=2, codes=3, seed=0)
     lora = ["lora={r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}"] if tuning == "lora" else []
     run = train_small_run(tmp_path / "data", tmp_path / "run", "model=smollm2-135m", f"items={items}",
-                          "objective.name=bear", "objective.base=sft", "training.max_steps=2",
+                          "objective.name=bear", "objective.base=sft", "training.max_steps=1",
                           "training.per_device_train_batch_size=4", "training.learning_rate=1e-4", *lora)
     config = json.loads((run / "config.json").read_text())
     assert config["model_source"] == "smollm2-135m" and config["score_mode"] == "full"
