@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from bearrec.errors import ConfigError
 from test_error_matrix import assert_refused, assert_unchanged, bearrec, run_copy, snapshot  # noqa: F401 (fixture)
 
 
@@ -86,3 +88,68 @@ def test_overrides_after_an_option_are_read_as_overrides(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bearrec(capsys, "train", config, "--resume", "--bogus")
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- experiments
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    """A tiny experiment's YAML (test_experiment's), on a small prepared dataset."""
+    import yaml
+
+    from run_fixtures import write_small_dataset
+    from test_experiment import tiny_experiment
+
+    write_small_dataset(tmp_path / "data")
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_experiment(tmp_path / "data")))
+    return path
+
+
+def test_an_experiments_misspelt_objective_key_is_named(tiny_yaml, tmp_path, capsys):
+    before = snapshot(tmp_path)
+    assert_refused(*bearrec(capsys, "experiment", tiny_yaml, "train.objective.lamda=0.1", "--output", tmp_path / "o"),
+                   "objective.lamda", "Valid keys")
+    assert_unchanged(before, snapshot(tmp_path))
+
+
+def test_an_experiments_output_that_is_a_file_is_named(tiny_yaml, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    before = snapshot(tmp_path)
+    assert_refused(*bearrec(capsys, "experiment", tiny_yaml, "--output", tmp_path / "taken"), "taken", "is a file")
+    assert_unchanged(before, snapshot(tmp_path))
+
+
+def test_an_output_folder_of_another_experiment_is_refused_before_anything_is_written(tiny_yaml, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps({"name": "office-tiny"}))
+    (out / "results.md").write_text("their results")
+    before = snapshot(tmp_path)
+    assert_refused(*bearrec(capsys, "experiment", tiny_yaml, "--output", out), "another experiment", "office-tiny",
+                   "--output")
+    assert_unchanged(before, snapshot(tmp_path))
+
+
+def test_repeated_keys_are_refused_not_resolved_by_keeping_the_last(tiny_yaml, tmp_path, capsys):
+    assert_refused(*bearrec(capsys, "experiment", tiny_yaml, "seeds=[5]", "seeds=[0]", "--output", tmp_path / "o"),
+                   "seeds=... is given 2 times")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(tiny_yaml.read_text().replace("methods:\n", "methods:\n  sft: {}\n", 1))
+    assert_refused(*bearrec(capsys, "experiment", twice, "--output", tmp_path / "o"), "twice.yaml", "'sft' is given twice")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_lock_naming_a_live_process_says_how_to_clear_it_and_a_reused_id_is_taken_over(tiny_yaml, tmp_path, capsys):
+    from bearrec.experiment.runner import _exclusive
+
+    out = tmp_path / "o"
+    out.mkdir()
+    parent = os.getppid()  # alive, and not an experiment
+    (out / "experiment.lock").write_text(str(parent))  # a lock as written before start times were recorded
+    with pytest.raises(ConfigError, match=rf"process {parent}.*Fix: .*delete .*experiment\.lock"):
+        with _exclusive(out):
+            pass
+    (out / "experiment.lock").write_text(f"{parent} 1")  # the id, with another process's start time
+    with _exclusive(out):
+        assert (out / "experiment.lock").read_text().split()[0] == str(os.getpid())
+    assert "now another program" in capsys.readouterr().err and not (out / "experiment.lock").exists()

@@ -133,8 +133,10 @@ def test_another_config_in_the_same_output_is_refused(finished, tmp_path):
     root, _, _, _, _ = finished
     changed = tiny_experiment(root / "data", train={**TINY_TRAIN, "training": {**TINY_TRAIN["training"],
                                                                                "learning_rate": 0.5}})
-    with pytest.raises(ConfigError, match="different config"):
+    recorded = (root / "out" / "experiment.json").read_bytes()
+    with pytest.raises(ConfigError, match=r"different config: training\.learning_rate: 0\.0001 → 0\.5.*--output"):
         exp.run_experiment(exp.experiment_from_dict(changed), root / "out", print_fn=lambda _: None)
+    assert (root / "out" / "experiment.json").read_bytes() == recorded  # refused before anything was written
 
 
 def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, capsys):

@@ -95,15 +95,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from .semantic_ids import INDEX_FILE  # per command: --help stays light
-    from .semantic_index import build_index  # per command: --help stays light
+    from .semantic_index import build_index, describe_index  # per command: --help stays light
 
     record = build_index(args.dataset_dir, levels=args.levels, codes=args.codes, embeddings=args.embeddings,
                          seed=args.seed, max_leaf_share=args.max_leaf_share)
-    stats = record["stats"]
-    print(f"semantic IDs of {stats['items']} items in {args.dataset_dir}/{INDEX_FILE}: {args.levels} levels of "
-          f"{args.codes} codes, {stats['collision_rate_before']:.1%} of items shared their codes before the extra code "
-          f"(at most {stats['extra_code_max'] + 1} a leaf), {stats['collision_rate_after']:.1%} after")
+    print(describe_index(record, args.dataset_dir))
     return 0
 
 

@@ -110,6 +110,14 @@ def check_degenerate(stats: dict[str, Any], levels: int, max_leaf_share: float) 
         print(f"bearrec: warning: {figures}.", file=sys.stderr)
 
 
+def describe_index(record: dict[str, Any], dataset_dir: str | Path) -> str:
+    """One line of an index's figures: items, levels and codes, collisions before and after the extra code."""
+    stats = record["stats"]
+    return (f"semantic IDs of {stats['items']} items in {dataset_dir}/{INDEX_FILE}: {record['levels']} levels of "
+            f"{record['codes']} codes, {stats['collision_rate_before']:.1%} of items shared their codes before the "
+            f"extra code (at most {stats['extra_code_max'] + 1} a leaf), {stats['collision_rate_after']:.1%} after")
+
+
 def collaborative_embeddings(dataset: Any, dim: int = 64, seed: int = 0) -> np.ndarray:
     """(items, dim) truncated SVD of the item x training-row incidence (history and target); the train split only."""
     from scipy.sparse import csr_matrix

@@ -6,12 +6,14 @@ jobs > 1, a budget or limits runs each stage in a process of its own instead (be
 from __future__ import annotations
 
 import contextvars
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BearrecError, ConfigError
-from ..files import write_json
+from ..files import read_json_file, write_json
 from .config import ExperimentConfig
 from .isolated import run_isolated
 from .stage import Stage
@@ -26,36 +28,58 @@ def run_experiment(config: ExperimentConfig, output: str | Path | None = None, *
                    print_fn: Callable[[str], None] = print) -> Path:
     """Run every stage not yet done (see the module docstring) and return OUTPUT/results.md."""
     experiment = Experiment(config, output)
+    check_output(experiment)
     experiment.out.mkdir(parents=True, exist_ok=True)
     with _exclusive(experiment.out):
         return _run(experiment, print_fn)
 
 
+def check_output(experiment: Experiment) -> None:
+    """ConfigError, before anything is written, when OUTPUT is a file or holds another experiment (another name in
+    its experiment.json), whose results this one would overwrite."""
+    out = experiment.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} is a file. Fix: give a folder (it is created when missing).")
+    recorded = out / "experiment.json"
+    if recorded.is_file():
+        name = read_json_file(recorded, dict, f"delete {recorded}, or choose another --output").get("name")
+        if name != experiment.config.name:
+            raise ConfigError(f"{out} holds the results of another experiment ({name!r}, in {recorded.name}); this "
+                              f"one ({experiment.config.name!r}) would replace its results.md and experiment.json. Fix: "
+                              "choose another --output (or `output:` in the config).")
+
+
+LOCK_FIX = "if no bearrec experiment runs on this folder, delete {path}"
+
+
 class _exclusive:
-    """OUTPUT/experiment.lock holding this process's id while it runs: a second experiment on the same folder (whose
-    stages would write the same files) is refused; a lock left by a process that died is taken over."""
+    """OUTPUT/experiment.lock, holding this process's id and start time while it runs: a second experiment on the
+    same folder (whose stages would write the same files) is refused; a lock left by a process that died, or whose
+    id now belongs to another process, is taken over with a note."""
 
     def __init__(self, out: Path):
         self.path = out / "experiment.lock"
 
     def __enter__(self) -> None:
-        import os
-
         if self.path.is_file():
             text = self.path.read_text().strip()
-            pid = int(text) if text.isdigit() else None
+            pid, _, started = text.partition(" ")
+            pid = int(pid) if pid.isdigit() else None
             if pid is not None and pid != os.getpid() and _alive(pid):
-                raise ConfigError(f"another bearrec experiment (process {pid}) is running in {self.path.parent}. "
-                                  "Fix: wait for it to finish, or stop it, then run this one again.")
-        self.path.write_text(str(os.getpid()))
+                if started and started != _start_time(pid):
+                    print(f"bearrec: note: {self.path} names process {pid}, which is now another program (the "
+                          "experiment that held it has ended): taken over.", file=sys.stderr)
+                else:
+                    raise ConfigError(f"another bearrec experiment (process {pid}) is running in {self.path.parent}. "
+                                      f"Fix: wait for it to finish, or stop it (kill {pid}); "
+                                      + LOCK_FIX.format(path=self.path) + ".")
+        self.path.write_text(f"{os.getpid()} {_start_time(os.getpid())}")
 
     def __exit__(self, *exc: Any) -> None:
         self.path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
-    import os
-
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,9 +89,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, /proc's field 22), so a reused id is told apart; "" where
+    /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
 def _run(experiment: Experiment, print_fn: Callable[[str], None]) -> Path:
     """Every stage of the plan that is not done yet, with the progress lines; OUTPUT/results.md."""
     config = experiment.config
+    experiment.check_runs()
     write_json(experiment.out / "experiment.json", config.to_json())
     plan = experiment.stages()
     progress = Progress(len(plan), print_fn)

@@ -18,7 +18,7 @@ from ..files import atomic_open, read_json_file, write_json
 from ..report import results_markdown, write_report
 from ..run_dir import RunDir
 from ..semantic_ids import INDEX_FILE
-from ..semantic_index import CHECK_OPTIONS, build_index
+from ..semantic_index import CHECK_OPTIONS, build_index, describe_index
 from ..train.config import ObjectiveConfig, TrainConfig, config_from_dict, set_dotted
 from .config import (FINAL_PHASES, INDEX_OPTIONS, DatasetSpec, ExperimentConfig, MethodSpec, cell_name, config_error,
                      flatten)
@@ -116,7 +116,7 @@ class Experiment:
 
     def index(self, ds: DatasetSpec) -> None:
         """Compute the dataset's semantic IDs (`bearrec index` with the config's options) into its folder."""
-        build_index(self.dataset_dir(ds), **self.index_options(ds))
+        print(describe_index(build_index(self.dataset_dir(ds), **self.index_options(ds)), self.dataset_dir(ds)))
 
     def index_options(self, ds: DatasetSpec) -> dict[str, Any]:
         """The config's `bearrec index` options with their defaults filled in."""
@@ -152,6 +152,18 @@ class Experiment:
         config = self.train_config(ds, method, self.selected(ds, method) if cell is None else cell, seed)
         check_run_config(config.output_dir, config, self.dataset(ds).fingerprint)
         return config
+
+    def check_runs(self) -> None:
+        """Every run directory already under OUTPUT checked against the config (`llm_config`), before anything is
+        written: a changed setting is refused with the diff of its keys, not after experiment.json was replaced."""
+        for ds in self.config.datasets:
+            if not (self.dataset_dir(ds) / "stats.json").is_file():
+                continue
+            for method in (m for m in self.config.methods if not m.is_baseline):
+                for cell in method.cells():
+                    for seed in {*self.config.seeds, self.config.tuning.seed}:
+                        if (self.run_dir(ds, method, cell, seed) / "config.json").is_file():
+                            self.llm_config(ds, method, cell, seed)
 
     def train(self, ds: DatasetSpec, method: MethodSpec, seed: int, cell: dict[str, Any] | None = None) -> Path:
         """Train (or resume) one LLM run unless its model is there."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from dataclasses import fields as dataclass_fields  # for_method's **fields hides the name
 from typing import Any
 
 from ..config_checks import check_fields, check_range
@@ -79,6 +80,11 @@ class ObjectiveConfig:
         if {"name", "base", "single_child_ce"} & set(fields):
             raise ConfigError(f"method {method!r} is given with one of its parts (name, base, single_child_ce) as a "
                               "field too. Fix: name the objective, its base and +ce once, in the method name.")
+        known = [f.name for f in dataclass_fields(cls)]
+        for key in fields:
+            if key not in known:
+                raise ConfigError(f"unknown key objective.{key}. Valid keys: {', '.join(known)}. Fix: check the "
+                                  "spelling, or remove the key.")
         name, base, plus = parse_method(method)
         return cls(name=name, **({"base": base} if base else {}), **({"single_child_ce": True} if plus else {}),
                    **fields)

@@ -216,6 +216,20 @@ class _Loader(yaml.SafeLoader):
     (YAML 1.1 says bool, which would turn `eval_strategy: no` into False)."""
 
 
+def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """A YAML mapping, refusing a key given twice (YAML keeps the last one silently)."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ConfigError(f"{getattr(node.start_mark, 'name', 'the config')}, line {key_node.start_mark.line + 1}: "
+                              f"the key {key!r} is given twice (also on line {seen[key]}); YAML would keep the last "
+                              "one. Fix: keep one of them.")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -227,8 +241,14 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
-def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+def parse_yaml(text: str, name: str = "the config") -> Any:
+    """YAML with YAML 1.2-style scalars, refusing a key repeated in one mapping (errors say `name` and the line)."""
+    loader = _Loader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 _SECTIONS: dict[str, type] = {"objective": ObjectiveConfig, "tiny": TinyModel, "lora": LoraSettings}
@@ -335,7 +355,7 @@ def read_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            raw = parse_yaml(Path(path).read_text(encoding="utf-8")) or {}
+            raw = parse_yaml(Path(path).read_text(encoding="utf-8"), str(path)) or {}
         except OSError as e:
             raise ConfigError(f"cannot read the config {path}: {e.strerror}. Fix: give the path of a YAML config "
                               f"({examples} has examples).") from None
@@ -344,6 +364,11 @@ def read_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of settings at the top level. Fix: write one `key: value` "
                               f"a line ({examples} has examples).")
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigError(f"the override {key}=... is given {keys.count(key)} times; only the last would count. "
+                              "Fix: give each key once.")
     for override in overrides:
         apply_override(raw, override)
     return raw
