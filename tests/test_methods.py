@@ -30,7 +30,7 @@ def with_toy(monkeypatch):
 
 def test_report_order_is_the_baselines_then_each_objectives_variants():
     assert registry.report_order() == ("popularity", "sasrec", "sft", "msl", "msl+ce", "direct", "direct+ce",
-                                       "direct-sft", "bear", "bear+ce", "bear-sft")
+                                       "direct-sft", "bear", "bear+ce", "bear-sft", "apao", "apao-pairwise", "igd")
 
 
 @pytest.mark.parametrize("method", [m for m in registry.report_order() if not registry.is_baseline(m)])
@@ -49,7 +49,7 @@ def test_an_objective_in_the_registry_is_a_method_everywhere(with_toy):
     assert ObjectiveConfig.for_method("toy-sft").method == "toy-sft"
     assert ObjectiveConfig.for_method("twice+ce").method == "toy+ce"  # an alias
     assert registry.report_order()[-3:] == ("toy", "toy+ce", "toy-sft")
-    with pytest.raises(ConfigError, match="unknown. Fix: use one of sft, msl, direct, bear, toy"):
+    with pytest.raises(ConfigError, match="unknown. Fix: use one of sft, msl, direct, bear, apao, apao-pairwise, igd, toy"):
         ObjectiveConfig(name="toys")
 
 

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from .config_checks import check_repeated_overrides
 from .errors import BearrecError, ConfigError
 from .machine import busy_note, set_thread_policy
 
@@ -292,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
             parser.parse_args(argv)  # the usual usage error naming what is not recognised
         args.overrides = [*args.overrides, *extra]
+    if hasattr(args, "overrides"):
+        try:
+            check_repeated_overrides(args.overrides)
+        except BearrecError as e:
+            print(f"bearrec: error: {e}", file=sys.stderr)
+            return 2
     if args.command in HEAVY_COMMANDS and (note := busy_note()):
         print(note, file=sys.stderr)
     try:

@@ -149,3 +149,12 @@ def check_range(key: str, value: Any, ok: bool, rule: str, example: Any = None) 
     if not ok:
         fix = f"e.g. {key}={yaml_text(example)}" if example is not None else f"choose a value {rule}"
         raise ConfigError(f"{key} must be {rule}, got {shown(value)}. Fix: {fix}.")
+
+
+def check_repeated_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """ConfigError when a user gives one key twice (`seeds=[5] seeds=[0]`): only the last would count, silently."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigError(f"the override {key}=... is given {keys.count(key)} times; only the last would count. "
+                              "Fix: give each key once.")

@@ -143,3 +143,87 @@ def gather_children(logits: torch.Tensor, targets: torch.Tensor, child_tokens: t
         raise ConfigError("a label token is not a trie child of its prefix. Fix: build the trie with the same "
                           "tokenizer and template as the training rows (both use prompts.encode_responses).")
     return gathered, hit.float().argmax(1)
+
+
+# ------------------------------------------------------------------------- the field: APAO and IGD
+# APAO (arXiv 2603.02730): CE + beta * sum_t w_t L_t over the proper prefix lengths t of the target, w adaptive.
+#   pointwise  L_t = mean over rows of -log P(y_<=t | x) / t / prefix_tau
+#   pairwise   L_t = mean over rows of -log softmax_t / t, the softmax of the target's prefix score against sampled
+#              catalog items' prefixes (log P / prefix_tau), those sharing a prefix masked, the rest scaled by
+#              (V_t - 1) / (1 + valid negatives), V_t the catalog's number of distinct proper prefixes of length t
+# IGD (arXiv 2506.13229): CE_t weighted by beta where the token's information gain is zero (its prefix has one
+#   child: every item under the prefix is under the token), 1 elsewhere, normalised by the sum of the weights.
+def by_row(values: torch.Tensor, is_label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R, T) left-aligned per-row values of the label tokens (N,) in row-major order, and their (R, T) mask."""
+    step = is_label.long().cumsum(1) - 1
+    rows, cols = is_label.nonzero(as_tuple=True)
+    width = int(is_label.sum(1).max()) if is_label.numel() else 0
+    out = values.new_zeros((is_label.shape[0], width))
+    out = out.index_put((rows, step[rows, cols]), values)
+    mask = torch.zeros(out.shape, dtype=torch.bool, device=out.device)
+    mask[rows, step[rows, cols]] = True
+    return out, mask
+
+
+def token_log_probs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Full-vocabulary log p of each target token (N,), float32: the SFT base's scores."""
+    return _target_log_prob(_log_probs(logits, None), targets)
+
+
+def prefix_means(per_row: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(S,) the mean of each column over its valid rows (0 for a column with none)."""
+    total = torch.where(valid, per_row, torch.zeros_like(per_row)).sum(0)
+    return total / valid.sum(0).clamp(min=1)
+
+
+def apao_adaptive_weights(prefix_losses: torch.Tensor, eta: float, eps: float = 1e-12) -> torch.Tensor:
+    """APAO's weights over prefix lengths, no gradient: w proportional to L_t * exp(eta * L_t), summing to one (L_t
+    normalised by their sum first, uniform if that sum is 0)."""
+    base = prefix_losses.detach()
+    total = base.sum()
+    if float(total.abs()) < eps:
+        w = torch.full_like(base, 1.0 / max(base.numel(), 1))
+    else:
+        w = base / (total + eps)
+    w = w * torch.exp(eta * base)
+    return w / (w.sum() + eps)
+
+
+def apao_pointwise_prefix_losses(token_lp: torch.Tensor, mask: torch.Tensor, prefix_tau: float = 1.0
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """((R, S) -log P(y_<=t | x) / t / prefix_tau, (R, S) valid) for t = 1..S = T - 1: every proper prefix of each
+    row's response (token_lp (R, T) from `by_row`, EOS last)."""
+    cumulative = torch.where(mask, token_lp, torch.zeros_like(token_lp)).cumsum(1)[:, :-1]
+    lengths = torch.arange(1, cumulative.shape[1] + 1, device=token_lp.device, dtype=cumulative.dtype)
+    return -cumulative / lengths / prefix_tau, mask[:, 1:]
+
+
+def apao_pairwise_prefix_losses(token_lp: torch.Tensor, mask: torch.Tensor, negative_lp: torch.Tensor,
+                                negative_nodes: torch.Tensor, positive_nodes: torch.Tensor,
+                                prefix_counts: torch.Tensor, prefix_tau: float = 1.0
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """((R, S) -log softmax of the target's prefix against the negatives' / t, (R, S) valid) for t = 1..S.
+
+    `token_lp`/`mask` (R, S + 1): the target's token log-probs by row; `negative_lp` (R, K, S): the negatives' token
+    log-probs; `negative_nodes`/`positive_nodes`: the trie node of each prefix (-1 past the item's end). A negative
+    counts at t where it has a proper prefix that long, unlike the target's and every earlier negative's."""
+    k = negative_nodes.shape[1]
+    positive = torch.where(mask, token_lp, torch.zeros_like(token_lp)).cumsum(1)[:, :-1]  # (R, S)
+    negative = negative_lp.cumsum(2)  # (R, K, S); entries past an item's end are masked below
+    same = negative_nodes[:, :, None, :] == negative_nodes[:, None, :, :]  # (R, K, K, S): [j, i] j's prefix is i's
+    earlier = torch.ones(k, k, dtype=torch.bool, device=same.device).tril(-1)  # i < j
+    repeated = (same & earlier[None, :, :, None]).any(2)
+    valid = (negative_nodes >= 0) & (negative_nodes != positive_nodes[:, None, :]) & ~repeated
+    count = 1 + valid.sum(1)  # (R, S): the target and its valid negatives, as the authors count
+    log_scale = torch.log((prefix_counts.to(positive.dtype) - 1).clamp(min=0) / count)  # -inf: no other prefix
+    z_pos = positive / prefix_tau
+    z_neg = (negative / prefix_tau).masked_fill(~valid, float("-inf")) + log_scale[:, None, :]
+    log_denominator = torch.logsumexp(torch.cat([z_pos[:, None, :], z_neg], dim=1), dim=1)
+    lengths = torch.arange(1, positive.shape[1] + 1, device=positive.device, dtype=positive.dtype)
+    return (log_denominator - z_pos) / lengths, mask[:, 1:]
+
+
+def igd_weights(num_children: torch.Tensor, beta: float) -> torch.Tensor:
+    """IGD's token weights: beta where the prefix has a single child (zero information gain), 1 elsewhere."""
+    return torch.where(num_children > 1, torch.ones_like(num_children, dtype=torch.float32),
+                       torch.full_like(num_children, beta, dtype=torch.float32))

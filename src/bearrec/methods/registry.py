@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from ..errors import ConfigError
-from . import bear, direct, msl, sft
+from . import apao, bear, direct, igd, msl, sft
 from .spec import Baseline, Objective
 
 BASELINES: tuple[Baseline, ...] = (
@@ -22,6 +22,9 @@ OBJECTIVES: tuple[Objective, ...] = (
     msl.OBJECTIVE,
     direct.OBJECTIVE,
     bear.OBJECTIVE,
+    apao.OBJECTIVE,
+    apao.PAIRWISE,
+    igd.OBJECTIVE,
 )
 BASES = ("msl", "sft")  # the base loss an objective with takes_base adds its term to (msl: the reference's)
 

@@ -11,6 +11,18 @@ SCORE_MODES = ("full", "masked")  # decoding's softmax: over the vocabulary, or 
 
 
 @dataclass
+class Negatives:
+    """Catalog items sampled for each row and scored under its prompt, as prefixes on the item trie (apao-pairwise).
+
+    S is the batch's longest response less one: its proper prefix lengths t = 1..S (column t - 1)."""
+
+    log_probs: "torch.Tensor"       # (R, K, S) full-softmax log p of each negative's t-th token after the row's prompt
+    nodes: "torch.Tensor"           # (R, K, S) the trie node after each negative's first t tokens, -1 past its end
+    positive_nodes: "torch.Tensor"  # (R, S) the same for the row's own target (-1 past its end)
+    prefix_counts: "torch.Tensor"   # (S,) how many distinct proper prefixes of length t the catalog has
+
+
+@dataclass
 class LabelTokens:
     """One batch's label tokens, as every objective's loss reads them (N label tokens, in row-major order).
 
@@ -23,6 +35,7 @@ class LabelTokens:
     child_target: "torch.Tensor | None" = None  # (N,) the label's column among its children
     child_valid: "torch.Tensor | None" = None   # (N, F) which of the F columns are real children
     log_thresholds: "torch.Tensor | None" = None  # (R, T) beam search's B-th prefix log-prob per step (direct)
+    negatives: Negatives | None = None  # sampled catalog items scored under each row's prompt (needs_negatives)
 
 
 class Settings(Protocol):
@@ -57,6 +70,9 @@ class Objective:
     takes_base: bool = False         # whether objective.base=sft may put it on the SFT base (method NAME-sft)
     reads_trie: bool = True          # whether its loss reads each token's trie children
     needs_beam_thresholds: bool = False  # whether each batch needs a beam search first (the direct objective)
+    # whether each batch needs catalog items sampled per row and scored under its prompt (LabelTokens.negatives);
+    # its params then hold num_negatives, the number per row (apao-pairwise)
+    needs_negatives: bool = False
     aliases: tuple[str, ...] = ()
     # a dataclass of the objective's own hyperparameters with their defaults, set as objective.params.KEY and read in
     # its loss as `o.settings()` (None: it has none beyond ObjectiveConfig's shared ones)

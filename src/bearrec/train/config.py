@@ -364,11 +364,6 @@ def read_settings(path: str | Path | None, overrides: list[str] | tuple[str, ...
         if not isinstance(raw, dict):
             raise ConfigError(f"{path} must hold a mapping of settings at the top level. Fix: write one `key: value` "
                               f"a line ({examples} has examples).")
-    keys = [o.split("=", 1)[0].strip() for o in overrides]
-    for key in keys:
-        if keys.count(key) > 1:
-            raise ConfigError(f"the override {key}=... is given {keys.count(key)} times; only the last would count. "
-                              "Fix: give each key once.")
     for override in overrides:
         apply_override(raw, override)
     return raw

@@ -38,20 +38,22 @@ from ..models import logits_to_keep, save_trained
 from ..run_dir import RunDir
 from ..semantic_ids import INDEX_FILE
 from ..methods import LabelTokens, get_objective
+from ..methods.spec import Negatives
 from ..prompts import get_template, item_texts
 from ..trained_run import TrainedRun
 from ..trie import ItemTrie
 from .checkpoints import CHECKPOINT, last_complete_checkpoint
 from .config import ObjectiveConfig, TrainConfig
 from .batches import IGNORE, TrainCollator, encode_rows
+from .negatives import batch_generator, score_negatives
 from .ranking import RankingEvaluator
 
 ThresholdFn = Callable[..., torch.Tensor]
 
 
 def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tensor | None, trie: ItemTrie | None,
-                   objective: ObjectiveConfig, log_thresholds: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, int]:
+                   objective: ObjectiveConfig, log_thresholds: torch.Tensor | None = None,
+                   negatives: Negatives | None = None) -> tuple[torch.Tensor, int]:
     """(summed loss, number of label tokens) of a batch: logits (B, L, V), labels/nodes (B, L) unshifted; the loss is
     the registered objective's (bearrec.methods)."""
     logits, labels = logits[:, :-1], labels[:, 1:]  # position i predicts token i + 1
@@ -59,7 +61,7 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     h, y = logits[is_label], labels[is_label]
     count = int(y.numel())
     declared = get_objective(objective.name)
-    tokens = LabelTokens(logits=h, targets=y, is_label=is_label, log_thresholds=log_thresholds)
+    tokens = LabelTokens(logits=h, targets=y, is_label=is_label, log_thresholds=log_thresholds, negatives=negatives)
     if not declared.reads_trie:
         return declared.loss(tokens, objective), count
     if nodes is None or trie is None:
@@ -70,7 +72,7 @@ def objective_loss(logits: torch.Tensor, labels: torch.Tensor, nodes: torch.Tens
     # single_child_ce: tokens with one valid child have p = 1 under the masked softmax and no gradient; add their
     # full-vocabulary CE, so that a model trained from scratch keeps learning to read its prompt
     one = valid.sum(1) == 1
-    single = (losses.sft_loss(h[one], y[one]).sum() if objective.single_child_ce and objective.base == "msl"
+    single = (losses.sft_loss(h[one], y[one]).sum() if objective.single_child_ce and objective.score_mode == "masked"
               else h.new_zeros(()))
     return declared.loss(tokens, objective) + single, count
 
@@ -114,11 +116,18 @@ class BearTrainer(Trainer):
         # Batches are left-padded, so every label sits in the last `longest response + 1` columns: only those go
         # through the output layer (a 128k-entry vocabulary times every prompt position is gigabytes otherwise).
         keep = int((labels != IGNORE).sum(1).max()) + 1
-        outputs = model(**inputs, **logits_to_keep(model, keep))
+        scored = get_objective(self.objective.name).needs_negatives  # apao-pairwise: on this forward's KV cache
+        outputs = model(**inputs, **logits_to_keep(model, keep), **({"use_cache": True} if scored else {}))
+        negatives = None
+        if scored:
+            negatives = score_negatives(
+                self.accelerator.unwrap_model(model), outputs, inputs["attention_mask"], labels, nodes, self.trie,
+                self.objective.settings().num_negatives,
+                batch_generator(self.args.seed, self.args.process_index, self.state.global_step, inputs["input_ids"]))
         width = outputs.logits.shape[1]
         total, count = objective_loss(outputs.logits, labels[:, -width:],
                                       nodes[:, -width:] if nodes is not None else None, self.trie, self.objective,
-                                      thresholds)
+                                      thresholds, negatives)
         if num_items_in_batch is not None and model.training:
             # normalised over the whole accumulated (and, with average_tokens_across_devices, global) batch;
             # DDP averages gradients over ranks, so undo that average as Trainer.compute_loss does
