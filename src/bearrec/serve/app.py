@@ -183,7 +183,9 @@ HINTS = {"history": 'Fix: send a list of item ids, oldest first, e.g. ["15", "42
 
 def describe(error: dict[str, Any]) -> dict[str, Any]:
     """A pydantic error as {field, message}: the field as history[2], the message in words with a fix."""
-    loc = [p for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+    loc = list(error.get("loc", ()))
+    if loc and loc[0] in ("body", "query", "path", "header"):  # where the value was, not its name
+        loc = loc[1:]
     field = ""
     for part in loc:
         field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
@@ -250,8 +252,10 @@ class Guard:
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
 
     def too_large(self) -> HTTPException:
-        return HTTPException(413, f"the body is over {self.max_body} bytes. Fix: send fewer histories per call "
-                                  "(or start the server with a larger limit).")
+        exc = HTTPException(413, f"the body is over {self.max_body} bytes. Fix: send fewer histories per call "
+                                 "(or start the server with a larger limit).")
+        exc.field = "body"  # type: ignore[attr-defined]  # named in the answer (see http_error)
+        return exc
 
 
 def _version() -> str:
