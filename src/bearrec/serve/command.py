@@ -79,19 +79,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_workers(uvicorn, config: ServeConfig, sock: socket.socket, common: dict) -> int:  # type: ignore[no-untyped-def]
-    """N uvicorn workers sharing the socket; metrics summed over them (prometheus-client's multiprocess mode)."""
-    from uvicorn.supervisors import Multiprocess
-
+    """N uvicorn workers on the port `sock` proved free; metrics summed over them (prometheus-client's
+    multiprocess mode). uvicorn opens the port again itself, in the parent, and shares it with the workers."""
     from .workers import SLOTS_ENV
 
+    host, port = sock.getsockname()[:2]
+    sock.close()
     scratch = tempfile.mkdtemp(prefix="bearrec-serve-")
     os.makedirs(os.path.join(scratch, "metrics"))
     os.environ.update({ENV: config.to_env(), SLOTS_ENV: scratch,
                        "PROMETHEUS_MULTIPROC_DIR": os.path.join(scratch, "metrics")})
     try:
-        uv_config = uvicorn.Config("bearrec.serve.workers:app_from_env", factory=True, workers=config.workers,
-                                   **common)
-        Multiprocess(uv_config, target=uvicorn.Server(uv_config).run, sockets=[sock]).run()
+        uvicorn.run("bearrec.serve.workers:app_from_env", factory=True, host=host, port=port,
+                    workers=config.workers, **common)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
