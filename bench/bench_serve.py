@@ -8,7 +8,7 @@ either given (--run) or trained here first: the tests' tiny run (seconds), or th
 
   python bench/bench_serve.py                                    # tiny run, 32 clients, 2000 requests per setting
   python bench/bench_serve.py --requests 10000                   # the issue's RSS check over 10,000 requests
-  python bench/bench_serve.py --model smollm2-135m --requests 300
+  python bench/bench_serve.py --model smollm2-135m --clients 8 --requests 200
   python bench/bench_serve.py --run runs/tiny-bear --json out.json
 """
 from __future__ import annotations
@@ -88,7 +88,8 @@ async def load(url: str, histories: list[list[str]], clients: int, requests: int
 
 def measure(run: Path, name: str, args: argparse.Namespace, histories: list[list[str]]) -> dict[str, Any]:
     """One server setting: start it, warm it up, load it, read its metrics and memory, stop it."""
-    server_args = ["--num-beams", str(args.num_beams), "--device", "cpu", *SETTINGS[name]]
+    server_args = ["--num-beams", str(args.num_beams), "--device", "cpu", "--request-timeout",
+                   str(args.request_timeout), *SETTINGS[name]]
     with ServerProcess(run, server_args) as server:
         process = psutil.Process(server.proc.pid)
         asyncio.run(load(server.url, histories, args.clients, 2 * args.clients, args.num_beams))  # warm-up
@@ -117,6 +118,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=2000, help="requests per setting, after a warm-up of 2 x clients")
     ap.add_argument("--num-beams", type=int, default=10, help="the server's --num-beams, and every request's k")
+    ap.add_argument("--request-timeout", type=float, default=600.0,
+                    help="the server's --request-timeout: long, so that a slow setting is measured, not cut at 30 s")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the rows here")
