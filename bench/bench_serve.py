@@ -88,7 +88,7 @@ async def load(url: str, histories: list[list[str]], clients: int, requests: int
 
 def measure(run: Path, name: str, args: argparse.Namespace, histories: list[list[str]]) -> dict[str, Any]:
     """One server setting: start it, warm it up, load it, read its metrics and memory, stop it."""
-    server_args = ["--num-beams", str(args.num_beams), "--device", "cpu", "--request-timeout",
+    server_args = ["--num-beams", str(args.num_beams), "--device", args.device, "--request-timeout",
                    str(args.request_timeout), *SETTINGS[name]]
     with ServerProcess(run, server_args) as server:
         process = psutil.Process(server.proc.pid)
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--requests", type=int, default=2000, help="requests per setting, after a warm-up of 2 x clients")
     ap.add_argument("--num-beams", type=int, default=10, help="the server's --num-beams, and every request's k")
+    ap.add_argument("--device", default="cpu", help="the server's --device (default cpu)")
     ap.add_argument("--request-timeout", type=float, default=600.0,
                     help="the server's --request-timeout: long, so that a slow setting is measured, not cut at 30 s")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -132,7 +133,7 @@ def main() -> None:
         histories = [rng.sample(items, rng.randint(1, min(5, len(items)))) for _ in range(500)]
         print(f"run: {run if args.run else args.model + ' (trained here, the tests small run)'}, {len(items)} items; "
               f"{args.clients} clients, {args.requests} requests per setting, k = beams = {args.num_beams}; "
-              f"{os.cpu_count()} CPUs, server on 127.0.0.1", flush=True)
+              f"{os.cpu_count()} CPUs, server on 127.0.0.1, device {args.device}", flush=True)
         print(f"{'setting':<10} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'errors':>6} "
               f"{'RSS MiB start->end':>19} {'growth':>7}")
         rows = []
