@@ -123,8 +123,3 @@ class Engine:
         found = [e for e in self._titles if all(w in e[2] for w in words) or (q and e[0].casefold() == q)]
         found.sort(key=rank)
         return len(found), [{"item_id": i, "title": t} for i, t, _ in found[:limit]]
-
-    def titles(self, ids: Sequence[str]) -> list[dict[str, str]]:
-        """{item_id, title} of the given ids that are in the catalog (the page shows a history with them)."""
-        return [{"item_id": i, "title": self.items[i]} for i in ids if i in self.items]
-
