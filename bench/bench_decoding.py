@@ -20,14 +20,22 @@ each repeat (the machine is shared); the table gives the fastest repeat of each 
   python bench/bench_decoding.py --run runs/tiny-bear     # a trained run dir
   python bench/bench_decoding.py --random                 # the synthetic setting
   python bench/bench_decoding.py --model FOLDER --device cuda --beams 10 50 --json out.json   # on a GPU
+  python bench/bench_decoding.py --no-hf --baseline HEAD~1    # ours beside beam_search.py of another git revision
+
+`--baseline REV` also times `beam_search` as src/bearrec/decoding/beam_search.py was at git revision REV (same
+model, prompts and batches, interleaved with the others) and prints its prompts/s, ours/baseline and whether both
+return the same items in the same order.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 import tempfile
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -151,6 +159,20 @@ def ours(st: Setting, B: int) -> list[list[tuple]]:
     return res
 
 
+def load_revision(rev: str) -> Callable[..., Any]:
+    """`beam_search` of src/bearrec/decoding/beam_search.py as it was at git revision `rev` (imported beside today's,
+    its relative imports resolved in bearrec.decoding), for a side-by-side timing in one run."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "show", f"{rev}:src/bearrec/decoding/beam_search.py"], cwd=root, check=True,
+                            capture_output=True, text=True).stdout
+    name = "bearrec.decoding._beam_search_at_" + re.sub(r"\W", "_", rev)
+    module = types.ModuleType(name)
+    module.__package__ = "bearrec.decoding"
+    sys.modules[name] = module
+    exec(compile(source, f"{rev}:src/bearrec/decoding/beam_search.py", "exec"), module.__dict__)
+    return module.beam_search
+
+
 def floor(st: Setting, B: int, steps: list[int]) -> None:
     """Our layout's model cost alone: per batch one prompt forward, then `steps[batch]` forwards of B tokens
     per prompt on one growing cache row per prompt (a 4-D mask over prompt + generated columns), no search."""
@@ -180,6 +202,11 @@ def per_beam_floor(st: Setting, B: int, steps: list[int]) -> None:
         for t in range(n):
             logits, cache = extend(st.model, tok, cache, pmask, plen, offset=t)
             tok = logits[:, -1].argmax(-1)[:, None]
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def count_forwards(model: Any) -> list[int]:
@@ -221,6 +248,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-hf", action="store_true", help="skip generate (for profiling ours vs floor)")
+    ap.add_argument("--baseline", help="also time beam_search.py of this git revision (e.g. HEAD~1, main)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     ap.add_argument("--json", default=None, help="also write the table's rows (and every repeat's seconds) here")
@@ -235,10 +263,18 @@ def main() -> None:
         st = random_setting(args) if args.random else office_setting(args, Path(tmp))
     st = to_device(st, args.device)
     table = dict_trie(st.sequences)
+    baseline = load_revision(args.baseline) if args.baseline else None
+
+    def base(B: int) -> list[list[tuple]]:
+        assert baseline is not None
+        return [[tuple(h.tokens) for h in row] for ids, mask in st.batches for row in baseline(st.model, ids, mask,
+                                                                                                st.trie, B)]
     calls = count_forwards(st.model)
     warm = Setting(st.name, st.model, st.eos, st.pad, st.sequences, st.trie,
                    [(ids[:2], mask[:2]) for ids, mask in st.batches[:1]])
     ours(warm, 4), hf_generate(warm, table, 4)
+    if baseline is not None:
+        baseline(st.model, *warm.batches[0], st.trie, 4)
     print(f"model: {st.name}")
     device = args.device
     if device.startswith("cuda"):
@@ -251,7 +287,7 @@ def main() -> None:
     log: list[str] = []
     rows: list[dict[str, Any]] = []
     for B in args.beams:
-        t: dict[str, list[float]] = {"ours": [], "hf": [], "floor": [], "beamfloor": []}
+        t: dict[str, list[float]] = {"ours": [], "hf": [], "floor": [], "beamfloor": [], "base": []}
         same = "-"
         steps = []
         for ids, mask in st.batches:  # our forwards per batch (prefill + steps) define the floor's work
@@ -262,6 +298,8 @@ def main() -> None:
                                                      ("beamfloor", lambda: per_beam_floor(st, B, steps))]
         if not args.no_hf:
             runs.append(("hf", lambda: hf_generate(st, table, B)))
+        if baseline is not None:
+            runs.append(("base", lambda: base(B)))
         results: dict[str, Any] = {}
         for r in range(args.repeats):
             for name, fn in runs[r % len(runs):] + runs[: r % len(runs)]:  # rotate the order between repeats
@@ -278,6 +316,12 @@ def main() -> None:
         print(f"{B:>4} {P / best['ours']:>9.2f} {P / best['hf']:>8.2f} {P / best['floor']:>9.2f} "
               f"{P / best['beamfloor']:>10.2f} {ratio('hf', 'ours'):>7.2f}x {ratio('ours', 'floor'):>9.2f}x "
               f"{ratio('hf', 'beamfloor'):>8.2f}x {same:>11}", flush=True)
+        if baseline is not None:
+            agree = sum(a == b for a, b in zip(results["ours"], results["base"]))
+            rows[-1]["baseline"] = {"rev": args.baseline, "same_items": f"{agree}/{len(results['ours'])}"}
+            print(f"     baseline {args.baseline}: {P / best['base']:.2f} p/s; ours/baseline {best['base'] / best['ours']:.3f}x "
+                  f"the speed (median repeat {median(t['base']) / median(t['ours']):.3f}x); same items {agree}/"
+                  f"{len(results['ours'])}", flush=True)
     print("\n".join(log))
     if args.json:
         Path(args.json).write_text(json.dumps({"model": st.name, "device": device, "torch": torch.__version__,

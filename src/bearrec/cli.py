@@ -118,6 +118,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve.command import run  # per command: --help stays light
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .cli_args import non_negative_int, per_row_metric, positive_int  # per command: --help stays light
 
@@ -180,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "raise it on a GPU)")
     _search_arguments(p)
     p.set_defaults(func=_recommend)
+
+    p = sub.add_parser("serve", help="an HTTP server of a trained run: batched recommendations, a web page, metrics "
+                       "(pip install 'bearrec[serve]')")
+    from .serve.command import add_arguments as serve_arguments  # light: the options only, no serve extra
+
+    serve_arguments(p)
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("evaluate", help="HR, NDCG, MRR and more from a predictions file or a run directory")
     p.add_argument("run_dir_or_predictions", metavar="RUN_DIR|PREDICTIONS",

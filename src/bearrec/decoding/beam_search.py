@@ -16,6 +16,15 @@ any of its beams generated (B new columns per step), and a 4-D attention mask le
 its prompt and its own ancestors only ("tree attention"). A step thus appends B columns per prompt
 instead of copying P*B prompt-length caches; attention implementations that take no custom 4-D mask
 (flash attention) fall back to one cache row per beam, reordered each step.
+
+On an accelerator the step loop is GPU-shaped: every tensor's shape depends on the batch, B, the step and the
+trie only, never on which beams are alive, and nothing in a step waits for the device. All P*B beam slots are
+computed (a dead slot has score -inf and node -1, and feeds a dummy token that attends to its prompt and itself
+only); each beam's candidates are its node's children read into a fixed width, the widest fan-out of the trie at
+that depth; the next beams are scattered into their slots. The host looks at whether every prompt has finished
+only every CHECK_EVERY steps (the result is the same either way: a finished prompt changes nothing). On a CPU,
+where reading a value costs nothing but computing a dead slot does, the same loop reads the largest number of
+live beams each step and feeds only that many slots (`static_shapes`).
 """
 from __future__ import annotations
 
@@ -30,6 +39,7 @@ from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs,
                      hypotheses, output_cache, prefill, prepare_inputs, tree_attention)
 
 NEG_INF = float("-inf")
+CHECK_EVERY = 4  # steps between two looks of the host at whether every prompt has finished
 
 
 @dataclass
@@ -49,32 +59,74 @@ class _Tree:
         self.prompt_mask = attention_mask.bool()
         self.anc = torch.zeros(attention_mask.shape[0], 1, 0, dtype=torch.bool, device=attention_mask.device)
 
-    def step(self, slot_p: torch.Tensor, slot_j: torch.Tensor, parent_slot: torch.Tensor, tokens: torch.Tensor,
-             offset: int) -> torch.Tensor:
-        """Feed one token per live beam (prompt slot_p, slot slot_j, child of slot parent_slot); its logits."""
-        P, dev = self.anc.shape[0], tokens.device
-        width = int(slot_j.max()) + 1
-        ids = torch.zeros(P, width, dtype=torch.long, device=dev)
-        ids[slot_p, slot_j] = tokens
-        par = torch.zeros(P, width, dtype=torch.long, device=dev)
-        par[slot_p, slot_j] = parent_slot
-        live = torch.zeros(P, width, dtype=torch.bool, device=dev)
-        live[slot_p, slot_j] = True
+    def step(self, parent_slot: torch.Tensor, tokens: torch.Tensor, live: torch.Tensor, offset: int) -> torch.Tensor:
+        """Feed one token per beam slot (P, B): slot j of prompt p descends from slot parent_slot[p, j] of the
+        previous step; dead slots (not `live`) attend to their prompt and themselves only. (P*B, vocab) logits."""
+        P, B = tokens.shape
         G = self.anc.shape[2]
-        inherited = self.anc.gather(1, par[:, :, None].expand(P, width, G)) & live[:, :, None]
-        own = torch.eye(width, dtype=torch.bool, device=dev).expand(P, width, width)
+        inherited = self.anc.gather(1, parent_slot[:, :, None].expand(P, B, G)) & live[:, :, None]
+        own = torch.eye(B, dtype=torch.bool, device=tokens.device).expand(P, B, B)
         self.anc = torch.cat([inherited, own], 2)
-        mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, width, -1), self.anc], 2))
-        pos = (self.prompt_len + offset)[:, None].expand(P, width)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+        mask = custom_mask(self.model, torch.cat([self.prompt_mask[:, None, :].expand(P, B, -1), self.anc], 2))
+        pos = (self.prompt_len + offset)[:, None].expand(P, B)
+        out = self.model(input_ids=tokens, attention_mask=mask, position_ids=pos, use_cache=True,
                          **{cache_kwarg(self.model): self.cache})
         self.cache = output_cache(out)
-        return out.logits[slot_p, slot_j].float()
+        return out.logits.reshape(P * B, -1).float()
+
+
+class _Flat:
+    """The fallback without custom masks: one cache row per beam slot, reordered each step."""
+
+    def __init__(self, model: Any, cache: Any, attention_mask: torch.Tensor, prompt_len: torch.Tensor):
+        self.model, self.cache = model, cache
+        self.prompt_mask, self.prompt_len = attention_mask, prompt_len
+        self.slots = 1  # cache rows per prompt: one after the prefill, one per beam slot after a step
+
+    def step(self, parent_slot: torch.Tensor, tokens: torch.Tensor, live: torch.Tensor, offset: int) -> torch.Tensor:
+        P, S = tokens.shape
+        rows = (torch.arange(P, device=tokens.device)[:, None] * self.slots + parent_slot).reshape(-1)
+        self.cache.reorder_cache(rows)
+        self.slots = S
+        logits, self.cache = extend(self.model, tokens.reshape(-1, 1), self.cache,
+                                    self.prompt_mask.repeat_interleave(S, 0), self.prompt_len.repeat_interleave(S, 0),
+                                    offset=offset)
+        return logits[:, -1, :]
+
+
+def static_shapes(device: torch.device) -> bool:
+    """Whether the step loop keeps all B slots of every prompt and looks at the device only every CHECK_EVERY steps
+    (an accelerator, whose queue a host read would drain), or feeds only the live slots, read each step (a CPU,
+    where a read costs nothing and a dead slot's compute would)."""
+    return device.type != "cpu"
+
+
+def fanout_by_depth(trie: ItemTrie, steps: int) -> list[int]:
+    """The widest fan-out among the trie's nodes at each depth 0..steps-1 (at least 1): how many candidates each beam
+    has at each step, a property of the trie alone (read once, before the step loop)."""
+    counts = trie.child_ptr.diff()
+    widest = torch.zeros(int(trie.depth.max()) + 1, dtype=counts.dtype, device=counts.device)
+    widest.scatter_reduce_(0, trie.depth.long(), counts, reduce="amax")
+    found = widest.tolist()
+    return [max(1, found[t]) if t < len(found) else 1 for t in range(steps)]
+
+
+def children_at(trie: ItemTrie, nodes: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, valid), both (len(nodes), width): each node's next tokens in order, padded with 0 (node -1: none).
+
+    Unlike `ItemTrie.padded_children`, the width is given, so the shapes do not depend on the nodes."""
+    safe = nodes.clamp(min=0)
+    start = trie.child_ptr[safe]
+    count = torch.where(nodes >= 0, trie.child_ptr[safe + 1] - start, torch.zeros_like(start))
+    cols = torch.arange(width, device=nodes.device)
+    valid = cols[None, :] < count[:, None]
+    edge = (start[:, None] + cols[None, :]).clamp(max=trie.edge_token.numel() - 1)
+    return torch.where(valid, trie.edge_token[edge], torch.zeros_like(edge)), valid
 
 
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
             num_beams: int, score: str, length_penalty: float, max_steps: int, early_stop: bool) -> _Result:
-    """The beam search loop (see the module docstring); all beams of all prompts advance together."""
+    """The beam search loop (see the module docstring); all beam slots of all prompts advance together."""
     check_score_mode(score)
     if num_beams < 1:
         raise ConfigError(f"num_beams must be at least 1, got {num_beams}.")
@@ -84,29 +136,28 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     fin_nodes = torch.full((P, B), -1, dtype=torch.long, device=dev)
     fin_scores = torch.full((P, B), NEG_INF, device=dev)
     thresholds = torch.full((P, max_steps), NEG_INF, device=dev)
-    if P == 0 or max_steps == 0:
+    if P == 0 or max_steps == 0 or trie.edge_token.numel() == 0:
         return _Result(fin_nodes, fin_scores, thresholds)
+    fanout = fanout_by_depth(trie, max_steps)
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
-    tree = _Tree(model, cache, attention_mask, prompt_len) if tree_attention(model) else None
-    row_prompt = torch.arange(P, device=dev)
-    row_beam = torch.zeros(P, dtype=torch.long, device=dev)
-    row_node = torch.zeros(P, dtype=torch.long, device=dev)
-    row_score = torch.zeros(P, device=dev)
+    feed = _Tree(model, cache, attention_mask, prompt_len) if tree_attention(model) else \
+        _Flat(model, cache, attention_mask, prompt_len)
+    static = static_shapes(dev)
+    # beam slots (P, S): S = 1 at the first step (the root), then B (static) or the most live beams of any prompt;
+    # prompt p's live beams are its first slots, a dead slot has node -1 and score -inf
+    slot_node = torch.zeros(P, 1, dtype=torch.long, device=dev)
+    slot_score = torch.zeros(P, 1, device=dev)
     done = torch.zeros(P, dtype=torch.bool, device=dev)
     for t in range(max_steps):
-        tokens, valid = trie.padded_children(row_node)
-        cand = row_score[:, None] + child_log_probs(logits, tokens, valid, score)
-        W = tokens.shape[1]
-        grid = torch.full((P, B, W), NEG_INF, device=dev)
-        grid[row_prompt, row_beam] = cand
-        rowmap = torch.full((P, B), -1, dtype=torch.long, device=dev)
-        rowmap[row_prompt, row_beam] = torch.arange(row_node.numel(), device=dev)
-        top_s, top_i = grid.view(P, B * W).topk(min(2 * B, B * W), dim=1)
-        parent = rowmap.gather(1, top_i // W)
-        ok = torch.isfinite(top_s) & (parent >= 0) & ~done[:, None]
-        pr = parent.clamp(min=0)
-        child = trie.step(row_node[pr], tokens[pr, top_i % W])
+        S, W = slot_node.shape[1], fanout[t]
+        tokens, valid = children_at(trie, slot_node.reshape(-1), W)
+        cand = slot_score.reshape(-1, 1) + child_log_probs(logits, tokens, valid, score)
+        top_s, top_i = cand.view(P, S * W).topk(min(2 * B, S * W), dim=1)
+        parent = top_i // W  # the slot each candidate extends
+        tok = tokens.view(P, S * W).gather(1, top_i)
+        ok = torch.isfinite(top_s) & ~done[:, None]
+        child = trie.step(slot_node.gather(1, parent), tok)
         child = torch.where(ok, child, torch.full_like(child, -1))
         rank = torch.arange(top_s.shape[1], device=dev)
         fin = ok & (trie.item_counts(child) > 0) & (rank < B)[None, :]
@@ -137,21 +188,23 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
             stop |= torch.isfinite(fin_scores[:, B - 1]) & (bound <= fin_scores[:, B - 1])
         done |= stop
         keep &= ~done[:, None]
-        p_idx, j = keep.nonzero(as_tuple=True)
-        if p_idx.numel() == 0 or t == max_steps - 1:
+        if t == max_steps - 1:
             break
-        new_parent = parent[p_idx, j]
-        new_tokens = tokens[new_parent, (top_i % W)[p_idx, j]]
-        parent_slot = row_beam[new_parent]
-        row_prompt, row_beam = p_idx, run_rank[p_idx, j]
-        row_node, row_score = child[p_idx, j], top_s[p_idx, j]
-        if tree is not None:
-            logits = tree.step(row_prompt, row_beam, parent_slot, new_tokens, offset=t)
-            continue
-        cache.reorder_cache(new_parent)
-        logits, cache = extend(model, new_tokens[:, None], cache, attention_mask[row_prompt],
-                               prompt_len[row_prompt], offset=t)
-        logits = logits[:, -1, :]
+        if static:
+            width = B
+            if (t + 1) % CHECK_EVERY == 0 and not bool(keep.any()):
+                break
+        else:
+            width = int(keep.sum(1).max())
+            if width == 0:
+                break
+        # the next beams: prompt p's j-th kept candidate goes to slot j; the others to a spare last column
+        dest = torch.where(keep, run_rank, torch.full_like(run_rank, width))
+        slot_node = torch.full((P, width + 1), -1, dtype=torch.long, device=dev).scatter_(1, dest, child)[:, :width]
+        slot_score = torch.full((P, width + 1), NEG_INF, device=dev).scatter_(1, dest, top_s)[:, :width]
+        parent_slot = torch.zeros(P, width + 1, dtype=torch.long, device=dev).scatter_(1, dest, parent)[:, :width]
+        new_tokens = torch.zeros(P, width + 1, dtype=torch.long, device=dev).scatter_(1, dest, tok)[:, :width]
+        logits = feed.step(parent_slot, new_tokens, slot_node >= 0, offset=t)
     return _Result(fin_nodes, fin_scores, thresholds)
 
 

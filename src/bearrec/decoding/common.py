@@ -123,7 +123,7 @@ def child_log_probs(logits: torch.Tensor, tokens: torch.Tensor, valid: torch.Ten
     'full': log-softmax over the whole vocabulary, then restricted to the valid tokens (the order of HF's
     prefix_allowed_tokens_fn); 'masked': log-softmax over the valid children only (MSL/BEAR training).
     """
-    neg_inf = torch.tensor(float("-inf"), device=logits.device)
+    neg_inf = logits.new_full((), float("-inf"))  # made on the device: no host-to-device copy (a sync on CUDA)
     if score == "full":
         picked = torch.log_softmax(logits, dim=-1).gather(1, tokens)
         return torch.where(valid, picked, neg_inf)
