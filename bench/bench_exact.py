@@ -61,20 +61,20 @@ def bench_run(run: Path, args: argparse.Namespace) -> str:
 
     def beam() -> list[list[tuple]]:
         return [[tuple(h.tokens) for h in hyps] for ids, mask in batches
-                for hyps in beam_search(rec.model, ids, mask, rec.trie, k, score=mode)]
+                for hyps in beam_search(rec.model, ids, mask, rec.trie, k, score_mode=mode)]
 
     def exact() -> list[Any]:
         return [r for ids, mask in batches
-                for r in exact_top_k(rec.model, ids, mask, rec.trie, k, score=mode,
+                for r in exact_top_k(rec.model, ids, mask, rec.trie, k, score_mode=mode,
                                      max_expansions=args.max_expansions, nodes_per_step=args.nodes_per_step)]
 
     def certified() -> list[Any]:
         return [r for ids, mask in batches
-                for r in certified_top_k(rec.model, ids, mask, rec.trie, k, score=mode,
+                for r in certified_top_k(rec.model, ids, mask, rec.trie, k, score_mode=mode,
                                          max_expansions=args.max_expansions)]
 
     def catalog() -> list[Any]:
-        return [r for ids, mask in batches for r in catalog_top_k(rec.model, ids, mask, rec.trie, k, score=mode)]
+        return [r for ids, mask in batches for r in catalog_top_k(rec.model, ids, mask, rec.trie, k, score_mode=mode)]
 
     fns = {"beam": beam, "exact": exact, "certified": certified, "catalog": catalog}
     times: dict[str, list[float]] = {name: [] for name in fns}

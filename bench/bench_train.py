@@ -96,7 +96,7 @@ def make_step(model, trie, batch, name: str):
                 model.eval()
                 with torch.no_grad():
                     thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 10,
-                                                 score=objective.score_mode, max_steps=steps)
+                                                 score_mode=objective.score_mode, max_steps=steps)
                 model.train()
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)

@@ -72,7 +72,7 @@ def main() -> None:
 
         def search() -> None:
             precision = "bfloat16" if torch.is_autocast_enabled("cpu") else "float32"
-            found[precision] = beam_search(model, ids, mask, rec.trie, args.num_beams, score=rec.score_mode)
+            found[precision] = beam_search(model, ids, mask, rec.trie, args.num_beams, score_mode=rec.score_mode)
 
         t = timed(search, 1)
     lists = {p: [[tuple(h.item_ids) for h in hyps] for hyps in found[p]] for p in found}

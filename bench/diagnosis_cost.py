@@ -39,18 +39,18 @@ def main() -> None:
         pos = positives[start:start + args.batch_size]
         ids, mask = left_pad([rec.encode(r.history) for r in batch], rec.pad_token_id)
         t = time.perf_counter()
-        beams = beam_search(rec.model, ids, mask, trie, b, score=mode)
+        beams = beam_search(rec.model, ids, mask, trie, b, score_mode=mode)
         times["beam"] += time.perf_counter() - t
         t = time.perf_counter()
-        seq = sequence_log_probs(rec.model, ids, mask, pos, trie=trie, score=mode)
+        seq = sequence_log_probs(rec.model, ids, mask, pos, trie=trie, score_mode=mode)
         floors = [float(lp.sum()) + TIE_TOLERANCE for lp in seq.log_probs]
         known = [[trie.item_node(h.item_ids[0]) for h in beam if h.score > fl and r.target not in h.item_ids]
                  for beam, fl, r in zip(beams, floors, batch)]
-        counts = count_above(rec.model, ids, mask, trie, b, floors, known=known, score=mode,
+        counts = count_above(rec.model, ids, mask, trie, b, floors, known=known, score_mode=mode,
                              max_expansions=args.max_expansions)
         times["count"] += time.perf_counter() - t
         t = time.perf_counter()
-        found = exact_top_k(rec.model, ids, mask, trie, b, score=mode, max_expansions=args.max_expansions)
+        found = exact_top_k(rec.model, ids, mask, trie, b, score_mode=mode, max_expansions=args.max_expansions)
         times["prove"] += time.perf_counter() - t
         for r, c, f in zip(batch, counts, found):
             counted.append((c.count < b, c.certified, c.expansions))

@@ -37,12 +37,12 @@ def main() -> None:
     print(f"{len(rows)} rows, prompts of {int(mask.sum(1).min())}-{int(mask.sum(1).max())} tokens, trie of "
           f"{trie.num_nodes} nodes, run's score mode {rec.score_mode}, torch threads {torch.get_num_threads()}")
     t = time.perf_counter()
-    beam_search(rec.model, ids, mask, trie, b, score=rec.score_mode)
+    beam_search(rec.model, ids, mask, trie, b, score_mode=rec.score_mode)
     print(f"beam search: {time.perf_counter() - t:.1f} s", flush=True)
     for score in args.scores:
         for step in args.nodes_per_step:
             t = time.perf_counter()
-            found = exact_top_k(rec.model, ids, mask, trie, b, score=score, max_expansions=args.max_expansions,
+            found = exact_top_k(rec.model, ids, mask, trie, b, score_mode=score, max_expansions=args.max_expansions,
                                 nodes_per_step=step)
             print(f"best-first exact, {score} scores, {step} nodes per step: {time.perf_counter() - t:.1f} s, "
                   f"{sum(r.certified for r in found)} of {len(found)} certified, "
@@ -50,9 +50,9 @@ def main() -> None:
     inner = trie.child_ptr.diff() > 0
     ends = trie.item_counts(torch.arange(trie.num_nodes)) > 0
     for i in range(min(args.catalog_rows, len(rows))):
-        beams = beam_search(rec.model, ids[i:i + 1], mask[i:i + 1], trie, b, score="full")[0]
+        beams = beam_search(rec.model, ids[i:i + 1], mask[i:i + 1], trie, b, score_mode="full")[0]
         t = time.perf_counter()
-        lp = catalog_log_probs(rec.model, ids[i:i + 1], mask[i:i + 1], trie, score="full")[0]
+        lp = catalog_log_probs(rec.model, ids[i:i + 1], mask[i:i + 1], trie, score_mode="full")[0]
         seconds = time.perf_counter() - t
         kth, beam_kth = torch.topk(lp[ends], b).values[-1], min(h.score for h in beams)
         print(f"row {i}: catalog pass {seconds:.1f} s; exact {b}th item {float(kth):.2f}, beam's {beam_kth:.2f}; "

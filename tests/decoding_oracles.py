@@ -20,7 +20,7 @@ def dict_trie(seqs: list[list[int]]) -> tuple[dict[tuple, set], set]:
 
 
 @torch.no_grad()
-def reference_beam(model: Any, prompt: list[int], seqs: list[list[int]], B: int, score: str, steps: int,
+def reference_beam(model: Any, prompt: list[int], seqs: list[list[int]], B: int, score_mode: str, steps: int,
                    ) -> tuple[list[tuple[float, tuple]], list[float], list[list[tuple]]]:
     """Slow reference beam search (no cache, one forward per beam): finished list, thresholds, kept prefixes.
 
@@ -37,7 +37,7 @@ def reference_beam(model: Any, prompt: list[int], seqs: list[list[int]], B: int,
         for s, prefix in beams:
             logits = model(torch.tensor([prompt + list(prefix)])).logits[0, -1].float()
             allowed = sorted(nxt[prefix])
-            lp = torch.log_softmax(logits, -1)[allowed] if score == "full" else torch.log_softmax(logits[allowed], -1)
+            lp = torch.log_softmax(logits, -1)[allowed] if score_mode == "full" else torch.log_softmax(logits[allowed], -1)
             cands += [(s + float(v), prefix + (tok,)) for tok, v in zip(allowed, lp)]
         cands = sorted(cands, key=lambda c: -c[0])[: 2 * B]
         finished = sorted(finished + [c for c in cands[:B] if c[1] in complete], key=lambda c: -c[0])[:B]
@@ -49,7 +49,7 @@ def reference_beam(model: Any, prompt: list[int], seqs: list[list[int]], B: int,
     return finished, thresholds + [-math.inf] * (steps - len(thresholds)), kept
 
 
-def brute_force(model: Any, ids: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]], score: str,
+def brute_force(model: Any, ids: torch.Tensor, mask: torch.Tensor, seqs: list[list[int]], score_mode: str,
                 ) -> list[list[tuple[float, tuple]]]:
     """Every distinct sequence of each prompt with its teacher-forced log-prob, best first."""
     from bearrec.decoding.exact import sequence_log_probs
@@ -59,6 +59,6 @@ def brute_force(model: Any, ids: torch.Tensor, mask: torch.Tensor, seqs: list[li
     out = []
     for p in range(ids.shape[0]):
         rows = torch.tensor([p] * len(distinct))
-        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score=score).totals()
+        tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score_mode=score_mode).totals()
         out.append(sorted(zip(tot, distinct), reverse=True))
     return out

@@ -87,7 +87,7 @@ def test_beam_wider_than_catalog_is_exhaustive(score):
     seqs = [[5, EOS], [5, 6, EOS], [5, 6, 7, EOS], [8, 9, EOS], [8, EOS], [10, 11, 12, 13, EOS]]
     model = tiny_llama(V, seed=3)
     ids, mask = random_prompts(3, V, seed=3)
-    got = beam_search(model, ids, mask, make_trie(seqs), 10, score=score)
+    got = beam_search(model, ids, mask, make_trie(seqs), 10, score_mode=score)
     for hyps, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
         assert [tuple(h.tokens) for h in hyps] == [s for _, s in ref]
         assert [h.score for h in hyps] == pytest.approx([s for s, _ in ref], abs=1e-4)
@@ -98,10 +98,10 @@ def test_left_padding_gives_the_same_results_as_each_prompt_alone():
     seqs = random_sequences(80, V, seed=4)
     trie = make_trie(seqs)
     ids, mask = random_prompts(4, V, min_len=2, max_len=15, seed=4)
-    batched = beam_search(model, ids, mask, trie, 5, score="masked")
+    batched = beam_search(model, ids, mask, trie, 5, score_mode="masked")
     for p in range(ids.shape[0]):
         keep = mask[p].bool()
-        alone = beam_search(model, ids[p:p + 1, keep], None, trie, 5, score="masked")[0]
+        alone = beam_search(model, ids[p:p + 1, keep], None, trie, 5, score_mode="masked")[0]
         assert [h.tokens for h in alone] == [h.tokens for h in batched[p]]
         assert [h.score for h in alone] == pytest.approx([h.score for h in batched[p]], abs=1e-4)
 
@@ -114,7 +114,7 @@ def test_bad_inputs():
     with pytest.raises(ConfigError, match="LEFT"):
         beam_search(model, ids, mask.flip(1), make_trie([[5, EOS]]), 2)
     with pytest.raises(ConfigError, match="score mode"):
-        beam_search(model, ids, mask, make_trie([[5, EOS]]), 2, score="nope")
+        beam_search(model, ids, mask, make_trie([[5, EOS]]), 2, score_mode="nope")
 
 
 @pytest.mark.parametrize("score", ["full", "masked"])
@@ -124,8 +124,8 @@ def test_masked_search_and_thresholds_match_slow_reference(score):
     trie = make_trie(seqs)
     ids, mask = random_prompts(3, V, seed=5)
     B, steps = 4, trie.max_depth + 2
-    got = beam_search(model, ids, mask, trie, B, score=score)
-    thr = beam_thresholds(model, ids, mask, trie, B, score=score, max_steps=steps)
+    got = beam_search(model, ids, mask, trie, B, score_mode=score)
+    thr = beam_thresholds(model, ids, mask, trie, B, score_mode=score, max_steps=steps)
     assert thr.shape == (3, steps)
     for p in range(3):
         prompt = ids[p, mask[p].bool()].tolist()

@@ -15,8 +15,8 @@ bs = importlib.import_module("bearrec.decoding.beam_search")  # the module (the 
 
 def _run(model, ids, mask, trie, B, score, steps):
     """(items and scores per prompt, thresholds) of one search."""
-    hyps = beam_search(model, ids, mask, trie, B, score=score)
-    thr = beam_thresholds(model, ids, mask, trie, B, score=score, max_steps=steps)
+    hyps = beam_search(model, ids, mask, trie, B, score_mode=score)
+    thr = beam_thresholds(model, ids, mask, trie, B, score_mode=score, max_steps=steps)
     return [[(tuple(h.tokens), h.score) for h in row] for row in hyps], thr
 
 
@@ -55,7 +55,7 @@ def test_exact_top_k_same_with_node_columns_and_copied_caches(monkeypatch, score
     ids, mask = random_prompts(3, V, min_len=2, max_len=14, seed=7)
 
     def run() -> list[tuple]:
-        res = exact_top_k(model, ids, mask, trie, 6, score=score, nodes_per_step=4)
+        res = exact_top_k(model, ids, mask, trie, 6, score_mode=score, nodes_per_step=4)
         return [(r.certified, r.expansions, [tuple(h.tokens) for h in r.items], [h.score for h in r.items])
                 for r in res]
 

@@ -111,7 +111,7 @@ def test_no_host_reads_inside_a_step(monkeypatch, static, host_reads, tree, scor
     ids, mask = random_prompts(3, V, seed=2)
     B, steps = 4, trie.max_depth
     host_reads.clear()
-    got = beam_search(model, ids, mask, trie, B, score=score)
+    got = beam_search(model, ids, mask, trie, B, score_mode=score)
     checks = [c for c in host_reads if c == ("_search", "__bool__")]
     assert checks == host_reads, f"reads inside a step besides the finished-check: {host_reads}"
     assert len(checks) <= math.ceil(steps / bs.CHECK_EVERY)
@@ -151,7 +151,7 @@ def test_static_mode_wider_than_the_catalog_is_exhaustive(static, score):
     seqs = [[5, EOS], [5, 6, EOS], [5, 6, 7, EOS], [8, 9, EOS], [8, EOS], [10, 11, 12, 13, EOS]]
     model = tiny_llama(V, seed=3)
     ids, mask = random_prompts(3, V, seed=3)
-    for hyps, ref in zip(beam_search(model, ids, mask, item_trie(seqs), 10, score=score),
+    for hyps, ref in zip(beam_search(model, ids, mask, item_trie(seqs), 10, score_mode=score),
                          brute_force(model, ids, mask, seqs, score)):
         assert [tuple(h.tokens) for h in hyps] == [s for _, s in ref]
         assert [h.score for h in hyps] == pytest.approx([s for s, _ in ref], abs=1e-4)
@@ -170,8 +170,8 @@ def test_static_and_cpu_modes_agree_with_thresholds(monkeypatch, tree, score):
     found = []
     for mode in (False, True):
         monkeypatch.setattr(bs, "static_shapes", lambda device, mode=mode: mode)
-        hyps = beam_search(model, ids, mask, trie, 6, score=score)
-        thr = bs.beam_thresholds(model, ids, mask, trie, 6, score=score, max_steps=trie.max_depth + 1)
+        hyps = beam_search(model, ids, mask, trie, 6, score_mode=score)
+        thr = bs.beam_thresholds(model, ids, mask, trie, 6, score_mode=score, max_steps=trie.max_depth + 1)
         found.append(([[tuple(h.tokens) for h in row] for row in hyps], [[h.score for h in row] for row in hyps], thr))
     (cpu_items, cpu_scores, cpu_thr), (gpu_items, gpu_scores, gpu_thr) = found
     assert cpu_items == gpu_items

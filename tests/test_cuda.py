@@ -103,7 +103,7 @@ def objective_step(model, batch: dict, trie, objective, *, bf16: bool) -> torch.
             model.eval()
             with torch.no_grad():
                 thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie,
-                                             objective.num_beams, score=objective.score_mode, max_steps=steps).float()
+                                             objective.num_beams, score_mode=objective.score_mode, max_steps=steps).float()
             model.train(was_training)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)
@@ -206,11 +206,11 @@ def test_beam_search_on_cuda_equals_cpu(monkeypatch, seed, score, B, layout):
     trie = item_trie(random_sequences(120, V, seed=seed + 30, prefix_rate=0.2))
     ids, mask = random_prompts(5, V, min_len=2, max_len=20, seed=seed + 30)
     steps = trie.max_depth + 1
-    cpu = beam_search(model, ids, mask, trie, B, score=score)
-    cpu_thr = beam_thresholds(model, ids, mask, trie, B, score=score, max_steps=steps)
+    cpu = beam_search(model, ids, mask, trie, B, score_mode=score)
+    cpu_thr = beam_thresholds(model, ids, mask, trie, B, score_mode=score, max_steps=steps)
     gpu_model = model.to(DEVICE)
-    gpu = beam_search(gpu_model, ids.to(DEVICE), mask.to(DEVICE), trie, B, score=score)
-    gpu_thr = beam_thresholds(gpu_model, ids.to(DEVICE), mask.to(DEVICE), trie, B, score=score, max_steps=steps)
+    gpu = beam_search(gpu_model, ids.to(DEVICE), mask.to(DEVICE), trie, B, score_mode=score)
+    gpu_thr = beam_thresholds(gpu_model, ids.to(DEVICE), mask.to(DEVICE), trie, B, score_mode=score, max_steps=steps)
     assert _hyps(gpu) == _hyps(cpu)
     assert [sorted(h.item_ids) for row in gpu for h in row] == [sorted(h.item_ids) for row in cpu for h in row]
     assert _scores(gpu) == pytest.approx(_scores(cpu), abs=1e-4)
@@ -222,8 +222,8 @@ def test_exact_top_k_on_cuda_equals_cpu(score):
     model = tiny_llama(V, seed=7)
     trie = item_trie(random_sequences(100, V, seed=7, prefix_rate=0.3))
     ids, mask = random_prompts(4, V, min_len=2, max_len=16, seed=7)
-    cpu = exact_top_k(model, ids, mask, trie, 8, score=score)
-    gpu = exact_top_k(model.to(DEVICE), ids.to(DEVICE), mask.to(DEVICE), trie, 8, score=score)
+    cpu = exact_top_k(model, ids, mask, trie, 8, score_mode=score)
+    gpu = exact_top_k(model.to(DEVICE), ids.to(DEVICE), mask.to(DEVICE), trie, 8, score_mode=score)
     assert [r.certified for r in gpu] == [r.certified for r in cpu]
     assert [[tuple(h.tokens) for h in r.items] for r in gpu] == [[tuple(h.tokens) for h in r.items] for r in cpu]
     assert [h.score for r in gpu for h in r.items] == pytest.approx([h.score for r in cpu for h in r.items], abs=1e-4)
@@ -237,10 +237,10 @@ def test_count_above_on_cuda_equals_cpu(score):
     model = tiny_llama(V, seed=7)
     trie = item_trie(random_sequences(100, V, seed=7, prefix_rate=0.3))
     ids, mask = random_prompts(4, V, min_len=2, max_len=16, seed=7)
-    ranked = exact_top_k(model, ids, mask, trie, 30, score=score)
+    ranked = exact_top_k(model, ids, mask, trie, 30, score_mode=score)
     floors = [r.items[i].score - 1e-3 for r, i in zip(ranked, (0, 5, 12, 29))]
-    cpu = count_above(model, ids, mask, trie, 10, floors, score=score)
-    gpu = count_above(model.to(DEVICE), ids.to(DEVICE), mask.to(DEVICE), trie, 10, floors, score=score)
+    cpu = count_above(model, ids, mask, trie, 10, floors, score_mode=score)
+    gpu = count_above(model.to(DEVICE), ids.to(DEVICE), mask.to(DEVICE), trie, 10, floors, score_mode=score)
     assert [(r.count, r.certified) for r in gpu] == [(r.count, r.certified) for r in cpu] == \
         [(1, True), (6, True), (10, True), (10, True)]
 

@@ -42,7 +42,7 @@ def test_diagnosis_matches_slow_reference(score):
     # the positive of each prompt: alternate between its exact top-B and just below it
     positives = [list(ranked[p][p % (2 * B)][1]) for p in range(6)]
     targets = [f"i{seqs.index(s)}" for s in positives]
-    got = diagnose_batch(model, ids, mask, trie, positives, targets, B, score=score, max_expansions=10_000)
+    got = diagnose_batch(model, ids, mask, trie, positives, targets, B, score_mode=score, max_expansions=10_000)
     for p, d in enumerate(got):
         assert d.certified
         exact = [s for _, s in ranked[p][:B]]
@@ -72,7 +72,7 @@ def test_some_positive_is_pruned_in_the_reference_setting():
         ranked = brute_force(model, ids, mask, seqs, score)
         positives = [list(ranked[p][p % 6][1]) for p in range(6)]
         targets = [f"i{seqs.index(s)}" for s in positives]
-        rows = diagnose_batch(model, ids, mask, trie, positives, targets, 3, score=score, max_expansions=10_000)
+        rows = diagnose_batch(model, ids, mask, trie, positives, targets, 3, score_mode=score, max_expansions=10_000)
         pruned += sum(r.pruned_step is not None for r in rows)
     assert pruned > 0
 

@@ -36,7 +36,7 @@ def test_sequence_log_probs_match_slow_reference(score):
     trie = make_trie(SEQS)
     ids, mask = random_prompts(5, V, seed=7)
     seqs = [SEQS[i] for i in (0, 3, 9, 17, 30)]
-    got = sequence_log_probs(model, ids, mask, seqs, trie=trie, score=score)
+    got = sequence_log_probs(model, ids, mask, seqs, trie=trie, score_mode=score)
     for p in range(5):
         ref = slow_scores(model, ids[p, mask[p].bool()].tolist(), seqs[p], score)
         assert got.log_probs[p].tolist() == pytest.approx([lp for lp, _ in ref], abs=1e-4)
@@ -53,7 +53,7 @@ def test_exact_top_k_matches_brute_force(score, seed):
     seqs = random_sequences(60, V, seed=seed)
     ids, mask = random_prompts(4, V, seed=seed)
     k = 7
-    got = exact_top_k(model, ids, mask, make_trie(seqs), k, score=score, nodes_per_step=3)
+    got = exact_top_k(model, ids, mask, make_trie(seqs), k, score_mode=score, nodes_per_step=3)
     for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
         assert res.certified
         assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:k]]
@@ -78,7 +78,7 @@ def test_long_single_child_chains_are_scored_exactly_in_either_attention_layout(
     model = tiny_llama(V, seed=4)
     ids, mask = random_prompts(3, V, seed=4)
     trie = make_trie(seqs)
-    got = exact_top_k(model, ids, mask, trie, 6, score=score, nodes_per_step=2)
+    got = exact_top_k(model, ids, mask, trie, 6, score_mode=score, nodes_per_step=2)
     for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
         assert res.certified
         assert [tuple(h.tokens) for h in res.items] == [s for _, s in ref[:6]]
@@ -99,7 +99,7 @@ def test_an_item_inside_a_single_child_chain_is_found(tree, monkeypatch):
     model = tiny_llama(V, seed=6)
     ids, mask = random_prompts(2, V, seed=6)
     for score in ("masked", "full"):
-        got = exact_top_k(model, ids, mask, make_trie(seqs), 5, score=score)
+        got = exact_top_k(model, ids, mask, make_trie(seqs), 5, score_mode=score)
         for res, ref in zip(got, brute_force(model, ids, mask, seqs, score)):
             assert res.certified and [tuple(h.tokens) for h in res.items] == [s for _, s in ref]
 
@@ -130,7 +130,7 @@ def test_steps_that_pass_over_complete_items_stay_exact(tree, seed, k, step, mon
     model = tiny_llama(V, seed=seed, init_range=0.02)
     seqs = random_sequences(150, V, seed=seed, max_len=6)
     ids, mask = random_prompts(3, V, seed=seed)
-    got = exact_top_k(model, ids, mask, make_trie(seqs), k, score="full", max_expansions=10**6, nodes_per_step=step)
+    got = exact_top_k(model, ids, mask, make_trie(seqs), k, score_mode="full", max_expansions=10**6, nodes_per_step=step)
     for res, ref in zip(got, brute_force(model, ids, mask, seqs, "full")):
         assert res.certified
         assert [h.score for h in res.items] == pytest.approx([s for s, _ in ref[:k]], abs=1e-4)
@@ -144,7 +144,7 @@ def test_a_complete_item_does_not_cut_a_step_short():
     ids, mask = random_prompts(2, V, seed=8)
     calls = []
     model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    got = exact_top_k(model, ids, mask, make_trie(seqs), 10, score="full", max_expansions=10**6, nodes_per_step=32)
+    got = exact_top_k(model, ids, mask, make_trie(seqs), 10, score_mode="full", max_expansions=10**6, nodes_per_step=32)
     assert all(r.certified for r in got)
     assert len(calls) <= 8
 
@@ -177,7 +177,7 @@ def test_count_above_equals_brute_force_and_known_entries_are_not_counted_twice(
         floors.append(floor)
         known.append([trie.node_of(s) for s in rng.sample(above, min(len(above), rng.randint(0, k)))])
         want.append(min(k, len(above)))
-    got = count_above(model, ids, mask, trie, k, floors, known=known, score=score, max_expansions=10**6,
+    got = count_above(model, ids, mask, trie, k, floors, known=known, score_mode=score, max_expansions=10**6,
                       nodes_per_step=step)
     assert [r.count for r in got] == want and all(r.certified for r in got)
 
@@ -192,8 +192,8 @@ def test_counting_far_down_the_ranking_costs_less_than_proving_the_top_k():
     ids, mask = random_prompts(3, V, seed=8)
     ranked = brute_force(model, ids, mask, seqs, "full")
     low = [ref[100][0] for ref in ranked]
-    counted = count_above(model, ids, mask, trie, 10, low, score="full", max_expansions=10**6, nodes_per_step=1)
-    proved = exact_top_k(model, ids, mask, trie, 10, score="full", max_expansions=10**6, nodes_per_step=1)
+    counted = count_above(model, ids, mask, trie, 10, low, score_mode="full", max_expansions=10**6, nodes_per_step=1)
+    proved = exact_top_k(model, ids, mask, trie, 10, score_mode="full", max_expansions=10**6, nodes_per_step=1)
     assert all(c.count == 10 and c.certified for c in counted)
     assert sum(c.expansions for c in counted) < sum(r.expansions for r in proved)
     calls = []
@@ -218,6 +218,6 @@ def test_count_above_with_items_at_inner_nodes_and_an_excluded_entry(score):
     ranked = brute_force(model, ids, mask, seqs, score)
     floors = [ref[r][0] - 1e-3 for ref, r in zip(ranked, (0, 2, 6, 30))]  # just below the entry ranked r
     top = [trie.node_of(ref[0][1]) for ref in ranked]  # each prompt's best entry, above every floor
-    got = count_above(model, ids, mask, trie, 8, floors, exclude=top, score=score, max_expansions=10**6,
+    got = count_above(model, ids, mask, trie, 8, floors, exclude=top, score_mode=score, max_expansions=10**6,
                       nodes_per_step=3)
     assert [(r.count, r.certified) for r in got] == [(0, True), (2, True), (6, True), (8, True)]

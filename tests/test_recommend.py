@@ -54,7 +54,7 @@ def test_recommend_matches_beam_search(run_dir):
     assert len(out) == 5
     assert [o["score"] for o in out] == sorted((o["score"] for o in out), reverse=True)
     ids = torch.tensor([rec.encode(["it1", "it2"])])
-    hyps = beam_search(rec.model, ids, None, rec.trie, 5, score="masked")[0]
+    hyps = beam_search(rec.model, ids, None, rec.trie, 5, score_mode="masked")[0]
     assert [o["item_ids"] for o in out] == [h.item_ids for h in hyps]
     assert all(o["title"] == rec.items[o["item_ids"][0]] for o in out)
     # more than the catalog: every distinct title once, clipped
@@ -155,7 +155,7 @@ def test_exact_search_returns_the_exact_top_k_with_its_certificate(run_dir, tmp_
     history = list(rec.dataset.test[2].history)
     got = rec.recommend(history, k=3, search="exact")
     ids, mask = left_pad([rec.encode(history)], rec.pad_token_id)
-    want = exact_top_k(rec.model, ids, mask, rec.trie, 3, score=rec.score_mode)[0]
+    want = exact_top_k(rec.model, ids, mask, rec.trie, 3, score_mode=rec.score_mode)[0]
     assert [e["item_ids"] for e in got] == [list(h.item_ids) for h in want.items]
     assert all(e["certified"] is want.certified for e in got) and want.certified
     scores = [e["score"] for e in got]

@@ -222,7 +222,7 @@ def test_objective_loss_on_a_model_matches_dense_reference(env, objective):
 
 
 @torch.no_grad()
-def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, score, max_steps):
+def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, score_mode, max_steps):
     """A slow, obvious constrained beam search (full recomputation) for the direct objective."""
     out = torch.full((len(prompt_ids), max_steps), float("-inf"))
     for r in range(len(prompt_ids)):
@@ -235,7 +235,7 @@ def reference_thresholds(model, prompt_ids, prompt_mask, trie, num_beams, *, sco
                 if not allowed:
                     continue
                 logits = model(input_ids=torch.tensor([prompt + seq])).logits[0, -1]
-                logp = (torch.log_softmax(logits[allowed], -1) if score == "masked"
+                logp = (torch.log_softmax(logits[allowed], -1) if score_mode == "masked"
                         else torch.log_softmax(logits, -1)[allowed])
                 cands += [(seq + [tok], lp + float(v)) for tok, v in zip(allowed, logp)]
             beams = sorted(cands, key=lambda c: -c[1])[:num_beams]
@@ -259,7 +259,7 @@ def test_direct_objective_adds_the_relaxed_beam_term(env, tmp_path, base):
                           objective=cfg, trie=trie, thresholds_fn=reference_thresholds)
     loss = trainer.compute_loss(model, dict(batch))
     steps = int((batch["labels"] != IGNORE).sum(1).max())
-    thr = reference_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 2, score=score,
+    thr = reference_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 2, score_mode=score,
                                max_steps=steps)
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=batch["position_ids"]).logits

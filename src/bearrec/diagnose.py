@@ -51,7 +51,7 @@ bf16, where that noise is larger, only near-ties with other entries can go eithe
 
 def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: Any,
                    positives: Sequence[Sequence[int]], targets: Sequence[str], num_beams: int, *,
-                   score: str = "full", max_expansions: int = 2000,
+                   score_mode: str = "full", max_expansions: int = 2000,
                    beam_lists: Sequence[Sequence[tuple[Sequence[str], float | None]]] | None = None,
                    exact_hits: Sequence[tuple[bool, bool]] | None = None) -> list[RowDiagnosis]:
     """Diagnose a batch of left-padded prompts whose positive items have token sequences `positives`.
@@ -62,21 +62,21 @@ def diagnose_batch(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     entries above it counted as found): no top B is proven, so a positive far down the ranking costs no search.
     The beam thresholds that date a pruning are computed only for a batch with a pruned row."""
     if beam_lists is None:
-        beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score=score)
+        beams = beam_search(model, input_ids, attention_mask, trie, num_beams, score_mode=score_mode)
         beam_lists = [[(h.item_ids, h.score) for h in b] for b in beams]
     returned = [any(t in ids for ids, _ in lst) for t, lst in zip(targets, beam_lists)]
-    seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score=score)
+    seq = sequence_log_probs(model, input_ids, attention_mask, positives, trie=trie, score_mode=score_mode)
     if exact_hits is None:
         floors = [float(lp.sum()) + TIE_TOLERANCE for lp in seq.log_probs]
         known = [[trie.item_node(ids[0]) for ids, s in lst if s is not None and s > fl and t not in ids]
                  for lst, fl, t in zip(beam_lists, floors, targets)]
         counts = certified_count_above(model, input_ids, attention_mask, trie, num_beams, floors, known=known,
-                                       exclude=[trie.node_of(p) for p in positives], score=score,
+                                       exclude=[trie.node_of(p) for p in positives], score_mode=score_mode,
                                        max_expansions=max_expansions)
         exact_hits = [(c.count < num_beams, c.certified) for c in counts]
     thresholds = None
     if any(hit and not ret for (hit, _), ret in zip(exact_hits, returned)):
-        thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score=score,
+        thresholds = beam_thresholds(model, input_ids, attention_mask, trie, num_beams, score_mode=score_mode,
                                      max_steps=max(len(p) for p in positives)).cpu()
     out = []
     for i in range(len(targets)):
@@ -187,7 +187,7 @@ def diagnose_run(run_dir: str | Path, *, split: str = "test", num_beams: int = 1
             continue
         ids, mask = left_pad(prompts[sl], rec.pad_token_id)
         batch = diagnose_batch(rec.model, ids, mask, rec.trie, positives[sl], [r.target for r in rows[sl]],
-                               num_beams, score=rec.score_mode, max_expansions=max_expansions,
+                               num_beams, score_mode=rec.score_mode, max_expansions=max_expansions,
                                beam_lists=beam_lists[sl] if beam_lists is not None else None,
                                exact_hits=exact_hits[sl] if exact_hits is not None else None)
         if partial is not None:

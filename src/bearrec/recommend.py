@@ -113,12 +113,12 @@ class Recommender:
         """(k entries, facts of the search) per prompt of a batch of prompt token lists (left-padded here)."""
         ids, mask = left_pad(prompts, self.pad_token_id)
         if search == "exact":
-            found = certified_top_k(self.model, ids, mask, self.trie, k, score=self.score_mode,
+            found = certified_top_k(self.model, ids, mask, self.trie, k, score_mode=self.score_mode,
                                     max_expansions=self.max_expansions)
             return [([self._entry(h) for h in r.items], {"search": "exact", "certified": r.certified,
                                                          "expansions": r.expansions}) for r in found]
         beams = max(k, num_beams or k)
-        hyps = beam_search(self.model, ids, mask, self.trie, beams, score=self.score_mode)
+        hyps = beam_search(self.model, ids, mask, self.trie, beams, score_mode=self.score_mode)
         return [([self._entry(h) for h in row[:k]], {"search": "beam", "beams": beams}) for row in hyps]
 
     def _entry(self, h: Hypothesis) -> dict:

@@ -125,9 +125,9 @@ def children_at(trie: ItemTrie, nodes: torch.Tensor, width: int) -> tuple[torch.
 
 
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
-            num_beams: int, score: str, length_penalty: float, max_steps: int, early_stop: bool) -> _Result:
+            num_beams: int, score_mode: str, length_penalty: float, max_steps: int, early_stop: bool) -> _Result:
     """The beam search loop (see the module docstring); all beam slots of all prompts advance together."""
-    check_score_mode(score)
+    check_score_mode(score_mode)
     if num_beams < 1:
         raise ConfigError(f"num_beams must be at least 1, got {num_beams}.")
     input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
@@ -152,7 +152,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     for t in range(max_steps):
         S, W = slot_node.shape[1], fanout[t]
         tokens, valid = children_at(trie, slot_node.reshape(-1), W)
-        cand = slot_score.reshape(-1, 1) + child_log_probs(logits, tokens, valid, score)
+        cand = slot_score.reshape(-1, 1) + child_log_probs(logits, tokens, valid, score_mode)
         top_s, top_i = cand.view(P, S * W).topk(min(2 * B, S * W), dim=1)
         parent = top_i // W  # the slot each candidate extends
         tok = tokens.view(P, S * W).gather(1, top_i)
@@ -210,17 +210,17 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 
 @torch.no_grad()
 def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
-                num_beams: int, *, score: str = "full", length_penalty: float = 0.0,
+                num_beams: int, *, score_mode: str = "full", length_penalty: float = 0.0,
                 max_new_tokens: int | None = None) -> list[list[Hypothesis]]:
     """Constrained beam search: for each left-padded prompt, up to `num_beams` catalog entries, best first.
 
-    `score` is 'full' (SFT: softmax over the vocabulary, then invalid tokens removed) or 'masked'
+    `score_mode` is 'full' (SFT: softmax over the vocabulary, then invalid tokens removed) or 'masked'
     (MSL/BEAR: softmax over the valid children). A hypothesis's score is the sum of its token log-probs,
     divided by len**length_penalty when length_penalty != 0 (len counts the EOS token), as in HF.
     `max_new_tokens` defaults to the trie's depth; entries longer than it are never returned.
     """
     steps = trie.max_depth if max_new_tokens is None else int(max_new_tokens)
-    res = _search(model, input_ids, attention_mask, trie, num_beams, score, length_penalty, steps, True)
+    res = _search(model, input_ids, attention_mask, trie, num_beams, score_mode, length_penalty, steps, True)
     trie = trie.to(res.fin_nodes.device)
     out: list[list[Hypothesis]] = []
     for nodes, scores in zip(res.fin_nodes, res.fin_scores):
@@ -231,7 +231,7 @@ def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 @torch.no_grad()
 def beam_thresholds(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
-                    num_beams: int, *, score: str = "full", max_steps: int) -> torch.Tensor:
+                    num_beams: int, *, score_mode: str = "full", max_steps: int) -> torch.Tensor:
     """(batch, max_steps) cumulative log-prob of the B-th prefix beam search keeps at each step (objective 3.1).
 
     Column t is the step that generates token t+1: after ranking every valid continuation of the live
@@ -241,5 +241,5 @@ def beam_thresholds(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
     prefixes are kept, and at every step after the search has nothing left to extend. No early
     stopping on finished hypotheses is applied here, so every step a beam could reach is reported.
     """
-    res = _search(model, input_ids, attention_mask, trie, num_beams, score, 0.0, int(max_steps), False)
+    res = _search(model, input_ids, attention_mask, trie, num_beams, score_mode, 0.0, int(max_steps), False)
     return res.thresholds

@@ -48,22 +48,22 @@ def _tree_mask(trie: ItemTrie, fed: torch.Tensor) -> torch.Tensor:
     return allowed
 
 
-def _edge_log_probs(logits: torch.Tensor, nodes: torch.Tensor, trie: ItemTrie, score: str,
+def _edge_log_probs(logits: torch.Tensor, nodes: torch.Tensor, trie: ItemTrie, score_mode: str,
                     edge_lp: torch.Tensor) -> None:
     """Write into edge_lp (prompts, nodes) the log-prob of each child edge of `nodes`, from their logits
     (prompts, len(nodes), vocab)."""
     P, Q, V = logits.shape
     children, valid = trie.padded_children(nodes)
-    lp = child_log_probs(logits.reshape(P * Q, V), children.repeat(P, 1), valid.repeat(P, 1), score)
+    lp = child_log_probs(logits.reshape(P * Q, V), children.repeat(P, 1), valid.repeat(P, 1), score_mode)
     child = trie.step(nodes[:, None].expand_as(children).reshape(-1), children.reshape(-1)).reshape(children.shape)
     edge_lp[:, child[valid]] = lp.reshape(P, Q, -1)[:, valid]
 
 
 @torch.no_grad()
 def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, *,
-                      score: str = "full", chunk_size: int = 512) -> torch.Tensor:
+                      score_mode: str = "full", chunk_size: int = 512) -> torch.Tensor:
     """log P(prefix of node | prompt) for every node of `trie` and every (left-padded) prompt: (prompts, nodes)."""
-    check_score_mode(score)
+    check_score_mode(score_mode)
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}. Fix: e.g. 512.")
     if not tree_attention(model):
@@ -75,7 +75,7 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
     dev = input_ids.device
     edge_lp = torch.full((P, trie.num_nodes), float("-inf"), device=dev)
     root_logits, cache = prefill(model, input_ids, attention_mask)
-    _edge_log_probs(root_logits[:, None], torch.zeros(1, dtype=torch.long, device=dev), trie, score, edge_lp)
+    _edge_log_probs(root_logits[:, None], torch.zeros(1, dtype=torch.long, device=dev), trie, score_mode, edge_lp)
     prompt_len = attention_mask.sum(1)
     prompt_mask = attention_mask.bool()
     inner = trie.inner[trie.inner > 0]  # the root's children came from the prompt's last position
@@ -91,7 +91,7 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
         out = model(input_ids=ids, attention_mask=custom_mask(model, allowed), position_ids=pos, use_cache=True,
                     **{cache_kwarg(model): select_cache(model, cache, all_rows)},
                     **logits_to_keep(model, chunk.numel()))  # its cache is dropped: each chunk starts anew
-        _edge_log_probs(out.logits[:, -chunk.numel():].float(), chunk, trie, score, edge_lp)
+        _edge_log_probs(out.logits[:, -chunk.numel():].float(), chunk, trie, score_mode, edge_lp)
     node_lp = torch.zeros(P, trie.num_nodes, device=dev)
     for d in range(1, trie.max_depth + 1):
         level = torch.nonzero(trie.depth == d).squeeze(1)
@@ -100,9 +100,9 @@ def catalog_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch
 
 
 def catalog_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, k: int,
-                  *, score: str = "full", chunk_size: int = 512) -> list[ExactResult]:
+                  *, score_mode: str = "full", chunk_size: int = 512) -> list[ExactResult]:
     """The k most probable catalog entries of each prompt from every item's exact score (always certified)."""
-    node_lp = catalog_log_probs(model, input_ids, attention_mask, trie, score=score, chunk_size=chunk_size)
+    node_lp = catalog_log_probs(model, input_ids, attention_mask, trie, score_mode=score_mode, chunk_size=chunk_size)
     dev = node_lp.device
     trie = trie.to(dev)
     ends, inner = trie.entries, trie.inner.numel()
@@ -114,16 +114,16 @@ def catalog_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
 
 
 def certified_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, k: int,
-                    *, score: str = "full", max_expansions: int = 2000, chunk_size: int = 512) -> list[ExactResult]:
+                    *, score_mode: str = "full", max_expansions: int = 2000, chunk_size: int = 512) -> list[ExactResult]:
     """Best-first search (`exact_top_k`), then the whole catalog scored exactly for the rows it could not certify
     within `max_expansions`, so every row is certified (where the attention takes a 4-D mask; else they stay as
     best-first search left them). A rescored row's expansions add the inner nodes it was scored over."""
-    found = exact_top_k(model, input_ids, attention_mask, trie, k, score=score, max_expansions=max_expansions)
+    found = exact_top_k(model, input_ids, attention_mask, trie, k, score_mode=score_mode, max_expansions=max_expansions)
     open_rows = [i for i, r in enumerate(found) if not r.certified]
     if open_rows and tree_attention(model):
         rows = torch.tensor(open_rows, device=input_ids.device)
         mask = None if attention_mask is None else attention_mask[rows]
-        for i, res in zip(open_rows, catalog_top_k(model, input_ids[rows], mask, trie, k, score=score,
+        for i, res in zip(open_rows, catalog_top_k(model, input_ids[rows], mask, trie, k, score_mode=score_mode,
                                                    chunk_size=chunk_size)):
             found[i] = ExactResult(items=res.items, certified=True, expansions=found[i].expansions + res.expansions)
     return found
@@ -131,17 +131,17 @@ def certified_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.T
 
 def certified_count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
                           k: int, floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None,
-                          exclude: Sequence[int] | None = None, score: str = "full", max_expansions: int = 2000,
+                          exclude: Sequence[int] | None = None, score_mode: str = "full", max_expansions: int = 2000,
                           chunk_size: int = 512) -> list[CountResult]:
     """`count_above`, then the whole catalog scored exactly for the rows it could not settle within
     `max_expansions` (where the attention takes a 4-D mask), as `certified_top_k` does for the top k."""
-    found = count_above(model, input_ids, attention_mask, trie, k, floors, known=known, exclude=exclude, score=score,
+    found = count_above(model, input_ids, attention_mask, trie, k, floors, known=known, exclude=exclude, score_mode=score_mode,
                         max_expansions=max_expansions)
     open_rows = [i for i, r in enumerate(found) if not r.certified]
     if open_rows and tree_attention(model):
         rows = torch.tensor(open_rows, device=input_ids.device)
         mask = None if attention_mask is None else attention_mask[rows]
-        node_lp = catalog_log_probs(model, input_ids[rows], mask, trie, score=score, chunk_size=chunk_size)
+        node_lp = catalog_log_probs(model, input_ids[rows], mask, trie, score_mode=score_mode, chunk_size=chunk_size)
         trie = trie.to(node_lp.device)
         ends, inner = trie.entries, trie.inner.numel()
         for j, i in enumerate(open_rows):

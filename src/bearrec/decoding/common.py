@@ -27,10 +27,10 @@ class Hypothesis:
     score: float
 
 
-def check_score_mode(score: str) -> None:
+def check_score_mode(score_mode: str) -> None:
     """Reject a score mode other than 'full' (softmax over the vocabulary) or 'masked' (over valid children)."""
-    if score not in SCORE_MODES:
-        raise ConfigError(f"unknown score mode {score!r}. Fix: use 'full' (SFT) or 'masked' (MSL/BEAR).")
+    if score_mode not in SCORE_MODES:
+        raise ConfigError(f"unknown score mode {score_mode!r}. Fix: use 'full' (SFT) or 'masked' (MSL/BEAR).")
 
 
 def cache_kwarg(model: Any) -> str:
@@ -117,14 +117,14 @@ def extend(model: Any, tokens: torch.Tensor, cache: Any, prompt_mask: torch.Tens
     return out.logits.float(), output_cache(out)
 
 
-def child_log_probs(logits: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor, score: str) -> torch.Tensor:
+def child_log_probs(logits: torch.Tensor, tokens: torch.Tensor, valid: torch.Tensor, score_mode: str) -> torch.Tensor:
     """Log-probs of each row's candidate `tokens` (rows, width); -inf where not `valid`.
 
     'full': log-softmax over the whole vocabulary, then restricted to the valid tokens (the order of HF's
     prefix_allowed_tokens_fn); 'masked': log-softmax over the valid children only (MSL/BEAR training).
     """
     neg_inf = logits.new_full((), float("-inf"))  # made on the device: no host-to-device copy (a sync on CUDA)
-    if score == "full":
+    if score_mode == "full":
         picked = torch.log_softmax(logits, dim=-1).gather(1, tokens)
         return torch.where(valid, picked, neg_inf)
     picked = torch.where(valid, logits.gather(1, tokens), neg_inf)

@@ -185,7 +185,7 @@ class _Frontier:
 
 @torch.no_grad()
 def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
-                k: int, *, score: str = "full", max_expansions: int = 2000,
+                k: int, *, score_mode: str = "full", max_expansions: int = 2000,
                 nodes_per_step: int = 32) -> list[ExactResult]:
     """For each left-padded prompt, the k catalog entries of highest P(y|x), best first (see module doc).
 
@@ -195,7 +195,7 @@ def exact_top_k(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     """
     _check_k(k)
     fronts = [_Frontier(k) for _ in range(input_ids.shape[0])]
-    trie = _search(model, input_ids, attention_mask, trie, fronts, score, max_expansions, nodes_per_step)
+    trie = _search(model, input_ids, attention_mask, trie, fronts, score_mode, max_expansions, nodes_per_step)
     has_items = (trie.item_counts(torch.arange(trie.num_nodes, device=trie.device)) > 0).tolist()
     out = []
     for f in fronts:
@@ -222,7 +222,7 @@ class CountResult:
 @torch.no_grad()
 def count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie, k: int,
                 floors: Sequence[float], *, known: Sequence[Sequence[int]] | None = None,
-                exclude: Sequence[int] | None = None, score: str = "full", max_expansions: int = 2000,
+                exclude: Sequence[int] | None = None, score_mode: str = "full", max_expansions: int = 2000,
                 nodes_per_step: int = 32) -> list[CountResult]:
     """For each prompt, how many catalog entries (trie nodes holding items) score above its floor, up to k.
 
@@ -239,7 +239,7 @@ def count_above(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
             raise ValueError(f"{P} prompts but {len(given)} {name}")
     fronts = [_Frontier(k, float(fl), known[i] if known is not None else (), count=True,
                         exclude=exclude[i] if exclude is not None else -1) for i, fl in enumerate(floors)]
-    _search(model, input_ids, attention_mask, trie, fronts, score, max_expansions, nodes_per_step)
+    _search(model, input_ids, attention_mask, trie, fronts, score_mode, max_expansions, nodes_per_step)
     return [CountResult(count=min(k, len(f.above)), certified=f.done() or not f.heap, expansions=f.expansions)
             for f in fronts]
 
@@ -250,10 +250,10 @@ def _check_k(k: int) -> None:
 
 
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
-            fronts: list[_Frontier], score: str, max_expansions: int, nodes_per_step: int) -> ItemTrie:
+            fronts: list[_Frontier], score_mode: str, max_expansions: int, nodes_per_step: int) -> ItemTrie:
     """Run best-first search for each prompt's frontier until it is done, its queue empty or its budget spent;
     returns the trie on the model's device."""
-    check_score_mode(score)
+    check_score_mode(score_mode)
     input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
     dev = input_ids.device
     P = input_ids.shape[0]
@@ -264,7 +264,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     depth = trie.depth.tolist()
     # chains only under 'masked' scores, where their tokens cost nothing: under 'full' each token lowers the score,
     # and best-first search would prune most of a long chain that taking it whole evaluates anyway
-    masked = score == "masked"
+    masked = score_mode == "masked"
     only_child = trie.only_child.tolist() if masked else [-1] * trie.num_nodes
     chain_leaf = trie.chain_leaf.tolist() if masked else None
     prompt_len = attention_mask.long().sum(1)
@@ -281,7 +281,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     base = torch.zeros(P, device=dev)  # score of each chain's first node
     while True:
         tokens, valid = trie.padded_children(col_node)
-        lp = child_log_probs(logits, tokens, valid, score)
+        lp = child_log_probs(logits, tokens, valid, score_mode)
         # a chain's last node scores its first node plus the log-prob of each token after it
         inner = ~last
         base = base.index_add(0, col_chain[inner], lp[inner, 0])
@@ -385,9 +385,9 @@ class SequenceScores:
 
 @torch.no_grad()
 def sequence_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                       sequences: Sequence[Sequence[int]], *, trie: ItemTrie, score: str = "full") -> SequenceScores:
+                       sequences: Sequence[Sequence[int]], *, trie: ItemTrie, score_mode: str = "full") -> SequenceScores:
     """Score `sequences[i]` (a path of `trie`) after prompt i in one forward; ranks for pruning diagnostics."""
-    check_score_mode(score)
+    check_score_mode(score_mode)
     input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
     dev = input_ids.device
     N = input_ids.shape[0]
@@ -423,7 +423,7 @@ def sequence_log_probs(model: Any, input_ids: torch.Tensor, attention_mask: torc
             i = int(bad.nonzero()[0])
             raise DataError(f"sequence {i} ({list(sequences[i])}) is not a path of the item trie at token {j}.",
                             fix="score token sequences of catalog items built with the same tokenizer")
-        lp_children = child_log_probs(step_logits, children, valid, score)
+        lp_children = child_log_probs(step_logits, children, valid, score_mode)
         pos = (children == tok[:, None]) & valid
         target_lp = torch.where(pos, lp_children, torch.zeros_like(lp_children)).sum(1)
         target_logit = step_logits.gather(1, tok[:, None])

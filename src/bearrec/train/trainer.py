@@ -158,7 +158,7 @@ class BearTrainer(Trainer):
         model.eval()  # the search runs without dropout, like decoding at test time
         try:
             net = self.accelerator.unwrap_model(model)
-            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.num_beams, score=self.objective.score_mode,
+            return fn(net, prompt_ids, prompt_mask, self.trie, self.objective.num_beams, score_mode=self.objective.score_mode,
                       max_steps=steps).float()
         finally:
             model.train(was_training)
