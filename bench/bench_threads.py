@@ -9,6 +9,7 @@ tokens) for --steps steps. Side by side in one run, on the same machine:
   two, passive  two jobs at once, --threads threads each, OMP_WAIT_POLICY=passive (what bearrec sets when the user
                 has not: a waiting thread sleeps)
   two, 1 thread two jobs at once, one thread each
+  spin 10k      GOMP_SPINCOUNT=10000: a waiting thread spins briefly, then sleeps (alone and two at once)
 It prints each scenario's seconds per step and the ratio of two jobs' wall time to one job's.
 
     python bench/bench_threads.py [--steps 60] [--threads 2] [--repeats 2]
@@ -42,10 +43,14 @@ print(time.perf_counter() - start)
 
 
 def run_jobs(n: int, threads: int, policy: str | None, steps: int) -> tuple[float, list[float]]:
-    """(wall seconds, each job's seconds for `steps` steps) of `n` jobs started together."""
+    """(wall seconds, each job's seconds for `steps` steps) of `n` jobs started together; `policy` is an
+    OMP_WAIT_POLICY, or "spin:N" for GOMP_SPINCOUNT=N (spin that long, then sleep)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env.pop("OMP_WAIT_POLICY", None)
-    if policy is not None:
+    env.pop("GOMP_SPINCOUNT", None)
+    if policy is not None and policy.startswith("spin:"):
+        env["GOMP_SPINCOUNT"] = policy.split(":", 1)[1]
+    elif policy is not None:
         env["OMP_WAIT_POLICY"] = policy
     start = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-c", JOB, str(steps)], env=env, stdout=subprocess.PIPE, text=True)
@@ -61,7 +66,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     scenarios = [("alone", 1, args.threads, None), ("alone, passive", 1, args.threads, "passive"),
-                 ("two, spin", 2, args.threads, "active"),
+                 ("alone, spin 10k", 1, args.threads, "spin:10000"),
+                 ("two, spin", 2, args.threads, "active"), ("two, spin 10k", 2, args.threads, "spin:10000"),
                  ("two, passive", 2, args.threads, "passive"), ("two, 1 thread", 2, 1, None)]
     per_step: dict[str, list[float]] = {name: [] for name, *_ in scenarios}
     for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every scenario
@@ -71,11 +77,11 @@ def main() -> None:
     alone = statistics.median(per_step["alone"])
     print(f"{os.cpu_count()} cores, {args.steps} steps a job, median of {args.repeats} repeats, "
           f"torch's default thread count {args.threads}")
-    print(f"{'scenario':15} {'s/step':>8} {'x alone':>8}   (two jobs doing twice the work: 2.0x alone's wall time is "
+    print(f"{'scenario':16} {'s/step':>8} {'x alone':>8}   (two jobs doing twice the work: 2.0x alone's wall time is "
           "a fair share; per-step time x alone above 2 means the jobs slow each other beyond sharing)")
     for name, *_ in scenarios:
         s = statistics.median(per_step[name])
-        print(f"{name:15} {s:8.4f} {s / alone:8.2f}")
+        print(f"{name:16} {s:8.4f} {s / alone:8.2f}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_a_deterministic_rerun_gives_byte_identical_models_and_predictions(tmp_p
     assert outputs[0] == outputs[1]
 
 
-def test_the_command_line_lets_waiting_threads_sleep_unless_told_otherwise(monkeypatch):
+def test_the_thread_policy_lets_waiting_threads_sleep_unless_told_otherwise(monkeypatch):
     from bearrec import machine
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
@@ -55,9 +55,11 @@ def test_a_job_started_on_a_busy_machine_says_so(monkeypatch, small_run, tmp_pat
     from bearrec.cli import main
 
     monkeypatch.setattr(cli, "busy_note", machine.busy_note)  # conftest silences it for the other tests
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (float(os.cpu_count() or 1) + 1, 0.0, 0.0))
     assert main(["recommend", str(small_run), "--num-beams", "3", "--output", str(tmp_path / "p.jsonl")]) == 0
-    assert "this machine is busy" in capsys.readouterr().err
+    assert "this machine is busy" in capsys.readouterr().err and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert main(["recommend", str(small_run), "--num-beams", "3", "--output", str(tmp_path / "p.jsonl")]) == 0
-    assert "busy" not in capsys.readouterr().err
+    assert "busy" not in capsys.readouterr().err and "OMP_WAIT_POLICY" not in os.environ  # alone: spinning is faster

@@ -299,7 +299,6 @@ HEAVY_COMMANDS = ("train", "recommend", "evaluate", "diagnose", "experiment", "d
 
 
 def main(argv: list[str] | None = None) -> int:
-    set_thread_policy()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow an option (`--output DIR seeds=[0]`): argparse leaves those over
@@ -313,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bearrec: error: {e}", file=sys.stderr)
             return 2
     if args.command in HEAVY_COMMANDS and (note := busy_note()):
+        set_thread_policy()  # before torch loads: OpenMP reads it once
         print(note, file=sys.stderr)
     try:
         code = int(args.func(args) or 0)

@@ -13,8 +13,9 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-# OpenMP threads that wait for a core spin by default; on a machine another job shares, that spinning slows both
-# jobs far beyond sharing (bench/bench_threads.py). bearrec lets them sleep, unless the user chose otherwise.
+# OpenMP threads that wait for a core spin by default: best for a job alone (sleeping costs the tiny model 1.56x a
+# step), ruinous beside another job (8.6x a step for two spinning jobs on 2 cores, 1.45x for two sleeping ones;
+# bench/bench_threads.py, docs/benchmarks.md). So a job that starts on a busy machine lets its threads sleep.
 WAIT_POLICY = "PASSIVE"
 
 
@@ -29,8 +30,8 @@ def busy_note() -> str | None:
     if load < cores - 0.5:
         return None
     return (f"bearrec: note: this machine is busy (load {load:.1f} on {cores} cores). Jobs that share cores slow each "
-            "other; give each job its share of threads, e.g. OMP_NUM_THREADS=1 for two jobs on two cores "
-            "(docs/development.md).")
+            "other; this one lets its waiting threads sleep (OMP_WAIT_POLICY=PASSIVE, unless set), and giving each job "
+            "its share of threads is better still: OMP_NUM_THREADS=1 for two jobs on two cores (docs/development.md).")
 
 
 def check_device(device: "str | torch.device", where: str = "--device") -> "torch.device":
