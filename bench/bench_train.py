@@ -34,7 +34,10 @@ from pathlib import Path
 
 import torch
 
-OBJECTIVES = ("sft", "msl", "msl+ce", "bear", "bear-sft", "direct")  # methods (ObjectiveConfig.for_method)
+from bearrec.methods import is_baseline, report_order
+
+# the methods timed by default (any method of the registry may be named with --objectives)
+OBJECTIVES = ("sft", "msl", "msl+ce", "bear", "bear-sft", "direct")
 KINDS = ("tiny", "49k")
 
 
@@ -216,7 +219,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m", help="with --smollm2: where SmolLM2 is read from (its bearrec "
                    "alias, default, or a folder it was saved to)")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="models measured (default both)")
-    p.add_argument("--objectives", nargs="+", choices=OBJECTIVES, default=list(OBJECTIVES),
+    methods = [m for m in report_order() if not is_baseline(m)]
+    p.add_argument("--objectives", nargs="+", choices=methods, default=list(OBJECTIVES),
                    help="methods measured (sft is always added: the baseline)")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16: autocast forward and loss on float32 weights (Trainer's bf16=True)")
