@@ -75,3 +75,14 @@ def test_the_missing_keys_filter_keeps_a_warning_about_weights_that_are_not_tied
     record = lambda keys: logging.LogRecord("t", 30, "", 0, f"missing keys in the checkpoint: {keys}.", (), None)  # noqa: E731
     assert not note.filter(record(["head.weight"]))
     assert note.filter(record(["head.weight", "other.weight"]))
+
+
+def test_a_checkpoint_that_vanishes_while_it_is_read_counts_as_incomplete(tmp_path, monkeypatch):
+    """Under torchrun every rank reads the checkpoints while rank 0 moves an incomplete one aside: a folder gone
+    mid-read is skipped like an incomplete one (the same choice on every rank), not a crash; only rank 0 says so."""
+    import bearrec.train.checkpoints as ck
+
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    monkeypatch.setattr(ck, "_problem", lambda f: (_ for _ in ()).throw(FileNotFoundError(f)))
+    assert "could not be read (FileNotFoundError)" in checkpoint_problem(folder)

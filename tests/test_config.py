@@ -204,3 +204,12 @@ def test_the_item_kinds_old_key_still_works_with_a_note(capsys):
     # a run recorded before the rename reads as the item kind it was trained with
     assert with_later_defaults({"template": "compact", "items": "semantic_id"})["item_kind"] == "semantic_id"
     assert "items" not in with_later_defaults({"template": "compact", "items": "semantic_id"})
+
+
+def test_an_old_run_record_keeps_its_item_kind():
+    """A config.json written when the item kind was called `items` reads back as that kind, not the default."""
+    from bearrec.train.trainer import run_record
+
+    record = run_record(config_from_dict({"dataset": "d", "item_kind": "semantic_id"}), "tiny")
+    record["items"] = record.pop("item_kind")
+    assert config_from_dict(record).item_kind == "semantic_id"

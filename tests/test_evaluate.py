@@ -20,6 +20,8 @@ def test_predictions_are_reused_only_with_all_rows_and_the_same_beams(tmp_path):
     assert predictions_are_current(path, 2, 10)
     assert not predictions_are_current(path, 3, 10)  # rows missing
     assert not predictions_are_current(path, 2, 5)  # other beam size
+    path.write_text("".join(json.dumps({"index": i, "beams": 10, "k": 5, "recommendations": []}) + "\n" for i in range(2)))
+    assert not predictions_are_current(path, 2, 10)  # `recommend --k 5 --num-beams 10`: lists shorter than the beams
 
 
 def test_exact_predictions_are_reused_only_for_exact_search_with_the_same_k(tmp_path):

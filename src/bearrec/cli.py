@@ -295,7 +295,7 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-HEAVY_COMMANDS = ("train", "recommend", "evaluate", "diagnose", "experiment", "demo", "index")
+HEAVY_COMMANDS = ("train", "recommend", "evaluate", "diagnose", "experiment", "demo", "index", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,9 @@ def current_predictions(path: Path, n_rows: int, num_beams: int, search: str = "
     if search == "exact":
         ok = all(r.get("search") == "exact" and r.get("k") == num_beams for r in rows)
     else:
-        ok = all(r.get("search", "beam") == "beam" and r.get("beams") == num_beams for r in rows)
+        # lists of every beam: a file written with --k below the beams holds shorter lists, not these
+        ok = all(r.get("search", "beam") == "beam" and r.get("beams") == num_beams
+                 and r.get("k", num_beams) == num_beams for r in rows)
     return rows if ok and len(rows) == n_rows else None
 
 

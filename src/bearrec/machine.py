@@ -64,7 +64,9 @@ DETERMINISTIC_THREADS = 1
 
 def use_determinism() -> None:
     """Deterministic mode: torch's deterministic algorithms and DETERMINISTIC_THREADS threads, so that a rerun on the
-    same machine gives byte-identical models and predictions (slower: one thread)."""
+    same machine gives byte-identical models and predictions (slower: one thread). It holds for the rest of the process
+    (torch's settings are global): a later run in the same process is made, and recorded, deterministic too."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic workspace, before CUDA work
     import torch  # torch loads after set_thread_policy: OpenMP reads its wait policy once
 
     torch.set_num_threads(DETERMINISTIC_THREADS)

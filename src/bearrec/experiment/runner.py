@@ -61,19 +61,32 @@ class _exclusive:
         self.path = out / "experiment.lock"
 
     def __enter__(self) -> None:
-        if self.path.is_file():
-            text = self.path.read_text().strip()
-            pid, _, started = text.partition(" ")
-            pid = int(pid) if pid.isdigit() else None
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                if started and started != _start_time(pid):
-                    print(f"bearrec: note: {self.path} names process {pid}, which is now another program (the "
-                          "experiment that held it has ended): taken over.", file=sys.stderr)
-                else:
-                    raise ConfigError(f"another bearrec experiment (process {pid}) is running in {self.path.parent}. "
-                                      f"Fix: wait for it to finish, or stop it (kill {pid}); "
-                                      + LOCK_FIX.format(path=self.path) + ".")
-        self.path.write_text(f"{os.getpid()} {_start_time(os.getpid())}")
+        for _ in range(2):  # created atomically: of two experiments started together, one gets the lock
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._check_holder()
+                self.path.unlink(missing_ok=True)  # its holder is gone: taken over
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {_start_time(os.getpid())}")
+            return
+        raise ConfigError(f"{self.path} was taken again while this experiment took it over. Fix: "
+                          + LOCK_FIX.format(path=self.path) + ", then run it again.")
+
+    def _check_holder(self) -> None:
+        """ConfigError when the lock's process still runs an experiment; a note when its id now names another."""
+        text = self.path.read_text().strip() if self.path.is_file() else ""
+        pid, _, started = text.partition(" ")
+        pid = int(pid) if pid.isdigit() else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            if started and started != _start_time(pid):
+                print(f"bearrec: note: {self.path} names process {pid}, which is now another program (the "
+                      "experiment that held it has ended): taken over.", file=sys.stderr)
+            else:
+                raise ConfigError(f"another bearrec experiment (process {pid}) is running in {self.path.parent}. "
+                                  f"Fix: wait for it to finish, or stop it (kill {pid}); "
+                                  + LOCK_FIX.format(path=self.path) + ".")
 
     def __exit__(self, *exc: Any) -> None:
         self.path.unlink(missing_ok=True)

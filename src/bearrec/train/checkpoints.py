@@ -36,7 +36,15 @@ def _safetensors_problem(path: Path) -> str | None:
 
 
 def checkpoint_problem(folder: Path) -> str | None:
-    """Why `folder` cannot be resumed from (a save that did not finish), or None when it is complete."""
+    """Why `folder` cannot be resumed from (a save that did not finish), or None when it is complete. A folder that
+    vanishes while it is read (another rank moving it aside) cannot be resumed from either."""
+    try:
+        return _problem(folder)
+    except OSError as e:
+        return f"it could not be read ({type(e).__name__})"
+
+
+def _problem(folder: Path) -> str | None:
     state = folder / "trainer_state.json"
     if not state.is_file():
         return "trainer_state.json is missing"
@@ -76,7 +84,7 @@ def last_complete_checkpoint(checkpoints: Path, *, set_aside: bool = True) -> Pa
         if set_aside and folder.is_dir():
             aside.parent.mkdir(exist_ok=True)
             folder.rename(aside)
-        print(f"bearrec: note: {folder} was not completely saved ({problem}; the job was probably stopped while "
-              f"saving it). It is moved to {aside} and training resumes from the checkpoint before it. Fix: delete "
-              "that folder once the run is done.", file=sys.stderr)
+            print(f"bearrec: note: {folder} was not completely saved ({problem}; the job was probably stopped while "
+                  f"saving it). It is moved to {aside} and training resumes from the checkpoint before it. Fix: "
+                  "delete that folder once the run is done.", file=sys.stderr)
     return None

@@ -322,6 +322,7 @@ def _from_run_record(record: dict[str, Any]) -> dict[str, Any]:
     """The TrainConfig fields of a RUN_DIR/config.json (`run_record`: the objective's name under `objective`, its
     fields under `objective_config`, the full TrainingArguments under `training`, run facts beside them)."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    record = {DEPRECATED_KEYS.get(key, key): value for key, value in record.items()}  # a run recorded before a rename
     raw = {key: value for key, value in record.items() if key in names}
     raw["objective"] = record["objective_config"]
     if isinstance(raw.get("training"), dict):  # the keys bearrec sets are set again from the top-level fields
