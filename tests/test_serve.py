@@ -288,6 +288,12 @@ def test_a_busy_port_is_refused_with_a_fix(small_run):
     assert code == 2 and "cannot listen on 127.0.0.1" in err and "Fix:" in err
 
 
+@pytest.mark.parametrize("device, named", [("cpu,cuda:7", "no usable CUDA GPU"), ("cpu,gpu0", "not a device name")])
+def test_a_device_of_the_workers_list_that_is_not_there_is_refused_before_loading(small_run, device, named):
+    code, err = call("serve", str(small_run), "--port", "0", "--device", device, "--workers", "2")
+    assert code == 2 and named in err and "Fix:" in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------------------------------------- the batcher
 def run_batcher(scenario, **options):
     """Run `scenario(batcher, calls)` in an event loop; the fake decode records each batch and echoes payloads."""

@@ -15,6 +15,7 @@ import tempfile
 
 from ..cli_args import non_negative_int, positive_int
 from ..errors import ConfigError
+from ..machine import check_device
 from .config import ENV, ServeConfig
 
 
@@ -109,19 +110,10 @@ def _need_extra():  # type: ignore[no-untyped-def]
 
 
 def _check_devices(config: ServeConfig) -> None:
-    """A CUDA device that is not there is refused before the run is loaded."""
-    wanted = [d for d in config.devices() if d is not None and d.startswith("cuda")]
-    if not wanted:
-        return
-    import torch
-
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    for d in wanted:
-        index = int(d.split(":")[1]) if ":" in d and d.split(":")[1].isdigit() else 0
-        if index >= count:
-            raise ConfigError(f"--device {d}: this machine has {count} CUDA device(s). Fix: pass --device cpu, or "
-                              f"one of cuda:0..cuda:{count - 1}." if count else
-                              f"--device {d}: no CUDA device is visible. Fix: pass --device cpu.")
+    """Every device of `--device` (a comma list for the workers) checked before the run is loaded."""
+    for device in config.devices():
+        if device is not None:
+            check_device(device)
 
 
 def _listen(host: str, port: int) -> socket.socket:
