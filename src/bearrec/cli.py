@@ -305,16 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
             parser.parse_args(argv)  # the usual usage error naming what is not recognised
         args.overrides = [*args.overrides, *extra]
-    if hasattr(args, "overrides"):
-        try:
-            check_repeated_overrides(args.overrides)
-        except BearrecError as e:
-            print(f"bearrec: error: {e}", file=sys.stderr)
-            return 2
     if args.command in HEAVY_COMMANDS and (note := busy_note()):
         set_thread_policy()  # before torch loads: OpenMP reads it once
         print(note, file=sys.stderr)
     try:
+        check_repeated_overrides(getattr(args, "overrides", ()))  # a key typed twice: only the last would count
         code = int(args.func(args) or 0)
         _close_process_group()
         return code

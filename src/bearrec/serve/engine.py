@@ -57,8 +57,7 @@ class Engine:
         """The run of `config`, through every check `bearrec recommend --histories` makes (DataError/ConfigError)."""
         rec = Recommender.from_run(config.run_dir, device=device, on_dataset_change="warn",
                                    batch_size=config.max_batch_size, search=config.search,
-                                   max_expansions=config.max_expansions)
-        rec.model.eval()
+                                   max_expansions=config.max_expansions)  # the model in eval mode
         return cls(rec, config.run_dir, config)
 
     @property
