@@ -175,7 +175,7 @@ def test_exact_search_returns_the_exact_top_k_with_its_certificate(run_dir, tmp_
 def test_an_interrupted_decoding_resumes_from_its_finished_batches(run_dir, tmp_path, monkeypatch, capsys):
     rec = Recommender.from_run(run_dir, device="cpu", batch_size=4)  # 13 test rows: 4 batches
     assert rec.model_id is None  # a plain model folder: nothing identifies its weights, so nothing is resumed
-    rec.model_id = "weights-1"
+    rec.run.model_id = "weights-1"
     rec.recommend_split("test", tmp_path / "whole.jsonl", k=3, progress=False)
     real, calls = rec._decode, []
 
@@ -201,7 +201,7 @@ def test_an_interrupted_decoding_resumes_from_its_finished_batches(run_dir, tmp_
         monkeypatch.setattr(rec, "_decode", lambda p, *a: decode(p, *a, stop_at=2))
         with pytest.raises(KeyboardInterrupt):
             rec.recommend_split("test", out, k=3, progress=False)
-        rec.model_id = change.get("model", "weights-1")
+        rec.run.model_id = change.get("model", "weights-1")
         calls.clear()
         monkeypatch.setattr(rec, "_decode", lambda p, *a: decode(p, *a))
         rec.recommend_split("test", out, k=change.get("k", 3), progress=False)

@@ -54,15 +54,9 @@ class Recommender:
     dataset = property(lambda self: self.run.dataset)
     device = property(lambda self: self.run.device)
 
-    @property
-    def model_id(self) -> str | None:
-        """What identifies the weights: decoding into a file keeps each finished batch in FILE.partial under it, and
-        an interrupted run resumes from there (None: nothing is kept)."""
-        return self.run.model_id
-
-    @model_id.setter
-    def model_id(self, value: str | None) -> None:
-        self.run.model_id = value
+    # what identifies the weights: decoding into a file keeps each finished batch in FILE.partial under it, and an
+    # interrupted run resumes from there (None: nothing is kept)
+    model_id = property(lambda self: self.run.model_id)
 
     def check_width(self, k: int, num_beams: int | None) -> None:
         """ConfigError when the list length or the beams exceed the catalog's distinct item texts: beam search would
