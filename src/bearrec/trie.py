@@ -155,11 +155,18 @@ class ItemTrie:
         lo, hi = int(self.item_ptr[node]), int(self.item_ptr[node + 1])
         return [self.item_ids[i] for i in self.item_index[lo:hi].tolist()]
 
+    def item_end_nodes(self) -> torch.Tensor:
+        """(num_items,) the node where each item's sequence ends, by its index in item_ids (computed once)."""
+        if getattr(self, "_end_nodes", None) is None:
+            owners = torch.repeat_interleave(torch.arange(self.num_nodes, device=self.device), self.item_ptr.diff())
+            self._end_nodes = torch.empty(self.num_items, dtype=torch.long, device=self.device)
+            self._end_nodes[self.item_index] = owners
+        return self._end_nodes
+
     def item_node(self, item_id: str) -> int:
         """The node where item `item_id`'s sequence ends (-1 when the trie does not hold it)."""
         if getattr(self, "_item_node", None) is None:
-            owners = torch.repeat_interleave(torch.arange(self.num_nodes), self.item_ptr.diff().cpu())
-            self._item_node = {self.item_ids[i]: n for i, n in zip(self.item_index.tolist(), owners.tolist())}
+            self._item_node = dict(zip(self.item_ids, self.item_end_nodes().tolist()))
         return self._item_node.get(str(item_id), -1)
 
     def items_of(self, sequence: Sequence[int]) -> list[str]:

@@ -19,14 +19,6 @@ from ..trie import ItemTrie
 from .batches import IGNORE
 
 
-def item_nodes(trie: ItemTrie) -> torch.Tensor:
-    """(num_items,) the trie node where each item's sequence ends."""
-    owners = torch.repeat_interleave(torch.arange(trie.num_nodes, device=trie.device), trie.item_ptr.diff())
-    nodes = torch.empty(trie.num_items, dtype=torch.long, device=trie.device)
-    nodes[trie.item_index] = owners
-    return nodes
-
-
 def proper_prefix_nodes(trie: ItemTrie, leaves: torch.Tensor, width: int) -> torch.Tensor:
     """(n, width) the node after each sequence's first t tokens, t = 1..width; -1 where t >= its length (the
     sequence ending at `leaves` has no proper prefix that long)."""
@@ -62,7 +54,7 @@ def batch_generator(seed: int, rank: int, step: int, input_ids: torch.Tensor) ->
 def sample_items(trie: ItemTrie, rows: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """(rows, k) end nodes of catalog items drawn uniformly with replacement, as the authors sample."""
     drawn = torch.randint(trie.num_items, (rows, k), generator=generator)
-    return item_nodes(trie)[drawn.to(trie.device)]
+    return trie.item_end_nodes()[drawn.to(trie.device)]
 
 
 def score_negatives(model: Any, outputs: Any, attention_mask: torch.Tensor, labels: torch.Tensor,
