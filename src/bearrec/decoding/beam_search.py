@@ -51,7 +51,7 @@ class _Result:
     thresholds: torch.Tensor
 
 
-class _Tree:
+class TreeFeed:
     """The per-prompt cache rows of tree attention: which generated columns each beam slot descends from."""
 
     def __init__(self, model: Any, cache: Any, attention_mask: torch.Tensor, prompt_len: torch.Tensor):
@@ -75,7 +75,7 @@ class _Tree:
         return out.logits.reshape(P * B, -1).float()
 
 
-class _Flat:
+class FlatFeed:
     """The fallback without custom masks: one cache row per beam slot, reordered each step."""
 
     def __init__(self, model: Any, cache: Any, attention_mask: torch.Tensor, prompt_len: torch.Tensor):
@@ -141,8 +141,8 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     fanout = fanout_by_depth(trie, max_steps)
     prompt_len = attention_mask.long().sum(1)
     logits, cache = prefill(model, input_ids, attention_mask)
-    feed = _Tree(model, cache, attention_mask, prompt_len) if tree_attention(model) else \
-        _Flat(model, cache, attention_mask, prompt_len)
+    feed = TreeFeed(model, cache, attention_mask, prompt_len) if tree_attention(model) else \
+        FlatFeed(model, cache, attention_mask, prompt_len)
     static = static_shapes(dev)
     # beam slots (P, S): S = 1 at the first step (the root), then B (static) or the most live beams of any prompt;
     # prompt p's live beams are its first slots, a dead slot has node -1 and score -inf
