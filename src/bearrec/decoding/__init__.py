@@ -2,8 +2,9 @@
 from .beam_search import beam_search, beam_thresholds
 from .common import Hypothesis, left_pad
 from .catalog import catalog_log_probs, catalog_top_k, certified_count_above, certified_top_k
+from .d3 import D3
 from .exact import CountResult, ExactResult, SequenceScores, count_above, exact_top_k, sequence_log_probs
 
-__all__ = ["Hypothesis", "left_pad", "beam_search", "beam_thresholds", "ExactResult", "SequenceScores", "exact_top_k",
+__all__ = ["Hypothesis", "left_pad", "beam_search", "beam_thresholds", "D3", "ExactResult", "SequenceScores", "exact_top_k",
            "sequence_log_probs", "catalog_log_probs", "catalog_top_k", "certified_top_k", "CountResult", "count_above",
            "certified_count_above"]
