@@ -387,14 +387,18 @@ def test_results_markdown(full_report, tmp_path):
     lines = md.splitlines()
     assert lines[0] == "## Results"
     assert lines[2] == ("| Method | Seeds | HR@1 | HR@5 | HR@10 | NDCG@5 | NDCG@10 | PruningRate@10 "
-                        "| Pruned / in exact top-10 | Certified | min/epoch |")
+                        "| Pruned / in exact top-10 | Certified | min/epoch | Epoch ÷ SFT |")
     rows = {line.split(" | ")[0][2:]: line.strip("| ").split(" | ") for line in lines[4:8]}
     assert list(rows) == ORDER
-    assert rows["popularity"][-4:] == ["n/a", "n/a", "n/a", "0.1 (fit)"]
-    assert rows["sft"][-3:] == ["7 / 80", "0.3000 ± 0.0000", "1.5"]
+    assert rows["popularity"][-5:] == ["n/a", "n/a", "n/a", "0.1 (fit)", "n/a"]
+    assert rows["sft"][-4:] == ["7 / 80", "0.3000 ± 0.0000", "1.5", "1.00×"]
+    assert rows["bear"][-2:] == ["2.0", "1.33×"]                        # median 120 s per epoch ÷ sft's 90 s
+    assert summary["methods"]["bear"]["epoch_cost_vs_sft"] == pytest.approx(120 / 90)
+    assert summary["methods"]["sasrec"]["epoch_cost_vs_sft"] is None
     bear_ndcg = summary["methods"]["bear"]["metrics"]["ndcg@10"]
     assert rows["bear"][6] == f"{bear_ndcg['mean']:.4f} ± {bear_ndcg['std']:.4f}"
-    assert "- **Pruned / in exact top-10**: " in md and "- **min/epoch**: " in md
+    assert "- **Pruned / in exact top-10**: " in md and "- **min/epoch**: " in md and "- **Epoch ÷ SFT**: cost" in md
+    assert "METHOD · MODE" not in md                                  # no decoding mode, no word about one
     for sentence in summary["what_this_shows"]:
         assert f"- {sentence}" in md
     boot = summary["paired_bootstrap"][-1]

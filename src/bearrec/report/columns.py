@@ -89,6 +89,10 @@ MEANINGS = {
 SEEDS_MEANING = "the seeds (one run each) that the mean ± std is over"
 MIN_PER_EPOCH_MEANING = ("median minutes per training epoch over every epoch of every seed (train_summary.json); "
                          "'(fit)': a baseline's whole fit time in minutes (median over seeds)")
+MODE_TRAINING_MEANING = ("; a row of another decoding mode (METHOD · MODE) decodes its method's trained models, so "
+                         "shows its method's training cost")
+EPOCH_COST_MEANING = ("cost per epoch ÷ SFT: the row's min/epoch divided by sft's (1.00× = as costly per epoch as "
+                      "SFT); n/a for a baseline, – where either is not recorded")
 
 
 def column_name(key: str) -> str:

@@ -158,7 +158,8 @@ def exact_against_beam(groups, metric: str, n_resamples: int, vectors: RowVector
     over the seeds that have both predictions), so the two search modes are compared with an interval."""
     rows, results, notes = [], [], []
     for method, rs in groups.items():
-        both = [r for r in rs if r.predictions_path is not None and r.exact_predictions_path is not None]
+        both = [r for r in rs if r.search == "beam" and r.predictions_path is not None
+                and r.exact_predictions_path is not None]
         if not both:
             continue
         try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 
 from ..errors import DataError
-from .columns import (MEANINGS, MIN_PER_EPOCH_MEANING, SEEDS_MEANING, column_name, format_interval, format_minutes,
-                      format_p_value, format_stat)
+from .columns import (EPOCH_COST_MEANING, MEANINGS, MIN_PER_EPOCH_MEANING, MODE_TRAINING_MEANING, SEEDS_MEANING,
+                      column_name, format_interval, format_minutes, format_p_value, format_stat)
 from .environment import environment_note
 from .render import md_table
 
@@ -27,10 +27,12 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
     with_totals = any(e.get("diagnosis_totals") for e in entries.values())
     with_certified = any("certified_fraction" in (e.get("diagnosis") or {}) for e in entries.values())
     timed = any(e.get("minutes_per_epoch") is not None or e.get("fit_minutes") is not None for e in entries.values())
+    costed = any(e.get("epoch_cost_vs_sft") is not None for e in entries.values())
+    modes = any(e.get("search") for e in entries.values())  # rows of another decoding mode than beam search
     top = f"top-{b}" if b is not None else "top-B"
     headers = (["Method", "Seeds"] + [column_name(k) for k in keys] + ([f"PruningRate@{b}"] if b is not None else [])
                + ([f"Pruned / in exact {top}"] if with_totals else []) + (["Certified"] if with_certified else [])
-               + (["min/epoch"] if timed else []))
+               + (["min/epoch"] if timed else []) + (["Epoch ÷ SFT"] if costed else []))
     rows = []
     for method, e in entries.items():
         baseline = e.get("kind") == "baseline"
@@ -46,19 +48,27 @@ def results_markdown(summary: dict, *, title: str | None = None) -> str:
             row.append("n/a" if baseline else format_stat(diag.get("certified_fraction")))
         if timed:
             row.append(format_minutes(e.get("minutes_per_epoch"), e.get("fit_minutes")))
+        if costed:
+            cost = e.get("epoch_cost_vs_sft")
+            row.append("n/a" if baseline else "–" if cost is None else f"{cost:.2f}×")
         rows.append(row)
     lines = ([f"## {title}", ""] if title else []) + md_table(headers, rows) + [""]
     legend = [("Seeds", SEEDS_MEANING)] + [(column_name(k), MEANINGS[k.split("@")[0]].format(k=k.split("@")[1]))
                                             for k in keys]
     if b is not None:
-        legend.append((f"PruningRate@{b}", MEANINGS["pruning_rate"].format(k=b)))
+        legend.append((f"PruningRate@{b}", MEANINGS["pruning_rate"].format(k=b) + (
+            f"; a decoding mode's row (METHOD · MODE): the share its own top-{b} misses, from its predictions"
+            if modes else "")))
     if with_totals:
-        legend.append((f"Pruned / in exact {top}", f"positives beam search pruned / positives inside the exact {top}, "
+        searcher = "beam search (a decoding mode's row: that mode)" if modes else "beam search"
+        legend.append((f"Pruned / in exact {top}", f"positives {searcher} pruned / positives inside the exact {top}, "
                                                    "summed over seeds"))
     if with_certified:
         legend.append(("Certified", MEANINGS["certified_fraction"]))
     if timed:
-        legend.append(("min/epoch", MIN_PER_EPOCH_MEANING))
+        legend.append(("min/epoch", MIN_PER_EPOCH_MEANING + (MODE_TRAINING_MEANING if modes else "")))
+    if costed:
+        legend.append(("Epoch ÷ SFT", EPOCH_COST_MEANING + (MODE_TRAINING_MEANING if modes else "")))
     any_baseline = any(e.get("kind") == "baseline" for e in entries.values())
     lines += ["Cells: mean ± std over seeds" + ("; n/a: not applicable to a baseline." if any_baseline else "."), ""]
     lines += [f"- **{name}**: {meaning}" for name, meaning in legend] + [""]

@@ -24,25 +24,33 @@ Run-directory contract (one directory per trained model, or fitted baseline, and
                                used for the paired bootstrap of every method against every other
   predictions-exact.jsonl optional  the exact search's predictions of the same rows: the paired bootstrap of
                                exact search against beam search, per method
+  metrics-MODE.json  optional  for each decoding mode MODE of ALT_SEARCHES (diverse beam search, D3): that mode's
+                               metrics of the test split; the run then gives the report one more row, "METHOD · MODE"
+                               (`load_runs`), listed right after its method and compared like a method
+  predictions-MODE.jsonl optional  that mode's predictions: its paired bootstraps and, against
+                               predictions-exact.jsonl, its PruningRate (the beam-search diagnosis is not its own)
 A missing optional file drops the matching plot, column or section with a note in the report; a
 missing or malformed required file (or a malformed optional one) raises DataError naming the file and
 the fix. File names are `RunDir`'s (bearrec.run_dir).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import BearrecError, DataError
-from ..files import read_json_file
+from ..files import read_json_file, read_jsonl
 from ..methods import order_key
 from ..run_dir import RunDir
 from .columns import is_number
 
 RUN_KINDS = ("llm", "baseline")
+# The decoding modes besides beam search whose metrics a run directory may hold; each is reported as its own row.
+ALT_SEARCHES = ("diverse", "d3")
+MODE_SEPARATOR = " · "
 
 
 @dataclass
@@ -59,6 +67,7 @@ class RunResult:
     train_summary: dict | None = None
     metrics_exact: dict | None = None
     exact_predictions_path: Path | None = None
+    search: str = "beam"
 
     @property
     def dataset(self) -> str:
@@ -68,6 +77,12 @@ class RunResult:
 
     @property
     def method(self) -> str:
+        """The report row's label: the trained method, with its decoding mode where that is not beam search."""
+        return mode_label(self.base_method, self.search)
+
+    @property
+    def base_method(self) -> str:
+        """The trained method, whatever the decoding."""
         if "method" in self.config:  # `bearrec train`: the objective with its base, e.g. "bear-sft"
             return str(self.config["method"])
         objective = self.config["objective"]
@@ -88,7 +103,22 @@ class RunResult:
 
     @property
     def name(self) -> str:
-        return self.run_dir.name if self.run_dir is not None else f"{self.method}-seed{self.seed}"
+        run = self.run_dir.name if self.run_dir is not None else f"{self.base_method}-seed{self.seed}"
+        return mode_label(run, self.search)
+
+
+def mode_label(name: str, search: str) -> str:
+    """`name` as a row of decoding mode `search`: itself for beam search, else "name · search" (e.g. "sft · d3")."""
+    return name if search == "beam" else f"{name}{MODE_SEPARATOR}{search}"
+
+
+def report_key(label: str) -> tuple:
+    """Sort key of a row label: the method registry's report order (`order_key`), each method's decoding modes
+    right after it in ALT_SEARCHES order."""
+    base, sep, search = label.rpartition(MODE_SEPARATOR)
+    if sep and search in ALT_SEARCHES:
+        return (*order_key(base), 1 + ALT_SEARCHES.index(search))
+    return (*order_key(label), 0)
 
 
 def load_run(run_dir: str | Path) -> RunResult:
@@ -127,6 +157,51 @@ def load_run(run_dir: str | Path) -> RunResult:
                      exact_preds if exact_preds.exists() else None)
 
 
+def load_runs(run_dir: str | Path) -> list[RunResult]:
+    """The run's beam-search row (`load_run`) followed by one row per decoding mode of ALT_SEARCHES it has
+    metrics of (`search_modes`)."""
+    run = load_run(run_dir)
+    return [run, *search_modes(run)]
+
+
+def search_modes(run: RunResult) -> list[RunResult]:
+    """A row per decoding mode of ALT_SEARCHES whose metrics-MODE.json the (beam-search) run's directory holds: its
+    metrics and predictions; its training (config, train_summary) and exact predictions the run's; no loss curve and
+    no exact-search metrics (both are the method's row's); its PruningRate computed from its predictions against the
+    exact ones, never the beam search's diagnosis."""
+    if run.run_dir is None or run.is_baseline or run.search != "beam":
+        return []
+    found = []
+    for search in ALT_SEARCHES:
+        metrics_path = RunDir(run.run_dir).artefact("metrics", search=search)
+        if not metrics_path.is_file():
+            continue
+        metrics = read_json_file(metrics_path, dict, f"evaluate the run again (`bearrec evaluate RUN_DIR --search {search}`)")
+        preds = RunDir(run.run_dir).artefact("predictions", search=search)
+        preds = preds if preds.is_file() else None
+        exact = run.exact_predictions_path
+        found.append(replace(run, metrics=metrics, log_history=[], predictions_path=preds, metrics_exact=None,
+                             diagnosis=mode_pruning(preds, exact) if preds and exact else None,
+                             diagnosis_path=None, search=search))
+    return found
+
+
+def mode_pruning(preds_path: Path, exact_path: Path) -> dict:
+    """PruningRate@K of a decoding mode over every row, from its predictions against the exact search's (pooled over
+    rows: positives it misses among those in the exact top K), with the diagnosis file's key names."""
+    from ..diagnose import pruning_from_predictions  # here: bearrec.diagnose imports torch, needed only for modes
+    mode, exact = list(read_jsonl(preds_path)), list(read_jsonl(exact_path))
+    try:
+        found = pruning_from_predictions(mode, exact)
+    except KeyError as e:
+        raise DataError(f"a row has no {e} (against {exact_path.name}).", path=preds_path,
+                        fix="decode the split again, with this search and with `--search exact`") from None
+    except DataError as e:
+        raise DataError(f"against {exact_path.name}: {e}", path=preds_path) from None
+    found["n_in_exact_top_b"] = found.pop("n_in_exact_top_k")
+    return found
+
+
 def _read_train_summary(run: RunDir) -> dict | None:
     """train_summary.json, its timing fields checked, or None where there is none."""
     path = run.summary_path
@@ -160,7 +235,7 @@ def group_by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
     groups: dict[str, list[RunResult]] = {}
     for run in runs:
         groups.setdefault(run.method, []).append(run)
-    order = sorted(groups, key=order_key)
+    order = sorted(groups, key=report_key)
     return {m: sorted(groups[m], key=lambda r: r.seed) for m in order}
 
 
@@ -187,3 +262,11 @@ def diagnosis_totals(runs: list[RunResult]) -> dict | None:
         return None
     return {"n_pruned": int(sum(d["n_pruned"] for d in have)),
             "n_in_exact_top_b": int(sum(d["n_in_exact_top_b"] for d in have)), "runs": len(have)}
+
+
+def epoch_cost_ratios(groups: dict[str, list[RunResult]], timing: dict[str, tuple]) -> dict[str, float | None]:
+    """Each LLM row's minutes per epoch (`run_minutes`) ÷ sft's, a decoding mode's row its method's training; None for
+    baselines and where either is not recorded."""
+    base = timing.get("sft", (None, None))[0]
+    return {m: timing[m][0] / base if base and timing[m][0] is not None and not all(r.is_baseline for r in rs) else None
+            for m, rs in groups.items()}

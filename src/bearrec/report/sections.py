@@ -5,8 +5,8 @@ import json
 import re
 
 from .bootstrap import summarize_seeds
-from .columns import (MIN_PER_EPOCH_MEANING, SEEDS_MEANING, column_name, cutoff_key, format_minutes, format_stat,
-                      headline_columns, legend)
+from .columns import (MIN_PER_EPOCH_MEANING, MODE_TRAINING_MEANING, SEEDS_MEANING, column_name, cutoff_key,
+                      format_minutes, format_stat, headline_columns, legend)
 from .figures import plot_histogram, plot_losses, plot_metrics, plot_pruning
 from .render import FigureBlock, table_block
 from .runs import RunResult, baseline_methods
@@ -66,8 +66,10 @@ def metrics_section(groups, summaries, colors, timing) -> list[tuple]:
     blocks.append(table_block(["Method", "Seeds"] + [column_name(k) for k in main] + (["min/epoch"] if timed else []),
                               [[m, seeds[m]] + [format_stat(summaries[m].get(k), k) for k in main]
                                + ([format_minutes(*timing[m])] if timed else []) for m in groups]))
+    modes = any(r.search != "beam" for rs in groups.values() for r in rs)
     blocks.append(legend(main, [("Seeds", SEEDS_MEANING)]
-                         + ([("min/epoch", MIN_PER_EPOCH_MEANING)] if timed else [])))
+                         + ([("min/epoch", MIN_PER_EPOCH_MEANING + (MODE_TRAINING_MEANING if modes else ""))]
+                            if timed else [])))
     if other:
         blocks.append(("p", "Other test metrics (mean ± std over seeds):"))
         blocks.append(table_block(["Method"] + [column_name(k) for k in other],
@@ -96,7 +98,8 @@ def exact_section(groups) -> tuple[list[tuple], dict[str, dict]]:
                                + [format_stat(summaries[m].get("certified_share"), "certified_share")]
                                for m, rs in have.items()]))
     blocks.append(legend(keys + ["certified_share"], [("Seeds", "the seeds with metrics-exact.json")]))
-    missing = [r.name for rs in groups.values() for r in rs if r.metrics_exact is None and not r.is_baseline]
+    missing = [r.name for rs in groups.values() for r in rs
+               if r.metrics_exact is None and not r.is_baseline and r.search == "beam"]
     baselines = [m for m in baseline_methods(groups) if m not in have]
     left_out = ([f"runs without metrics-exact.json ({', '.join(missing)})"] if missing else []) + (
         [f"the baselines {', '.join(baselines)} (n/a: they score the whole catalog)"] if baselines else [])
@@ -126,17 +129,23 @@ def diagnosis_section(groups, colors) -> tuple[list[tuple], dict]:
     baselines = baseline_methods(groups)
     llm = {m: rs for m, rs in groups.items() if m not in baselines}
     with_diag = {m: [r for r in rs if r.diagnosis is not None] for m, rs in llm.items()}
-    without = [r.name for rs in llm.values() for r in rs if r.diagnosis is None]
+    without = [r.name for rs in llm.values() for r in rs if r.diagnosis is None and r.search == "beam"]
+    modes_without = [r.name for rs in llm.values() for r in rs if r.diagnosis is None and r.search != "beam"]
     with_diag = {m: rs for m, rs in with_diag.items() if rs}
     if baselines:
         blocks.append(("p", f"n/a for the baselines {', '.join(baselines)}: they do not decode with beam search, "
                             "so nothing is pruned."))
     if without:
         blocks.append(("note", f"No diagnosis file in {', '.join(without)}: left out of this section."))
+    if modes_without:
+        blocks.append(("note", f"No predictions of their own and of exact search to compute the PruningRate of "
+                               f"{', '.join(modes_without)}: left out of this section."))
     if not with_diag:
         return blocks, {}
     used = [f"{r.name}: {r.diagnosis_path.name} ({r.diagnosis.get('n_rows', '?')} rows)"
             for rs in with_diag.values() for r in rs if r.diagnosis_path is not None]
+    used += [f"{r.name}: its {r.predictions_path.name} against {r.exact_predictions_path.name} "
+             f"({r.diagnosis.get('n_rows', '?')} rows)" for rs in with_diag.values() for r in rs if r.search != "beam"]
     if used:
         blocks.append(("note", "Diagnoses used (the full split where diagnosed, else the most rows): "
                                + "; ".join(used) + "."))

@@ -19,7 +19,8 @@ from .compare import RowVectors, bootstrap_section, exact_against_beam, what_thi
 from .environment import environment_differences, environment_note, unseen_targets_note
 from .figures import method_colors
 from .render import FigureBlock, render_html, render_markdown
-from .runs import RunResult, baseline_methods, diagnosis_totals, group_by_method, load_run, run_dataset, run_minutes
+from .runs import (RunResult, baseline_methods, diagnosis_totals, epoch_cost_ratios, group_by_method, load_runs,
+                   run_dataset, run_minutes)
 from .sections import diagnosis_section, exact_section, loss_section, metrics_section, runs_section
 
 
@@ -28,12 +29,13 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
                  n_resamples: int = 10000) -> tuple[Path, Path]:
     """Write report.html (self-contained) and report.md (+ PNG files) comparing methods over seeds.
 
-    Also writes summary.json (per method: metrics, diagnosis, timing, exact-search metrics; the
+    A run directory with metrics of another decoding mode (runs.ALT_SEARCHES) adds a row per mode ("sft · d3"),
+    reported like a method. Also writes summary.json (per method: metrics, diagnosis, timing, exact-search metrics; the
     pairwise bootstrap and the "what this shows" sentences) beside them, for scripts. Returns (html_path, md_path).
     """
     if not re.fullmatch(r"(hr|ndcg|mrr)@[1-9]\d*", bootstrap_metric):
         raise ConfigError(f"bootstrap_metric must look like 'ndcg@10', got {bootstrap_metric!r}.")
-    loaded = [r if isinstance(r, RunResult) else load_run(r) for r in runs]
+    loaded = [x for r in runs for x in ([r] if isinstance(r, RunResult) else load_runs(r))]
     if not loaded:
         raise BearrecError("no runs to report on. Fix: pass at least one run directory.")
     datasets: dict[str, list[str]] = {}
@@ -47,6 +49,7 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
     colors = method_colors(groups)
     summaries = {m: summarize_seeds([r.metrics for r in rs]) for m, rs in groups.items()}
     timing = {m: run_minutes(rs) for m, rs in groups.items()}
+    epoch_cost = epoch_cost_ratios(groups, timing)
     vectors = RowVectors()
 
     shows, headline_boot = what_this_shows(groups, summaries, vectors, n_resamples)
@@ -89,7 +92,10 @@ def write_report(runs: Sequence[RunResult | str | Path], output_dir: str | Path,
                         "runs": [r.name for r in rs], "metrics": summaries[m], "diagnosis": diag_summaries.get(m),
                         "diagnosis_totals": diagnosis_totals(rs), "metrics_exact": exact_summaries.get(m),
                         "exact_seeds": [r.seed for r in rs if r.metrics_exact is not None],
-                        "minutes_per_epoch": timing[m][0], "fit_minutes": timing[m][1]}
+                        "minutes_per_epoch": timing[m][0], "fit_minutes": timing[m][1],
+                        "epoch_cost_vs_sft": epoch_cost[m],
+                        **({"search": rs[0].search, "trained_method": rs[0].base_method}
+                           if rs[0].search != "beam" else {})}
                     for m, rs in groups.items()},
         "paired_bootstrap": boot, "headline_bootstrap": headline_boot, "exact_vs_beam": exact_vs_beam,
         "what_this_shows": shows, **({"environment_differences": differences} if differences else {})})
