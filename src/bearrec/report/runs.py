@@ -51,6 +51,8 @@ RUN_KINDS = ("llm", "baseline")
 # The decoding modes besides beam search whose metrics a run directory may hold; each is reported as its own row.
 ALT_SEARCHES = ("diverse", "d3")
 MODE_SEPARATOR = " · "
+# The settings a mode's predictions record (the first row's), shown as the row's "decoding" setting in the runs table.
+MODE_SETTINGS = ("beams", "groups", "diversity_penalty", "assistant_weight", "assistant")
 
 
 @dataclass
@@ -166,9 +168,9 @@ def load_runs(run_dir: str | Path) -> list[RunResult]:
 
 def search_modes(run: RunResult) -> list[RunResult]:
     """A row per decoding mode of ALT_SEARCHES whose metrics-MODE.json the (beam-search) run's directory holds: its
-    metrics and predictions; its training (config, train_summary) and exact predictions the run's; no loss curve and
-    no exact-search metrics (both are the method's row's); its PruningRate computed from its predictions against the
-    exact ones, never the beam search's diagnosis."""
+    metrics and predictions; the run's training (config, plus the mode's "decoding" settings; train_summary) and exact
+    predictions; no loss curve and no exact-search metrics (both are the method's row's); its PruningRate computed
+    from its predictions against the exact ones, never the beam search's diagnosis."""
     if run.run_dir is None or run.is_baseline or run.search != "beam":
         return []
     found = []
@@ -176,11 +178,15 @@ def search_modes(run: RunResult) -> list[RunResult]:
         metrics_path = RunDir(run.run_dir).artefact("metrics", search=search)
         if not metrics_path.is_file():
             continue
-        metrics = read_json_file(metrics_path, dict, f"evaluate the run again (`bearrec evaluate RUN_DIR --search {search}`)")
+        metrics = read_json_file(metrics_path, dict,
+                                 f"evaluate the run again (`bearrec evaluate RUN_DIR --search {search}`)")
         preds = RunDir(run.run_dir).artefact("predictions", search=search)
         preds = preds if preds.is_file() else None
         exact = run.exact_predictions_path
-        found.append(replace(run, metrics=metrics, log_history=[], predictions_path=preds, metrics_exact=None,
+        first = next(iter(read_jsonl(preds)), {}) if preds else {}
+        decoding = {"search": search, **{k: first[k] for k in MODE_SETTINGS if isinstance(first, dict) and k in first}}
+        found.append(replace(run, config={**run.config, "decoding": decoding}, metrics=metrics, log_history=[],
+                             predictions_path=preds, metrics_exact=None,
                              diagnosis=mode_pruning(preds, exact) if preds and exact else None,
                              diagnosis_path=None, search=search))
     return found
@@ -231,7 +237,8 @@ def run_dataset(runs: Sequence[RunResult], key: str) -> str:
 
 
 def group_by_method(runs: Sequence[RunResult]) -> dict[str, list[RunResult]]:
-    """Runs by method, known methods first in the method registry's report order, then the others alphabetically; seeds sorted."""
+    """Runs by row label (`RunResult.method`), known methods first in the method registry's report order, then the
+    others alphabetically, each method's decoding modes right after it (`report_key`); seeds sorted."""
     groups: dict[str, list[RunResult]] = {}
     for run in runs:
         groups.setdefault(run.method, []).append(run)
