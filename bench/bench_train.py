@@ -1,5 +1,5 @@
-"""Training-step cost of MSL, BEAR (on MSL, on SFT, with the single-child CE) and direct relative to SFT, on the
-same model and the same batches.
+"""Training-step cost of MSL, BEAR (on MSL, on SFT, with the single-child CE), direct, APAO (both forms) and IGD
+relative to SFT, on the same model and the same batches.
 
     python bench/bench_train.py                # tiny model + a 49,152-vocabulary Llama, CPU, < 4 min
     python bench/bench_train.py --smollm2      # the real SmolLM2-135M instead of the random 49k model
@@ -37,7 +37,7 @@ import torch
 from bearrec.methods import is_baseline, report_order
 
 # the methods timed by default (any method of the registry may be named with --objectives)
-OBJECTIVES = ("sft", "msl", "msl+ce", "bear", "bear-sft", "direct")
+OBJECTIVES = ("sft", "msl", "msl+ce", "bear", "bear-sft", "direct", "apao", "apao-pairwise", "igd")
 KINDS = ("tiny", "49k")
 
 
@@ -82,10 +82,13 @@ def build(kind: str, root: Path, smollm2: bool):
 def make_step(model, trie, batch, name: str):
     """A closure running one full optimizer step of objective `name` on `batch`."""
     from bearrec.decoding import beam_thresholds
+    from bearrec.methods import get_objective
     from bearrec.train import ObjectiveConfig, objective_loss
     from bearrec.train.batches import IGNORE
+    from bearrec.train.negatives import score_negatives
 
     objective = ObjectiveConfig.for_method(name, num_beams=10)
+    sampled = get_objective(objective.name).needs_negatives
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     steps = int((batch["labels"] != IGNORE).sum(1).max())
     device = batch["input_ids"].device
@@ -101,8 +104,15 @@ def make_step(model, trie, batch, name: str):
                     thresholds = beam_thresholds(model, batch["prompt_ids"], batch["prompt_mask"], trie, 10,
                                                  score_mode=objective.score_mode, max_steps=steps)
                 model.train()
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            total, count = objective_loss(logits, batch["labels"], batch["trie_nodes"], trie, objective, thresholds)
+            outputs = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            **({"use_cache": True} if sampled else {}))
+            negatives = None
+            if sampled:  # apao-pairwise: K catalog items scored after each prompt, as the trainer does
+                negatives = score_negatives(model, outputs, batch["attention_mask"], batch["labels"],
+                                            batch["trie_nodes"], trie, objective.settings().num_negatives,
+                                            torch.Generator().manual_seed(0))
+            total, count = objective_loss(outputs.logits, batch["labels"], batch["trie_nodes"], trie, objective,
+                                          thresholds, negatives)
         (total / count).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -182,6 +182,11 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"schedule": {"limits_s": {"train": "5 min"}}}, "schedule.limits_s.train: must be seconds"),
     ({"schedule": {"optional": "exact"}}, "schedule.optional: must list kinds"),
     ({"schedule": {"workers": 2}}, "schedule: unknown key 'workers'"),
+    ({"decoding": {"num_beams": 5, "search": ["beam", "d3"], "assistant": "sft"}}, "decoding.assistant: must name a "
+     "baseline"),
+    ({"decoding": {"num_beams": 5, "search": ["diverse"], "groups": 2}}, "decoding.groups: 2 groups do not divide"),
+    ({"decoding": {"num_beams": 5, "assistant_weights": [0.1, 1.0]}}, "decoding.assistant_weights: holds 1.0"),
+    ({"decoding": {"num_beams": 5, "diversity_penalty": -1}}, "decoding: the diversity penalty"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
     raw = tiny_experiment(tmp_path)
@@ -218,8 +223,13 @@ def test_the_shipped_configs_load(monkeypatch):
     assert (config.objective.lam, config.objective.xi, config.seed) == (0.25, 1.0, 1)
     assert config.training["train_sampling_strategy"] == "group_by_length"
     smol = exp.load_experiment(Path(__file__).resolve().parents[1] / "configs" / "experiments" / "smollm2-office-cpu.yaml")
-    config = exp.Experiment(smol).train_config(smol.datasets[0], smol.methods[-1], {}, 0)
+    bear_sft = next(m for m in smol.methods if m.name == "bear-sft")
+    config = exp.Experiment(smol).train_config(smol.datasets[0], bear_sft, {}, 0)
     assert (config.model, config.lora.r, config.objective.name, config.objective.base) == ("smollm2-135m", 8, "bear", "sft")
+    assert {"sft", "msl", "bear", "apao", "igd"} <= {m.name for m in smol.methods}  # issue 26's field, one seed
+    # BEAR against the field: every objective of the field, D3 with a SASRec assistant tuned on validation
+    assert {"apao", "apao-pairwise", "igd", "bear-sft", "bear+ce", "direct"} <= {m.name for m in office.methods}
+    assert office.decoding.search == ["beam", "d3", "diverse", "exact"] and office.decoding.assistant == "sasrec"
     assert smol.datasets[0].prepare["train_sample"] == 1024 and smol.datasets[0].test_sample == 500
     assert smol.decoding.search == ["beam", "exact"] and smol.diagnosis.rows == 500
     # the GPU check's office stage (bench/gpu_check.py): the settings its bash version used, its limits as a schedule
@@ -424,3 +434,32 @@ def test_a_stage_past_its_limit_is_stopped_and_the_stages_it_covers_skipped(fini
     assert records["evaluate sft"]["note"] == "after train sft seed 0 on small, which did not finish"
     assert not (tmp_path / "out" / "runs" / "small" / "sft-seed0" / "model").exists()
     assert not (tmp_path / "out" / "experiment.lock").exists()
+
+
+def test_d3_tunes_its_weight_on_validation_per_method_and_diverse_records_its_settings(tmp_path):
+    """D3's assistant weight is chosen on the validation split at the tuning seed (each weight's score kept), the test
+    split is decoded with that weight and the same seed's SASRec, diverse beam search's rows carry its settings, and a
+    second run finds every stage done."""
+    write_small_dataset(tmp_path / "data")
+    sasrec = {"embedding_dim": 8, "batch_size": 8, "n_sample": 16, "n_epochs": 1}
+    raw = tiny_experiment(tmp_path / "data", methods={"sasrec": sasrec, "sft": {}}, seeds=[0],
+                          decoding={"num_beams": 4, "search": ["beam", "d3", "diverse"], "assistant": "sasrec",
+                                    "assistant_weights": [0.0, 0.5], "groups": 2, "diversity_penalty": 0.5},
+                          diagnosis={"rows": 0})
+    config = exp.experiment_from_dict(raw)
+    exp.run_experiment(config, tmp_path / "out", print_fn=lambda _: None)
+    record = json.loads((tmp_path / "out" / "tuning" / "small" / "sft-d3.json").read_text())
+    assert record["split"] == "valid" and set(record["scores"]) == {"0.0", "0.5"}
+    best = max([0.0, 0.5], key=lambda w: (record["scores"][str(w)], -[0.0, 0.5].index(w)))
+    assert record["selected"] == best
+    run = tmp_path / "out" / "runs" / "small" / "sft-seed0"
+    d3_rows = list(read_jsonl(run / "predictions-d3.jsonl"))
+    assert {r["assistant_weight"] for r in d3_rows} == {best}
+    if best:
+        assert {r["assistant"] for r in d3_rows} == {str(tmp_path / "out" / "runs" / "small" / "sasrec-seed0")}
+    diverse_rows = list(read_jsonl(run / "predictions-diverse.jsonl"))
+    assert {(r["search"], r["groups"], r["diversity_penalty"]) for r in diverse_rows} == {("diverse", 2, 0.5)}
+    assert (run / "metrics-d3.json").is_file() and (run / "metrics-diverse.json").is_file()
+    stages = exp.Experiment(config, tmp_path / "out").stages()
+    assert [s.kind for s in stages if s.kind in ("d3", "diverse")] == ["d3", "diverse"]
+    assert all(s.done() for s in stages if s.kind in ("d3", "diverse", "evaluate", "train", "baseline"))

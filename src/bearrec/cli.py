@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from .config_checks import check_repeated_overrides
 from .errors import BearrecError, ConfigError
@@ -52,7 +53,8 @@ def _recommend(args: argparse.Namespace) -> int:
     beams = num_beams if num_beams != k else None  # None: k beams, as recorded before --k existed
     run = RunDir(args.run_dir).require()
     rec = Recommender.from_run(run.path, device=args.device, on_dataset_change="warn" if args.histories else "error",
-                               batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions)
+                               batch_size=args.batch_size, search=args.search, max_expansions=args.max_expansions,
+                               options=_search_options(args))
     rec.check_width(k, num_beams)
     if args.histories:
         output = args.output
@@ -68,12 +70,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate  # per command: --help stays light
 
     k, num_beams = _list_length(args)
-    if args.search == "beam" and k != num_beams:
-        raise ConfigError("evaluate scores beam search's lists of --num-beams items; --k is the list length of "
-                          "--search exact. Fix: drop --k, or set --num-beams to the list length you want.")
+    if args.search != "exact" and k != num_beams:
+        raise ConfigError(f"evaluate scores {args.search} search's lists of --num-beams items; --k is the list length "
+                          "of --search exact. Fix: drop --k, or set --num-beams to the list length you want.")
     metrics = evaluate(args.run_dir_or_predictions, split=args.split, num_beams=num_beams, k=k, output=args.output,
                        limit=args.limit, batch_size=args.batch_size, search=args.search,
-                       max_expansions=args.max_expansions)
+                       max_expansions=args.max_expansions, options=_search_options(args))
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -258,11 +260,47 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     from .cli_args import positive_int  # per command: --help stays light
 
     p.add_argument("--k", type=positive_int, help="items per recommendation list (default: --num-beams)")
-    p.add_argument("--search", choices=["beam", "exact"], default="beam",
+    from .searches import SEARCHES  # per command: --help stays light
+
+    p.add_argument("--search", choices=SEARCHES, default="beam",
                    help="beam: constrained beam search (default); exact: the k most probable items of the whole "
-                        "catalog, each row marked certified when proved exact")
+                        "catalog, each row marked certified when proved exact; diverse: diverse beam search; d3: "
+                        "beam search with D3's scores (docs/decoding.md)")
     p.add_argument("--max-expansions", type=positive_int, default=2000,
                    help="exact search: model evaluations per row before it stops uncertified (default 2000)")
+    p.add_argument("--groups", type=positive_int, help="diverse: groups of beams (default 2; must divide the beams)")
+    p.add_argument("--diversity-penalty", type=float, help="diverse: what a token costs per beam of an earlier group "
+                   "that chose it at the same step (default 1.0)")
+    p.add_argument("--assistant", metavar="BASELINE_RUN_DIR", help="d3: a fitted baseline run (SASRec) whose item "
+                   "scores mix into the LLM's (D3's text-free assistant)")
+    p.add_argument("--assistant-weight", type=float, help="d3: the assistant's weight in [0, 1) (tune it on "
+                                                          "validation)")
+
+
+def _search_options(args: argparse.Namespace) -> Any:
+    """The SearchOptions of --groups, --diversity-penalty, --assistant and --assistant-weight, each refused under a
+    search it does not apply to."""
+    from .searches import SearchOptions  # per command: --help stays light
+
+    belongs = {"groups": "diverse", "diversity_penalty": "diverse", "assistant": "d3", "assistant_weight": "d3"}
+    for key, search in belongs.items():
+        if getattr(args, key) is not None and args.search != search:
+            raise ConfigError(f"--{key.replace('_', '-')} applies to --search {search}, not {args.search}. "
+                              f"Fix: add --search {search}, or drop --{key.replace('_', '-')}.")
+    if (args.assistant is None) != (args.assistant_weight is None):
+        raise ConfigError("--assistant and --assistant-weight go together. Fix: give both (the weight tuned on "
+                          "validation, e.g. `bearrec evaluate RUN_DIR --split valid --search d3 --assistant "
+                          "SASREC_RUN --assistant-weight 0.1`), or neither.")
+    options = SearchOptions(groups=args.groups or 2, diversity_penalty=(
+        1.0 if args.diversity_penalty is None else args.diversity_penalty),
+        assistant_weight=args.assistant_weight or 0.0)
+    options.check()
+    if args.assistant is not None:
+        from .baselines import load_scorer  # cornac and torch: only when an assistant is asked for
+
+        options = SearchOptions(assistant=load_scorer(args.assistant), assistant_weight=args.assistant_weight,
+                                assistant_name=str(args.assistant))
+    return options
 
 
 def _list_length(args: argparse.Namespace) -> tuple[int, int]:

@@ -21,12 +21,14 @@ from .files import read_jsonl, write_json
 from .machine import environment
 from .metrics import DEFAULT_KS, evaluate_predictions
 from .run_dir import RunDir
+from .searches import SearchOptions
 
 
 
-def current_predictions(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> list[dict] | None:
+def current_predictions(path: Path, n_rows: int, num_beams: int, search: str = "beam",
+                        facts: dict | None = None) -> list[dict] | None:
     """The records of `path` when it holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact:
-    that many items); else None."""
+    that many items) and the search's settings `facts` (`SearchOptions.facts`); else None."""
     if not path.exists():
         return None
     rows = list(read_jsonl(path))
@@ -34,15 +36,17 @@ def current_predictions(path: Path, n_rows: int, num_beams: int, search: str = "
         ok = all(r.get("search") == "exact" and r.get("k") == num_beams for r in rows)
     else:
         # lists of every beam: a file written with --k below the beams holds shorter lists, not these
-        ok = all(r.get("search", "beam") == "beam" and r.get("beams") == num_beams
-                 and r.get("k", num_beams) == num_beams for r in rows)
+        ok = all(r.get("search", "beam") == search and r.get("beams") == num_beams
+                 and r.get("k", num_beams) == num_beams
+                 and all(r.get(key) == value for key, value in (facts or {}).items()) for r in rows)
     return rows if ok and len(rows) == n_rows else None
 
 
-def predictions_are_current(path: Path, n_rows: int, num_beams: int, search: str = "beam") -> bool:
+def predictions_are_current(path: Path, n_rows: int, num_beams: int, search: str = "beam",
+                            facts: dict | None = None) -> bool:
     """True when `path` holds exactly `n_rows` rows decoded by `search` with `num_beams` beams (exact: that many
-    items)."""
-    return current_predictions(path, n_rows, num_beams, search) is not None
+    items) and the search's settings `facts`."""
+    return current_predictions(path, n_rows, num_beams, search, facts) is not None
 
 
 def popularity(dataset: Dataset) -> Counter:
@@ -92,10 +96,11 @@ def check_predictions(rows: list[dict], path: Path, split_rows: Sequence[Interac
 
 def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, output: str | Path | None = None,
              limit: int | None = None, dataset: Dataset | None = None, batch_size: int = 16, search: str = "beam",
-             max_expansions: int = 2000, k: int | None = None) -> dict:
+             max_expansions: int = 2000, k: int | None = None, options: SearchOptions | None = None) -> dict:
     """Metrics of a predictions file, or of a run directory on `split` (decoding first if needed, with `search`
-    "beam" with `num_beams` beams, or "exact" with lists of `k` items, default num_beams); exact predictions add
-    `certified_share`, the share of rows proved exact."""
+    "beam", "diverse" or "d3" with `num_beams` beams and the variants' `options`, or "exact" with lists of `k`
+    items, default num_beams); exact predictions add `certified_share`, the share of rows proved exact."""
+    options = options or SearchOptions()
     width = (k or num_beams) if search == "exact" else num_beams  # the length of each row's list
     source = Path(source)
     config: dict = {}
@@ -114,11 +119,12 @@ def evaluate(source: str | Path, *, split: str = "test", num_beams: int = 10, ou
                                 + (f" ({search} search applies to language models only)" if search != "beam" else "")
                                 + ".", path=run.path, fix="fit it with `bearrec experiment` (or "
                                 "bearrec.baselines.run_baseline), which writes its predictions")
-        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), width, search):
+        elif not predictions_are_current(predictions_path, len(dataset.split(split)[:limit]), width, search,
+                                         options.facts(search)):
             from .recommend import Recommender  # torch and transformers: only to decode, not to score a file
 
             rec = Recommender.from_run(run.path, batch_size=batch_size, search=search, max_expansions=max_expansions,
-                                       dataset=dataset)
+                                       dataset=dataset, options=options)
             rec.recommend_split(split, predictions_path, k=width, limit=limit)
             decoded_on = environment(rec.device)
         output = output or run.artefact("metrics", split, limit, search)

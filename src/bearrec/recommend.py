@@ -2,7 +2,10 @@
 
 A recommendation list is the result of trie-constrained beam search with `num_beams` beams (default k), or with
 `search="exact"` the k most probable titles over the whole catalog (`certified_top_k`: best-first search, and the
-whole catalog scored where it cannot certify; each row says whether it is certified), best first; each entry is one title with every catalog item carrying it. When the catalog has fewer
+whole catalog scored where it cannot certify; each row says whether it is certified), or of beam search's two
+variants: "diverse" (groups of beams kept apart by a diversity penalty) and "d3" (D3's scores: ghost tokens left
+out, an ID-based assistant mixed in); best first; each entry is one title with every catalog item carrying it.
+`SearchOptions` holds the variants' settings. When the catalog has fewer
 distinct titles than k, fewer entries come back (never padding, never invented items). Under
 `accelerate launch` / `torchrun`, `recommend_split` gives each process a contiguous block of batches and
 the main process writes all rows in their original order.
@@ -12,16 +15,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from .data.dataset import Dataset, Interaction
-from .decoding import Hypothesis, beam_search, certified_top_k, left_pad
+from .decoding import D3, Hypothesis, beam_search, certified_top_k, diverse_beam_search, left_pad
 from .errors import ConfigError, DataError
 from .files import atomic_open, read_jsonl, refuse_folder
+from .searches import ItemScorer, SearchOptions, check_search
 from .trained_run import TrainedRun
 
 
@@ -37,12 +42,16 @@ class Recommender:
     # with tree attention for the rows it could not certify: `certified_top_k`), each row marked certified
     search: str = "beam"
     max_expansions: int = 2000
+    options: SearchOptions = field(default_factory=SearchOptions)
 
     def __post_init__(self) -> None:
         check_search(self.search)
+        self.options.check()
         if self.run.model is None:
             raise ConfigError("a Recommender needs a model. Fix: load the run with TrainedRun.load, or attach the "
                               "model with run.with_model(model).")
+        self._assistant_columns = None if self.options.assistant is None else assistant_columns(
+            self.options.assistant, self.trie.item_ids, self.options.assistant_name)
 
     # the run's parts, read where decoding uses them
     model = property(lambda self: self.run.model)
@@ -75,13 +84,15 @@ class Recommender:
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str | torch.device | None = None, *,
                  on_dataset_change: str = "error", batch_size: int = 16, search: str = "beam",
-                 max_expansions: int = 2000, dataset: Dataset | None = None) -> "Recommender":
+                 max_expansions: int = 2000, dataset: Dataset | None = None,
+                 options: SearchOptions | None = None) -> "Recommender":
         """A Recommender of the run in `run_dir`, loaded and checked by `TrainedRun.load` (which see).
 
         `batch_size` prompts are decoded at once (more keep a GPU busy; scores can differ in their last digits with
         the padding)."""
         run = TrainedRun.load(run_dir, device, on_dataset_change=on_dataset_change, dataset=dataset)
-        return cls(run, batch_size=batch_size, search=search, max_expansions=max_expansions)
+        return cls(run, batch_size=batch_size, search=search, max_expansions=max_expansions,
+                   options=options or SearchOptions())
 
     # ------------------------------------------------------------------ decoding
     def encode(self, history: Sequence[str], where: str = "the history") -> list[int]:
@@ -102,9 +113,10 @@ class Recommender:
                             fix=f"lower max_history (now {self.texts.template.max_history}) or use a shorter template")
         return ids
 
-    def _decode(self, prompts: list[list[int]], k: int, num_beams: int | None, search: str
-                ) -> list[tuple[list[dict], dict]]:
-        """(k entries, facts of the search) per prompt of a batch of prompt token lists (left-padded here)."""
+    def _decode(self, prompts: list[list[int]], histories: Sequence[Sequence[str]], k: int, num_beams: int | None,
+                search: str) -> list[tuple[list[dict], dict]]:
+        """(k entries, facts of the search) per prompt of a batch of prompt token lists (left-padded here) and the
+        histories they were made of (D3's assistant reads those)."""
         ids, mask = left_pad(prompts, self.pad_token_id)
         if search == "exact":
             found = certified_top_k(self.model, ids, mask, self.trie, k, score_mode=self.score_mode,
@@ -112,8 +124,22 @@ class Recommender:
             return [([self._entry(h) for h in r.items], {"search": "exact", "certified": r.certified,
                                                          "expansions": r.expansions}) for r in found]
         beams = max(k, num_beams or k)
-        hyps = beam_search(self.model, ids, mask, self.trie, beams, score_mode=self.score_mode)
-        return [([self._entry(h) for h in row[:k]], {"search": "beam", "beams": beams}) for row in hyps]
+        if search == "diverse":
+            hyps = diverse_beam_search(self.model, ids, mask, self.trie, beams, groups=self.options.groups,
+                                       diversity_penalty=self.options.diversity_penalty, score_mode=self.score_mode)
+        else:
+            hyps = beam_search(self.model, ids, mask, self.trie, beams, score_mode=self.score_mode,
+                               d3=self._d3(histories) if search == "d3" else None)
+        facts = {"search": search, "beams": beams, **self.options.facts(search)}
+        return [([self._entry(h) for h in row[:k]], facts) for row in hyps]
+
+    def _d3(self, histories: Sequence[Sequence[str]]) -> D3:
+        """D3 for a batch: with the assistant's scores of these histories, in the trie's item order, when there is one."""
+        if self._assistant_columns is None or self.options.assistant_weight == 0:
+            return D3()
+        scores = np.asarray(self.options.assistant.score(histories))[:, self._assistant_columns]
+        return D3.with_assistant(self.trie, torch.from_numpy(np.ascontiguousarray(scores)),
+                                 self.options.assistant_weight)
 
     def _entry(self, h: Hypothesis) -> dict:
         return {"item_ids": list(h.item_ids), "title": self.items[h.item_ids[0]], "score": float(h.score)}
@@ -127,7 +153,7 @@ class Recommender:
         ("beam" or "exact", default self.search): with "exact", each entry also says whether the list is certified."""
         check_counts(k, num_beams)
         search = check_search(search or self.search)
-        entries, facts = self._decode([self.encode(history)], k, num_beams, search)[0]
+        entries, facts = self._decode([self.encode(history)], [item_id_list(history)], k, num_beams, search)[0]
         return [{**e, "certified": facts["certified"]} for e in entries] if search == "exact" else entries
 
     def recommend_rows(self, rows: Sequence[Interaction], k: int = 10, *, num_beams: int | None = None,
@@ -157,8 +183,9 @@ class Recommender:
                 else:
                     batch = [{"index": i, "user_id": rows[i].user_id, "target": rows[i].target, "k": k, **facts,
                               "recommendations": out}
-                             for i, (out, facts) in zip(chunk, self._decode([prompts[i] for i in chunk], k, num_beams,
-                                                                            self.search))]
+                             for i, (out, facts) in zip(chunk, self._decode(
+                                 [prompts[i] for i in chunk], [rows[i].history for i in chunk], k, num_beams,
+                                 self.search))]
                     if on_batch is not None:
                         on_batch(batch)
                     records += batch
@@ -220,7 +247,7 @@ class Recommender:
         """Everything the records of `rows` depend on: a partial output made with another is not reused."""
         return {"model": self.model_id, "rows": rows_digest(rows), "k": k, "num_beams": num_beams,
                 "search": self.search, "max_expansions": self.max_expansions, "score_mode": self.score_mode,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, **self.options.facts(self.search)}
 
 
 def rows_digest(rows: Sequence[Interaction]) -> str:
@@ -287,14 +314,17 @@ def item_id_list(history: Any, where: str = "the history") -> list[str]:
     return ids
 
 
-SEARCHES = ("beam", "exact")
 
 
-def check_search(search: Any) -> str:
-    """`search` when it is one of SEARCHES, else a ConfigError."""
-    if search not in SEARCHES:
-        raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}. Fix: e.g. search=\"exact\".")
-    return search
+def assistant_columns(assistant: ItemScorer, item_ids: Sequence[str], name: str | None) -> np.ndarray:
+    """Where each of `item_ids` (the trie's items) is among the assistant's columns; a ConfigError when the assistant
+    lacks one (it was fitted on another catalog)."""
+    where = {str(item): j for j, item in enumerate(assistant.item_ids)}
+    missing = [i for i in item_ids if i not in where]
+    if missing:
+        raise ConfigError(f"the assistant {name or ''} does not score {len(missing)} items of this run's catalog "
+                          f"(first: {missing[0]!r}). Fix: fit the baseline on the dataset this run was trained on.")
+    return np.array([where[i] for i in item_ids], dtype=np.int64)
 
 
 def check_counts(k: Any, num_beams: Any) -> None:

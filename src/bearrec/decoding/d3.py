@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..searches import check_weight
 from ..trie import ItemTrie
 
 GHOST_PROB = 0.99  # a token at least this probable given its prefix is a ghost token: it adds 0 to the score
@@ -79,10 +79,3 @@ class D3:
         prompt = torch.arange(P, device=tokens.device).repeat_interleave(S)[:, None].expand_as(tokens)
         out = self.log_mass[prompt, child.clamp(min=0)] - self.log_mass[prompt, parents.clamp(min=0)]
         return torch.where(child >= 0, out, out.new_full((), float("-inf")))
-
-
-def check_weight(weight: float) -> None:
-    """ConfigError unless 0 <= weight < 1 (weight 1 would ignore the LLM altogether)."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
-        raise ConfigError(f"the assistant weight must be a number in [0, 1), got {weight!r}. Fix: e.g. 0.1; "
-                          "0 decodes with the LLM alone.")

@@ -12,14 +12,14 @@ from ..baselines import BASELINES
 from ..cli_args import per_row_metric
 from ..errors import ConfigError
 from ..methods import ObjectiveConfig
+from ..searches import SEARCHES, SearchOptions, check_weight
 from ..semantic_index import build_index
 
-SEARCHES = ("beam", "exact")
 # The kinds of stage (the schedule names them) and the order of each seed's stages after tuning: a phase runs for every method before the next (evaluate: beam search;
 # diagnose reads its lists and counts the entries above each positive, far cheaper than proving a top B), so the
 # slow exact searches come last, those of the methods with masked scores first (about 100 expansions a row, against
 # thousands under full scores).
-FINAL_PHASES = {"baseline": 0, "train": 1, "evaluate": 2, "diagnose": 3, "exact": 4}
+FINAL_PHASES = {"baseline": 0, "train": 1, "evaluate": 2, "diverse": 3, "d3": 3, "diagnose": 4, "exact": 5}
 KINDS = ("prepare", "index", "tune", "select", *FINAL_PHASES, "report")
 
 
@@ -93,6 +93,10 @@ class Decoding:
     search: list[str] = field(default_factory=lambda: ["beam"])  # test split decoded with each
     max_expansions: int = 2000  # exact search: model evaluations per row
     batch_size: int = 16
+    groups: int = 2  # diverse: groups of beams
+    diversity_penalty: float = 1.0  # diverse: a token's cost per beam of an earlier group that chose it
+    assistant: str | None = None  # d3: the baseline (a name under `methods`) whose fitted runs assist; None: none
+    assistant_weights: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5])  # d3: tuned on validation
 
 
 @dataclass
@@ -311,6 +315,7 @@ def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
     if bad or not config.decoding.search:
         raise config_error(f"{source}: decoding.search", f"must list search modes among {', '.join(SEARCHES)}, got "
                     f"{config.decoding.search!r}.", "e.g. search: [beam, exact]")
+    _check_variants(config, source)
     for key, value in (("decoding.num_beams", config.decoding.num_beams), ("decoding.batch_size",
                        config.decoding.batch_size), ("decoding.max_expansions", config.decoding.max_expansions)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -334,6 +339,33 @@ def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
                         "recommended.", "lower K, or raise decoding.num_beams")
     _check_schedule(config.schedule, f"{source}: schedule")
     return config
+
+
+def _check_variants(config: ExperimentConfig, source: str) -> None:
+    """The settings of diverse beam search and D3: their ranges, and D3's assistant a baseline the config fits."""
+    d = config.decoding
+    try:
+        SearchOptions(groups=d.groups, diversity_penalty=d.diversity_penalty).check()
+    except ConfigError as e:
+        raise config_error(f"{source}: decoding", str(e).split(" Fix:")[0], "e.g. groups: 2, diversity_penalty: 1.0") \
+            from None
+    if "diverse" in d.search and d.num_beams % d.groups:
+        raise config_error(f"{source}: decoding.groups", f"{d.groups} groups do not divide the {d.num_beams} beams.",
+                           "choose groups dividing num_beams")
+    baselines = [m.name for m in config.methods if m.is_baseline]
+    if d.assistant is not None and d.assistant not in baselines:
+        raise config_error(f"{source}: decoding.assistant", f"must name a baseline under `methods` ("
+                           f"{', '.join(baselines) or 'none listed'}), got {d.assistant!r}.", "e.g. assistant: sasrec")
+    weights = d.assistant_weights
+    if not isinstance(weights, list) or not weights:
+        raise config_error(f"{source}: decoding.assistant_weights", f"must list weights, got {weights!r}.",
+                           "e.g. assistant_weights: [0.0, 0.1, 0.3]")
+    for w in weights:
+        try:
+            check_weight(w)
+        except ConfigError:
+            raise config_error(f"{source}: decoding.assistant_weights", f"holds {w!r}; each must be in [0, 1).",
+                               "e.g. assistant_weights: [0.0, 0.1, 0.3]") from None
 
 
 def _check_schedule(schedule: Schedule, where: str) -> None:

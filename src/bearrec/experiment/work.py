@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..baselines import baseline_done, run_baseline
+from ..baselines import baseline_done, load_scorer, run_baseline
 from ..data import load_dataset, save_dataset
 from ..data import prepare as prepare_dataset
 from ..data.prepare import check_output_dir
@@ -17,6 +17,7 @@ from ..evaluate import evaluate, predictions_are_current
 from ..files import atomic_open, read_json_file, write_json
 from ..report import results_markdown, write_report
 from ..run_dir import RunDir
+from ..searches import SearchOptions
 from ..semantic_ids import INDEX_FILE
 from ..semantic_index import CHECK_OPTIONS, build_index, describe_index
 from ..train.config import ObjectiveConfig, TrainConfig, config_from_dict, set_dotted
@@ -175,22 +176,87 @@ class Experiment:
             train(config, resume=run.checkpoints_dir.is_dir())
         return run.path
 
-    def decoded(self, ds: DatasetSpec, run: Any, split: str, search: str) -> bool:
-        """Whether `split`'s metrics exist, of predictions of every row decoded with the experiment's beams."""
+    def decoded(self, ds: DatasetSpec, run: Any, split: str, search: str, options: SearchOptions | None = None) -> bool:
+        """Whether `split`'s metrics exist, of predictions of every row decoded with the experiment's beams (and the
+        variant's `options`)."""
         return run.artefact("metrics", split, search=search).is_file() and predictions_are_current(
             run.artefact("predictions", split, search=search), len(self.dataset(ds).split(split)),
-            self.config.decoding.num_beams, search)
+            self.config.decoding.num_beams, search, (options or SearchOptions()).facts(search))
 
     def diagnosed(self, run: Any) -> bool:
         """Whether the diagnosis of the configured rows exists, made with the experiment's beams."""
         path = run.artefact("diagnosis", limit=self.config.diagnosis.rows)
         return path.is_file() and read_json_file(path).get("num_beams") == self.config.decoding.num_beams
 
-    def evaluate(self, run_dir: Path, split: str, search: str = "beam") -> dict:
-
+    def evaluate(self, run_dir: Path, split: str, search: str = "beam", options: SearchOptions | None = None) -> dict:
         d = self.config.decoding
         return evaluate(run_dir, split=split, num_beams=d.num_beams, batch_size=d.batch_size, search=search,
-                        max_expansions=d.max_expansions)
+                        max_expansions=d.max_expansions, options=options)
+
+    # ------------------------------------------------------------ diverse beam search and D3
+    def assistant(self, ds: DatasetSpec, seed: int) -> Path | None:
+        """The fitted run of D3's assistant (decoding.assistant, its selected settings) at `seed`, fitted here if it is
+        not yet (on validation: a fit scores nothing it must not see); None without an assistant."""
+        name = self.config.decoding.assistant
+        if name is None:
+            return None
+        method = next(m for m in self.config.methods if m.name == name)
+        if not self.assistant_fitted(ds, seed):
+            self.run_baseline(ds, method, seed, "valid")
+        return self.run_dir(ds, method, self.selected(ds, method), seed)
+
+    def assistant_fitted(self, ds: DatasetSpec, seed: int) -> bool:
+        """Whether D3's assistant at `seed` has been fitted and kept (its test or validation stage ran)."""
+        method = next(m for m in self.config.methods if m.name == self.config.decoding.assistant)
+        return any(self.baseline_done(ds, method, seed, split) for split in ("test", "valid"))
+
+    def search_options(self, ds: DatasetSpec, method: MethodSpec, seed: int, search: str,
+                       weight: float | None = None) -> SearchOptions:
+        """The settings `search` decodes `method`'s run of `seed` with: diverse beam search's groups and penalty; D3's
+        assistant of the same seed with the weight tuned on validation (or `weight`)."""
+        d = self.config.decoding
+        if search == "diverse":
+            return SearchOptions(groups=d.groups, diversity_penalty=d.diversity_penalty)
+        if search != "d3" or d.assistant is None:
+            return SearchOptions()
+        run = self.assistant(ds, seed)
+        weight = self.d3_weight(ds, method) if weight is None else weight
+        return SearchOptions(assistant=load_scorer(run), assistant_weight=weight, assistant_name=str(run))
+
+    def d3_tuning_path(self, ds: DatasetSpec, method: MethodSpec) -> Path:
+        return self.out / "tuning" / ds.name / f"{method.name}-d3.json"
+
+    def d3_weight(self, ds: DatasetSpec, method: MethodSpec) -> float:
+        """D3's assistant weight for `method`: of decoding.assistant_weights, the best on the whole validation split
+        at the tuning seed (the first of equals). Each weight's score is kept as soon as it is known, so an
+        interrupted tuning resumes with the next weight."""
+        path, seed = self.d3_tuning_path(ds, method), self.config.tuning.seed
+        weights = self.config.decoding.assistant_weights
+        record = read_json_file(path) if path.is_file() else {}
+        if record.get("weights") != weights or record.get("metric") != self.config.tuning.metric:
+            record = {"metric": self.config.tuning.metric, "split": "valid", "seed": seed, "weights": weights,
+                      "scores": {}}
+        if record.get("selected") is not None:
+            return float(record["selected"])
+        run = self.train(ds, method, seed, self.selected(ds, method))
+        for w in weights:
+            if str(w) not in record["scores"]:
+                metrics = self.evaluate(run, "valid", "d3", self.search_options(ds, method, seed, "d3", weight=w))
+                record["scores"][str(w)] = float(metrics[self.config.tuning.metric])
+                write_json(path, record)
+        record["selected"] = max(weights, key=lambda w: (record["scores"][str(w)], -weights.index(w)))
+        write_json(path, record)
+        return float(record["selected"])
+
+    def d3_decoded(self, ds: DatasetSpec, method: MethodSpec, seed: int, run: Any) -> bool:
+        """Whether the test split is decoded by D3 with the tuned weight (False while the weight is not tuned)."""
+        path = self.d3_tuning_path(ds, method)
+        if self.config.decoding.assistant is not None:
+            record = read_json_file(path) if path.is_file() else {}
+            if not (record.get("weights") == self.config.decoding.assistant_weights
+                    and record.get("selected") is not None and self.assistant_fitted(ds, seed)):
+                return False
+        return self.decoded(ds, run, "test", "d3", self.search_options(ds, method, seed, "d3"))
 
     def diagnose(self, run_dir: Path) -> dict:
         d = self.config.diagnosis
@@ -299,6 +365,13 @@ class Experiment:
                 lines += [f"Tuning {name} (validation {record['metric']}, seed {record['seed']}): "
                           + ", ".join(f"{c['name']} {c['score']:.4f}" for c in record["cells"])
                           + f"; selected {cell_name(record['selected'])}.", ""]
+            d3 = {m.name: read_json_file(self.d3_tuning_path(ds, m)) for m in self.config.methods
+                  if self.d3_tuning_path(ds, m).is_file()}
+            everything[ds.name]["d3_tuning"] = d3
+            for name, record in d3.items():
+                lines += [f"D3 assistant weight of {name} (validation {record['metric']}, seed {record['seed']}): "
+                          + ", ".join(f"{w} {score:.4f}" for w, score in record["scores"].items())
+                          + f"; selected {record.get('selected')}.", ""]
             lines += [f"Report: {self.report_dir(ds) / 'report.html'}", ""]
         path = self.out / "results.md"
         with atomic_open(path, "w", encoding="utf-8") as f:
@@ -360,10 +433,16 @@ def final_stages(experiment: Experiment, ds: DatasetSpec, method: MethodSpec, se
                     lambda: run().model_dir.is_dir() and bool(experiment.llm_config(ds, method, None, seed)),
                     *scope)]
     for search in experiment.config.decoding.search:
+        if search == "d3":  # the assistant's weight is tuned on validation first
+            done = lambda: experiment.d3_decoded(ds, method, seed, run())  # noqa: E731
+        else:
+            done = lambda search=search: experiment.decoded(  # noqa: E731
+                ds, run(), "test", search, experiment.search_options(ds, method, seed, search))
         stages.append(Stage("evaluate" if search == "beam" else search,
                             f"decode and evaluate {on} (test, {search} search)",
-                            lambda search=search: experiment.evaluate(run().path, "test", search),
-                            lambda search=search: experiment.decoded(ds, run(), "test", search), *scope))
+                            lambda search=search: experiment.evaluate(
+                                run().path, "test", search, experiment.search_options(ds, method, seed, search)),
+                            done, *scope))
     rows = experiment.config.diagnosis.rows
     if rows != 0:
         stages.append(Stage("diagnose", f"diagnose pruning of {on} (test)", lambda: experiment.diagnose(run().path),

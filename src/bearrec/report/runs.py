@@ -45,11 +45,12 @@ from ..errors import BearrecError, DataError
 from ..files import read_json_file, read_jsonl
 from ..methods import order_key
 from ..run_dir import RunDir
+from ..searches import VARIANTS
 from .columns import is_number
 
 RUN_KINDS = ("llm", "baseline")
 # The decoding modes besides beam search whose metrics a run directory may hold; each is reported as its own row.
-ALT_SEARCHES = ("diverse", "d3")
+ALT_SEARCHES = VARIANTS  # the decoding modes with rows of their own
 MODE_SEPARATOR = " · "
 # The settings a mode's predictions record (the first row's), shown as the row's "decoding" setting in the runs table.
 MODE_SETTINGS = ("beams", "groups", "diversity_penalty", "assistant_weight", "assistant")

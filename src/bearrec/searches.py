@@ -1,0 +1,72 @@
+"""The searches a run can decode with, and the settings of beam search's variants (light: no torch import).
+
+- "beam": trie-constrained beam search; "exact": the k most probable items of the catalog, certified;
+- "diverse": diverse beam search, `groups` groups of beams kept apart by `diversity_penalty`;
+- "d3": D3's scores (ghost tokens left out), with an ID-based model's scores mixed in when an assistant is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+
+VARIANTS = ("diverse", "d3")  # beam search's variants: each a row of its own in the report
+SEARCHES = ("beam", "exact", *VARIANTS)
+
+
+def check_search(search: Any) -> str:
+    """`search` when it is one of SEARCHES, else a ConfigError."""
+    if search not in SEARCHES:
+        raise ConfigError(f"search must be one of {', '.join(SEARCHES)}, got {search!r}. Fix: e.g. search=\"exact\".")
+    return search
+
+
+class ItemScorer(Protocol):
+    """An ID-based model's scores over its catalog, one row per history: D3's assistant (bearrec.baselines.load_scorer
+    gives one)."""
+
+    item_ids: list[str]
+
+    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The settings of beam search's variants: diverse beam search's groups and penalty; D3's assistant (None: D3
+    without one), its weight, and the name predictions record it by (its run directory)."""
+
+    groups: int = 2
+    diversity_penalty: float = 1.0
+    assistant: ItemScorer | None = None
+    assistant_weight: float = 0.0
+    assistant_name: str | None = None
+
+    def facts(self, search: str) -> dict[str, Any]:
+        """What a predictions row of `search` records of these settings (a changed one makes the file stale)."""
+        if search == "diverse":
+            return {"groups": self.groups, "diversity_penalty": self.diversity_penalty}
+        if search == "d3":
+            helped = self.assistant is not None and self.assistant_weight > 0
+            return {"assistant": self.assistant_name if helped else None,
+                    "assistant_weight": self.assistant_weight if helped else 0.0}
+        return {}
+
+    def check(self) -> None:
+        """ConfigError for a setting out of range."""
+        if isinstance(self.groups, bool) or not isinstance(self.groups, int) or self.groups < 1:
+            raise ConfigError(f"groups must be an integer >= 1, got {self.groups!r}. Fix: e.g. groups=2.")
+        if isinstance(self.diversity_penalty, bool) or not isinstance(self.diversity_penalty, (int, float)) \
+                or self.diversity_penalty < 0:
+            raise ConfigError(f"the diversity penalty must be a number >= 0, got {self.diversity_penalty!r}. "
+                              "Fix: e.g. 1.0.")
+        check_weight(self.assistant_weight)
+
+
+def check_weight(weight: Any) -> None:
+    """ConfigError unless 0 <= weight < 1 (weight 1 would ignore the LLM altogether)."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
+        raise ConfigError(f"the assistant weight must be a number in [0, 1), got {weight!r}. Fix: e.g. 0.1; "
+                          "0 decodes with the LLM alone.")
