@@ -123,11 +123,12 @@ def test_sasrec_same_seed_same_predictions(successor):
 
 def test_batched_scores_equal_the_library_score(successor):
     dataset = load_dataset(successor)
-    scorer = fit_baseline("sasrec", dataset, settings=TINY)
+    model = baselines.fit_cornac_sasrec(dataset, resolve_settings("sasrec", TINY, dataset), seed=0)
+    scorer = baselines.sasrec_scorer(model)
     histories = [row.history for row in dataset.test[:10]]
     batched = scorer.score(histories)
     for history, row in zip(histories, batched):
-        one = scorer.model.score(0, [scorer.item_index[i] for i in history])
+        one = model.score(0, [model.iid_map[i] for i in history])
         np.testing.assert_allclose(row, one, rtol=1e-5, atol=1e-5)
 
 
@@ -136,7 +137,7 @@ def test_sasrec_item_index_is_the_catalog_and_max_len_the_longest_history(succes
     settings = resolve_settings("sasrec", TINY, dataset)
     assert settings["max_len"] == max(len(row.history) for row in dataset.train) == 4
     scorer = fit_baseline("sasrec", dataset, settings=TINY)
-    assert list(scorer.model.iid_map) == list(dataset.items)
+    assert scorer.item_ids == list(dataset.items)
     assert scorer.score([("3",)]).shape == (1, len(dataset.items))
 
 

@@ -6,10 +6,12 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .baseline_scorers import PopularityScorer, SASRecScorer, Scorer, save_scorer, scorer_kept
+from .baseline_scorers import StoredScorer, load_scorer  # noqa: F401  (re-exported: a kept baseline, loaded)
 from .data.dataset import Dataset, Interaction, load_dataset
 from .machine import check_device
 from .errors import ConfigError
@@ -51,12 +53,6 @@ class SASRecSettings:
 
 
 _POSITIVE_INTS = ("embedding_dim", "num_blocks", "num_heads", "n_epochs", "batch_size")
-
-
-class Scorer(Protocol):
-    """A fitted baseline: one score per catalog item (in catalog order) for each history."""
-
-    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray: ...
 
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -133,45 +129,6 @@ def make_sasrec(resolved: dict[str, Any], seed: int) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- models
-class PopularityScorer:
-    """MostPop: each item's count as a training target, the same for every history (no history item is filtered)."""
-
-    def __init__(self, dataset: Dataset):
-        counts = Counter(row.target for row in dataset.train)
-        self.counts = np.array([counts.get(i, 0) for i in dataset.items], dtype=np.float64)
-
-    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        return np.broadcast_to(self.counts, (len(histories), len(self.counts)))
-
-
-class SASRecScorer:
-    """A fitted cornac SASRec scoring each history by its last `max_len` items over the whole catalog."""
-
-    def __init__(self, model: Any, item_index: dict[str, int], batch_size: int = 512):
-        self.model = model
-        self.item_index = item_index
-        self.batch_size = batch_size
-
-    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """The rows the library's `score(user_idx, history)` gives, computed in batches of padded histories."""
-        import torch
-
-        model, n_items = self.model, len(self.item_index)
-        out = np.ones((len(histories), n_items), dtype=np.float32)  # cornac's score for an empty history
-        filled = [i for i, h in enumerate(histories) if len(h)]
-        model.model.eval()
-        for start in range(0, len(filled), self.batch_size):
-            block = filled[start:start + self.batch_size]
-            seqs = []
-            for i in block:
-                ids = [self.item_index[item] for item in histories[i]][-model.max_len:]
-                seqs.append([model.pad_idx] * (model.max_len - len(ids)) + ids)
-            with torch.no_grad():
-                scores = model.model.predict(None, torch.tensor(seqs, dtype=torch.long, device=model.device))
-            out[block] = np.asarray(scores, dtype=np.float32).reshape(len(block), n_items)
-        return out
-
-
 def sasrec_sessions(dataset: Dataset) -> list[tuple[str, str, str, int]]:
     """cornac USIT tuples: each training row (history + [target]) is one session, so SASRec's objective learns
     every next-item position of it (the prefix up to each position predicts the item there)."""
@@ -180,7 +137,7 @@ def sasrec_sessions(dataset: Dataset) -> list[tuple[str, str, str, int]]:
             for position, item in enumerate((*row.history, row.target))]
 
 
-def fit_sasrec(dataset: Dataset, settings: dict[str, Any], seed: int) -> SASRecScorer:
+def fit_cornac_sasrec(dataset: Dataset, settings: dict[str, Any], seed: int) -> Any:
     """cornac SASRec fitted on the training rows, its item index over the whole catalog in catalog order."""
     import torch
     from cornac.data import SequentialDataset
@@ -192,7 +149,14 @@ def fit_sasrec(dataset: Dataset, settings: dict[str, Any], seed: int) -> SASRecS
     model.fit(train)
     if list(model.iid_map) != list(item_index):
         raise RuntimeError("cornac's item index differs from the catalog order")  # a changed cornac API
-    return SASRecScorer(model, item_index)
+    return model
+
+
+def sasrec_scorer(model: Any) -> SASRecScorer:
+    """The scorer of a fitted cornac SASRec: its network (`model.model`) over its item index, in that order."""
+    if model.pad_idx != len(model.iid_map):
+        raise RuntimeError("cornac's SASRec pads with another index than its item count")  # a changed cornac API
+    return SASRecScorer(model.model, list(model.iid_map), model.max_len, model.device)
 
 
 def fit_baseline(method: str, dataset: Dataset, *, seed: int = 0, settings: dict | None = None) -> Scorer:
@@ -201,8 +165,9 @@ def fit_baseline(method: str, dataset: Dataset, *, seed: int = 0, settings: dict
     if not dataset.train:
         raise ConfigError("the dataset has no training rows. Fix: prepare a dataset with a train split.")
     if method == "popularity":
-        return PopularityScorer(dataset)
-    return fit_sasrec(dataset, resolved, seed)
+        counts = Counter(row.target for row in dataset.train)
+        return PopularityScorer(dataset.items, np.array([counts.get(i, 0) for i in dataset.items], dtype=np.float64))
+    return sasrec_scorer(fit_cornac_sasrec(dataset, resolved, seed))
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -241,7 +206,7 @@ def predictions_current(path: Path, rows: Sequence[Interaction], k: int) -> bool
 def _check_same_run(run: RunDir, record: dict[str, Any]) -> None:
     """ConfigError naming config.json when the folder holds a run made with other settings, seed, method or data."""
     stored = run.config()  # checked against its checksum
-    keys = sorted((set(stored) | set(record)) - set(UNCHECKED_KEYS))
+    keys = sorted((set(stored) | set(record)) - set(UNCHECKED_KEYS) - {"files"})  # "files": the scorer's digest
     differ = [k for k in keys if stored.get(k) != record.get(k)]
     if differ:
         shown = "; ".join(f"{k}: {stored.get(k)!r} there, {record.get(k)!r} now" for k in differ)
@@ -276,16 +241,16 @@ def baseline_done(method: str, dataset_dir: str | Path, output_dir: str | Path, 
     """Whether `run_baseline` with these arguments would find everything done (a folder of other settings raises)."""
     run, dataset, _ = _open_run(method, dataset_dir, output_dir, seed, settings, k, name)
     return (run.is_run() and run.artefact("metrics", split).is_file()
-            and predictions_current(run.artefact("predictions", split), dataset.split(split), k))
+            and predictions_current(run.artefact("predictions", split), dataset.split(split), k) and scorer_kept(run))
 
 
 def run_baseline(method: str, dataset_dir: str | Path, output_dir: str | Path, *, split: str, seed: int = 0,
                  settings: dict | None = None, k: int = 10, name: str | None = None) -> dict:
-    """Fit baseline `method`, write `split`'s predictions and metrics into run directory `output_dir`; the metrics.
-    `name`: what the run is reported under (default `method`).
+    """Fit baseline `method`, keep it (`load_scorer`), write `split`'s predictions and metrics into run directory
+    `output_dir`; the metrics. `name`: what the run is reported under (default `method`).
 
-    Work already done (that split's current predictions and metrics) is skipped; a folder made with other settings,
-    seed, method or dataset is refused."""
+    Work already done (that split's current predictions and metrics, the scorer) is skipped; a folder made with
+    other settings, seed, method or dataset is refused. Each fit rewrites the scorer, so it is the latest fit's."""
     run, dataset, record = _open_run(method, dataset_dir, output_dir, seed, settings, k, name)
     rows = dataset.split(split)
     run.path.mkdir(parents=True, exist_ok=True)
@@ -296,14 +261,16 @@ def run_baseline(method: str, dataset_dir: str | Path, output_dir: str | Path, *
     predictions = run.artefact("predictions", split)
     metrics = run.artefact("metrics", split)
     current = predictions_current(predictions, rows, k)
-    if current and metrics.is_file():
-        return read_json_file(metrics, dict, f"delete it to evaluate {predictions.name} again")
-    if not current:
+    if not current or not scorer_kept(run):  # a run made before scorers were kept is fitted again (same seed)
         started = time.perf_counter()
         scorer = fit_baseline(method, dataset, seed=seed, settings=record["baseline"])
         seconds = time.perf_counter() - started
-        write_jsonl(predictions, prediction_rows(scorer, dataset, rows, k))
-        _record_seconds(run, method, split, seconds)
+        save_scorer(run, scorer)
+        if not current:
+            write_jsonl(predictions, prediction_rows(scorer, dataset, rows, k))
+            _record_seconds(run, method, split, seconds)
+    if current and metrics.is_file():
+        return read_json_file(metrics, dict, f"delete it to evaluate {predictions.name} again")
     return evaluate(predictions, split=split, dataset=dataset)
 
 
