@@ -296,7 +296,7 @@ def _search_options(args: argparse.Namespace) -> Any:
         assistant_weight=args.assistant_weight or 0.0)
     options.check()
     if args.assistant is not None:
-        from .baselines import load_scorer  # cornac and torch: only when an assistant is asked for
+        from .baseline_scorers import load_scorer  # cornac and torch: only when an assistant is asked for
 
         options = SearchOptions(assistant=load_scorer(args.assistant), assistant_weight=args.assistant_weight,
                                 assistant_name=str(args.assistant))

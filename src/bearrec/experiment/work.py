@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..baselines import baseline_done, load_scorer, run_baseline
+from ..baseline_scorers import load_scorer
+from ..baselines import baseline_done, run_baseline
 from ..data import load_dataset, save_dataset
 from ..data import prepare as prepare_dataset
 from ..data.prepare import check_output_dir
