@@ -40,13 +40,14 @@ def distinct_best(finished: list[tuple[float, tuple]], limit: int) -> list[tuple
 
 @torch.no_grad()
 def reference_diverse(model, prompt: list[int], seqs: list[list[int]], B: int, G: int, lam: float, score_mode: str,
-                      steps: int) -> list[tuple[tuple, float]]:
+                      steps: int, stop: str = "hf") -> list[tuple[tuple, float]]:
     """Slow diverse beam search for one prompt: Python lists, one uncached forward per beam, groups one by one.
 
     Group g's candidate = beam score + log-prob - lam * (tokens the beams of groups < g keep at this step); the 2k best
     (k = B/G); complete ones among the first k join the group's finished list (its k best); the k best extendable ones
     are its beams. A group stops when nothing is extendable, or its list is full and its best candidate is no better
-    than the list's worst; a stopped group keeps no beams, so penalises nothing."""
+    than the list's worst; a stopped group keeps no beams, so penalises nothing. (`stop`: 'hf', that rule; 'never',
+    a group runs while it has beams; 'kept', it stops when its best beam is no better than its worst hypothesis.)"""
     nxt, complete = dict_trie(seqs)
     k = B // G
     beams = [[(0.0, ())] for _ in range(G)]
@@ -66,7 +67,9 @@ def reference_diverse(model, prompt: list[int], seqs: list[list[int]], B: int, G
             finished[g] = sorted(finished[g] + [c for c in cands[:k] if c[1] in complete], key=lambda c: -c[0])[:k]
             beams[g] = [c for c in cands if c[1] in nxt][:k]
             taken += [prefix[-1] for _, prefix in beams[g]]
-            stopped[g] = not beams[g] or (len(finished[g]) == k and cands[0][0] <= finished[g][-1][0])
+            best = {"hf": cands[0][0] if cands else -math.inf, "never": math.inf,
+                    "kept": beams[g][0][0] if beams[g] else -math.inf}[stop]
+            stopped[g] = not beams[g] or (len(finished[g]) == k and best <= finished[g][-1][0])
         if all(stopped):
             break
     return distinct_best([c for f in finished for c in f], B)
@@ -113,6 +116,28 @@ def test_matches_the_slow_reference(monkeypatch, B, G, lam, score, layout):
         assert_same(got[p], ref, f"prompt {p}")
         assert len({t for t, _ in got[p]}) == len(got[p]) and all(t in items for t, _ in got[p])
         assert 0 < len(got[p]) <= B
+
+
+@pytest.mark.parametrize("seed,score,init,n_items,prefix_rate,max_len,other", [
+    (8, "full", 0.8, 40, 0.6, 6, "never"), (21, "full", 0.8, 40, 0.6, 6, "never"),
+    (2, "masked", 0.5, 80, 0.5, 5, "kept")])
+def test_a_group_stops_when_its_best_candidate_cannot_enter(seed, score, init, n_items, prefix_rate, max_len, other):
+    """Cases where when a group stops changes the result (a running group's beams penalise the later groups): the
+    stop rule is HF's (full finished list, best candidate no better than its worst), not the `other` rule."""
+    model = tiny_llama(V, seed=seed, init_range=init)
+    seqs = random_sequences(n_items, V, seed=seed + 30, prefix_rate=prefix_rate, max_len=max_len)
+    trie = item_trie(seqs)
+    ids, mask = random_prompts(4, V, min_len=2, max_len=14, seed=seed + 30)
+    got = as_pairs(diverse_beam_search(model, ids, mask, trie, 6, groups=3, diversity_penalty=1.0, score_mode=score))
+    changed = 0
+    for p in range(ids.shape[0]):
+        prompt = ids[p, mask[p].bool()].tolist()
+        ref = reference_diverse(model, prompt, seqs, 6, 3, 1.0, score, trie.max_depth)
+        assert_same(got[p], ref, f"prompt {p}")
+        alt = reference_diverse(model, prompt, seqs, 6, 3, 1.0, score, trie.max_depth, stop=other)
+        changed += [t for t, _ in alt] != [t for t, _ in ref] or \
+            [s for _, s in alt] != pytest.approx([s for _, s in ref], abs=1e-4)
+    assert changed, f"the {other!r} rule gives the same lists here: the case does not test the stop rule"
 
 
 @pytest.mark.parametrize("layout", ["tree", "flat", "static"])
