@@ -83,7 +83,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         parent_score = slot_score.repeat_interleave(W, 1)
         owner = slot_group.repeat_interleave(W, 1)
         chosen = torch.zeros(P, logits.shape[1], device=dev)  # per token id: beams of earlier groups taking it now
-        picks = []
+        picks = []  # per group: (kept, rank among the extendable, node, score, parent slot, token), each (P, C)
         for g in range(G):
             token_score = log_p - penalty * chosen.gather(1, tokens) if g else log_p
             cand = torch.where((owner == g) | (owner < 0), token_score + parent_score, NEG_INF)
@@ -107,31 +107,30 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
             best = torch.where(ok, top_s, NEG_INF).amax(1)
             done[:, g] |= ~keep.any(1) | (torch.isfinite(best_s[:, k - 1]) & (best <= best_s[:, k - 1]))
             chosen.scatter_add_(1, tok, keep.float())  # this step's beams, even of a group that just stopped
-            keep &= ~done[:, g, None]
-            picks.append((keep, run_rank, child, top_s, parent, tok))
+            picks.append((keep & ~done[:, g, None], run_rank, child, top_s, parent, tok))
         if t == steps - 1:
             break
-        kept = torch.stack([p[0].sum(1) for p in picks], 1)  # (P, G) beams each group keeps
+        keep, run_rank, child, top_s, parent, tok = (torch.stack(field, 1) for field in zip(*picks))  # (P, G, C)
         if static:
             width, start = num_beams, torch.arange(G, device=dev)[None, :] * k
             if (t + 1) % CHECK_EVERY == 0 and bool(done.all()):  # every group of every prompt has stopped
                 break
         else:
+            kept = keep.sum(2)  # (P, G)
             width = int(kept.sum(1).max())
             if width == 0:
                 break
             start = kept.cumsum(1) - kept
         # the next beams: group g's j-th kept candidate goes to slot start[g] + j; the others to a spare last column
-        dest = torch.cat([torch.where(keep, rr + start[:, g, None], width) for g, (keep, rr, *_) in enumerate(picks)], 1)
-        cols = [torch.cat([p[i] for p in picks], 1) for i in (2, 3, 4, 5)]
-        group_of = torch.cat([torch.full_like(p[1], g) for g, p in enumerate(picks)], 1)
+        dest = torch.where(keep, run_rank + start[:, :, None], width).flatten(1)
+        group_of = torch.arange(G, device=dev)[None, :, None].expand_as(keep)
 
         def scatter(values: torch.Tensor, fill: float) -> torch.Tensor:
             out = torch.full((P, width + 1), fill, dtype=values.dtype, device=dev)
-            return out.scatter_(1, dest, values)[:, :width]
+            return out.scatter_(1, dest, values.flatten(1))[:, :width]
 
-        slot_node, slot_score = scatter(cols[0], -1), scatter(cols[1], NEG_INF)
-        parent_slot, new_tokens, slot_group = scatter(cols[2], 0), scatter(cols[3], 0), scatter(group_of, G)
+        slot_node, slot_score, slot_group = scatter(child, -1), scatter(top_s, NEG_INF), scatter(group_of, G)
+        parent_slot, new_tokens = scatter(parent, 0), scatter(tok, 0)
         logits = feed.step(parent_slot, new_tokens, slot_node >= 0, offset=t)
     return fin_nodes, fin_scores
 
