@@ -443,7 +443,7 @@ def test_d3_tunes_its_weight_on_validation_per_method_and_diverse_records_its_se
     write_small_dataset(tmp_path / "data")
     sasrec = {"embedding_dim": 8, "batch_size": 8, "n_sample": 16, "n_epochs": 1}
     raw = tiny_experiment(tmp_path / "data", methods={"sasrec": sasrec, "sft": {}}, seeds=[0],
-                          decoding={"num_beams": 4, "search": ["beam", "d3", "diverse"], "assistant": "sasrec",
+                          decoding={"num_beams": 6, "search": ["beam", "d3", "diverse"], "assistant": "sasrec",
                                     "assistant_weights": [0.0, 0.5], "groups": 2, "diversity_penalty": 0.5},
                           diagnosis={"rows": 0})
     config = exp.experiment_from_dict(raw)

@@ -13,10 +13,12 @@ RUN_DIR (= a training config's output_dir), as `bearrec train` writes it:
   timing.json          seconds per finished epoch, kept across resumes
   base_model/          model "tiny" only: the random small Llama the run started from
 and, from `recommend` / `evaluate` / `diagnose`, one file per split and row limit:
-  predictions[-exact][-SPLIT][-firstN].jsonl, metrics[-exact][-SPLIT][-firstN].json,
+  predictions[-SEARCH][-SPLIT][-firstN].jsonl, metrics[-SEARCH][-SPLIT][-firstN].json,
   diagnosis[-SPLIT][-firstN].json
+and, in a baseline's run directory, scorer.safetensors (the fitted model, bearrec.baseline_scorers).
 The split's name is left out for test, `-firstN` when every row was used, so a partial run never stands in for
-the full one; `-exact` marks the exact search's recommendations and their metrics. Every command and the report read a run through `RunDir`; nothing else knows these names.
+the full one; `-SEARCH` marks the recommendations and metrics of a search other than beam search (exact,
+diverse, d3). Every command and the report read a run through `RunDir`; nothing else knows these names.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ class RunDir:
     timing_path = property(lambda self: self.path / "timing.json")
 
     def artefact(self, kind: str, split: str = "test", limit: int | None = None, search: str = "beam") -> Path:
-        """`<kind>[-exact][-<split>][-first<N>].<ext>`: left out are the split's name for test, the limit when
+        """`<kind>[-<search>][-<split>][-first<N>].<ext>`: left out are the split's name for test, the limit when
         None, and the search mode for beam search (so beam-search files keep their names)."""
         if kind not in ARTEFACT_EXTENSIONS:
             raise ValueError(f"unknown artefact kind {kind!r}")

@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # `import bearrec` loads neither numpy nor torch
+    import numpy as np
 
 VARIANTS = ("diverse", "d3")  # beam search's variants: each a row of its own in the report
 SEARCHES = ("beam", "exact", *VARIANTS)
@@ -30,7 +31,7 @@ class ItemScorer(Protocol):
 
     item_ids: list[str]
 
-    def score(self, histories: Sequence[Sequence[str]]) -> np.ndarray: ...
+    def score(self, histories: Sequence[Sequence[str]]) -> "np.ndarray": ...
 
 
 @dataclass(frozen=True)
