@@ -94,7 +94,7 @@ def test_d3_beam_search_matches_hf_generate_with_d3_processor(weight):
     scores = torch.randn(2, len(seqs), generator=torch.Generator().manual_seed(1)) * 2
     B = 5
     d3 = D3.with_assistant(trie, scores[:, [int(i[1:]) for i in trie.item_ids]], weight) if weight else D3()
-    ours = beam_search(model, ids, mask, trie, B, d3=d3)
+    ours = beam_search(model, ids, mask, trie, B, rescore=d3)
     out = model.generate(ids, attention_mask=mask, num_beams=B, num_return_sequences=B, do_sample=False,
                          logits_processor=[d3_processor(trie, seqs, ids.shape[1], scores, weight, B)],
                          length_penalty=0.0, early_stopping="never", max_new_tokens=max(map(len, seqs)),
@@ -118,7 +118,7 @@ def test_without_an_assistant_d3_only_leaves_out_ghost_tokens():
         model.lm_head.weight.mul_(30)  # peaked distributions: some tokens are ghosts
     ids, mask = random_prompts(2, V, seed=5)
     plain = beam_search(model, ids, mask, trie, 20, score_mode="masked")
-    d3 = beam_search(model, ids, mask, trie, 20, score_mode="masked", d3=D3())
+    d3 = beam_search(model, ids, mask, trie, 20, score_mode="masked", rescore=D3())
     gained = 0
     for a, b in zip(plain, d3):
         by_tokens = {tuple(h.tokens): h.score for h in b}

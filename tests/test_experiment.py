@@ -186,6 +186,7 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
      "baseline"),
     ({"decoding": {"num_beams": 5, "search": ["diverse"], "groups": 2}}, "decoding.groups: 2 groups do not divide"),
     ({"decoding": {"num_beams": 5, "assistant_weights": [0.1, 1.0]}}, "decoding.assistant_weights: holds 1.0"),
+    ({"decoding": {"num_beams": 5, "ig_weights": [1.5]}}, "decoding.ig_weights: holds 1.5"),
     ({"decoding": {"num_beams": 5, "diversity_penalty": -1}}, "decoding: the diversity penalty"),
 ])
 def test_bad_configs_name_the_key_and_the_fix(tmp_path, change, message):
@@ -229,7 +230,7 @@ def test_the_shipped_configs_load(monkeypatch):
     assert {"sft", "msl", "bear", "apao", "igd"} <= {m.name for m in smol.methods}  # issue 26's field, one seed
     # BEAR against the field: every objective of the field, D3 with a SASRec assistant tuned on validation
     assert {"apao", "apao-pairwise", "igd", "bear-sft", "bear+ce", "direct"} <= {m.name for m in office.methods}
-    assert office.decoding.search == ["beam", "d3", "diverse", "exact"] and office.decoding.assistant == "sasrec"
+    assert office.decoding.search == ["beam", "d3", "igd", "diverse", "exact"] and office.decoding.assistant == "sasrec"
     assert smol.datasets[0].prepare["train_sample"] == 1024 and smol.datasets[0].test_sample == 500
     assert smol.decoding.search == ["beam", "exact"] and smol.diagnosis.rows == 500
     # the GPU check's office stage (bench/gpu_check.py): the settings its bash version used, its limits as a schedule
@@ -443,8 +444,9 @@ def test_d3_tunes_its_weight_on_validation_per_method_and_diverse_records_its_se
     write_small_dataset(tmp_path / "data")
     sasrec = {"embedding_dim": 8, "batch_size": 8, "n_sample": 16, "n_epochs": 1}
     raw = tiny_experiment(tmp_path / "data", methods={"sasrec": sasrec, "sft": {}}, seeds=[0],
-                          decoding={"num_beams": 6, "search": ["beam", "d3", "diverse"], "assistant": "sasrec",
-                                    "assistant_weights": [0.0, 0.5], "groups": 2, "diversity_penalty": 0.5},
+                          decoding={"num_beams": 6, "search": ["beam", "d3", "diverse", "igd"], "assistant": "sasrec",
+                                    "assistant_weights": [0.0, 0.5], "groups": 2, "diversity_penalty": 0.5,
+                                    "ig_weights": [0.0, 1.0]},
                           diagnosis={"rows": 0})
     config = exp.experiment_from_dict(raw)
     exp.run_experiment(config, tmp_path / "out", print_fn=lambda _: None)
@@ -460,6 +462,10 @@ def test_d3_tunes_its_weight_on_validation_per_method_and_diverse_records_its_se
     diverse_rows = list(read_jsonl(run / "predictions-diverse.jsonl"))
     assert {(r["search"], r["groups"], r["diversity_penalty"]) for r in diverse_rows} == {("diverse", 2, 0.5)}
     assert (run / "metrics-d3.json").is_file() and (run / "metrics-diverse.json").is_file()
+    ig = json.loads((tmp_path / "out" / "tuning" / "small" / "sft-igd.json").read_text())
+    assert set(ig["scores"]) == {"0.0", "1.0"}
+    assert {r["ig_weight"] for r in read_jsonl(run / "predictions-igd.jsonl")} == {ig["selected"]}
     stages = exp.Experiment(config, tmp_path / "out").stages()
-    assert [s.kind for s in stages if s.kind in ("d3", "diverse")] == ["d3", "diverse"]
-    assert all(s.done() for s in stages if s.kind in ("d3", "diverse", "evaluate", "train", "baseline"))
+    assert [s.kind for s in stages if s.kind in ("d3", "diverse", "igd")] == ["d3", "diverse", "igd"]
+    assert all(s.done() for s in stages if s.kind in ("d3", "diverse", "igd", "evaluate", "train", "baseline"))
+    assert "IGD decoding weight of sft" in (tmp_path / "out" / "results.md").read_text()

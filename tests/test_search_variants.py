@@ -41,7 +41,7 @@ def test_d3_recommendations_are_beam_search_with_the_assistant_in_trie_order(run
     column = {item: j for j, item in enumerate(scorer.item_ids)}
     scores = torch.from_numpy(scorer.score([history])[:, [column[i] for i in rec.trie.item_ids]])
     want = beam_search(rec.model, ids, None, rec.trie, 5, score_mode="masked",
-                       d3=D3.with_assistant(rec.trie, scores, 0.4))[0]
+                       rescore=D3.with_assistant(rec.trie, scores, 0.4))[0]
     assert [o["item_ids"] for o in out] == [h.item_ids for h in want]
     assert [o["score"] for o in out] == pytest.approx([h.score for h in want])
     # the assistant moves the list: with weight 0.4 it is not plain beam search's here
@@ -57,6 +57,21 @@ def test_diverse_recommendations_are_diverse_beam_search(run_dir):  # noqa: F811
                                score_mode="masked")[0]
     assert [o["item_ids"] for o in out] == [h.item_ids for h in want]
     assert len({tuple(o["item_ids"]) for o in out}) == len(out)  # never the same entry twice
+
+
+def test_igd_recommendations_scale_by_the_training_targets_information_gain(run_dir):  # noqa: F811
+    from collections import Counter
+
+    from bearrec.decoding import IGScaling
+
+    rec = Recommender.from_run(run_dir, device="cpu", search="igd", options=SearchOptions(ig_weight=0.7))
+    out = rec.recommend(["it2", "it5"], k=5)
+    counts = Counter(row.target for row in rec.dataset.train)
+    scaling = IGScaling.from_counts(rec.trie, torch.tensor([float(counts.get(i, 0)) for i in rec.trie.item_ids]), 0.7)
+    ids = torch.tensor([rec.encode(["it2", "it5"])])
+    want = beam_search(rec.model, ids, None, rec.trie, 5, score_mode="masked", rescore=scaling)[0]
+    assert [o["item_ids"] for o in out] == [h.item_ids for h in want]
+    assert [o["score"] for o in out] == pytest.approx([h.score for h in want])
 
 
 def test_an_assistant_missing_catalog_items_is_refused(run_dir):  # noqa: F811
@@ -95,6 +110,8 @@ def test_rows_record_the_settings_and_other_settings_decode_again(run_dir, tmp_p
     (["--search", "d3", "--assistant-weight", "0.1"], "go together"),
     (["--search", "d3", "--assistant", "x", "--assistant-weight", "1.5"], "assistant weight"),
     (["--search", "diverse", "--diversity-penalty", "-1"], "diversity penalty"),
+    (["--search", "beam", "--ig-weight", "0.5"], "--ig-weight applies to --search igd"),
+    (["--search", "igd", "--ig-weight", "2"], "IG weight"),
 ])
 def test_misplaced_or_bad_options_are_refused(run_dir, argv, message, capsys):  # noqa: F811
     from bearrec.cli import main

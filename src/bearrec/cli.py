@@ -265,7 +265,7 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=SEARCHES, default="beam",
                    help="beam: constrained beam search (default); exact: the k most probable items of the whole "
                         "catalog, each row marked certified when proved exact; diverse: diverse beam search; d3: "
-                        "beam search with D3's scores (docs/decoding.md)")
+                        "beam search with D3's scores; igd: with IGD's (docs/decoding.md)")
     p.add_argument("--max-expansions", type=positive_int, default=2000,
                    help="exact search: model evaluations per row before it stops uncertified (default 2000)")
     p.add_argument("--groups", type=positive_int, help="diverse: groups of beams (default 2; must divide the beams)")
@@ -275,14 +275,19 @@ def _search_arguments(p: argparse.ArgumentParser) -> None:
                    "scores mix into the LLM's (D3's text-free assistant)")
     p.add_argument("--assistant-weight", type=float, help="d3: the assistant's weight in [0, 1) (tune it on "
                                                           "validation)")
+    p.add_argument("--ig-weight", type=float, help="igd: how much a token's information gain lowers its cost, in "
+                                                   "[0, 1] (default 0.5; tune it on validation)")
 
 
 def _search_options(args: argparse.Namespace) -> Any:
-    """The SearchOptions of --groups, --diversity-penalty, --assistant and --assistant-weight, each refused under a
-    search it does not apply to."""
+    """The SearchOptions of --groups, --diversity-penalty, --assistant, --assistant-weight and --ig-weight, each
+    refused under a search it does not apply to."""
+    from dataclasses import replace
+
     from .searches import SearchOptions  # per command: --help stays light
 
-    belongs = {"groups": "diverse", "diversity_penalty": "diverse", "assistant": "d3", "assistant_weight": "d3"}
+    belongs = {"groups": "diverse", "diversity_penalty": "diverse", "assistant": "d3", "assistant_weight": "d3",
+               "ig_weight": "igd"}
     for key, search in belongs.items():
         if getattr(args, key) is not None and args.search != search:
             raise ConfigError(f"--{key.replace('_', '-')} applies to --search {search}, not {args.search}. "
@@ -293,13 +298,12 @@ def _search_options(args: argparse.Namespace) -> Any:
                           "SASREC_RUN --assistant-weight 0.1`), or neither.")
     options = SearchOptions(groups=args.groups or 2, diversity_penalty=(
         1.0 if args.diversity_penalty is None else args.diversity_penalty),
-        assistant_weight=args.assistant_weight or 0.0)
+        assistant_weight=args.assistant_weight or 0.0, ig_weight=0.5 if args.ig_weight is None else args.ig_weight)
     options.check()
     if args.assistant is not None:
         from .baseline_scorers import load_scorer  # cornac and torch: only when an assistant is asked for
 
-        options = SearchOptions(assistant=load_scorer(args.assistant), assistant_weight=args.assistant_weight,
-                                assistant_name=str(args.assistant))
+        options = replace(options, assistant=load_scorer(args.assistant), assistant_name=str(args.assistant))
     return options
 
 

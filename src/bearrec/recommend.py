@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 
 from .data.dataset import Dataset, Interaction
-from .decoding import D3, Hypothesis, beam_search, certified_top_k, diverse_beam_search, left_pad
+from .decoding import (D3, Hypothesis, IGScaling, Rescorer, beam_search, certified_top_k, diverse_beam_search,
+                       left_pad)
 from .errors import ConfigError, DataError
 from .files import atomic_open, read_jsonl, refuse_folder
 from .searches import ItemScorer, SearchOptions, check_search
@@ -50,6 +52,7 @@ class Recommender:
         if self.run.model is None:
             raise ConfigError("a Recommender needs a model. Fix: load the run with TrainedRun.load, or attach the "
                               "model with run.with_model(model).")
+        self._ig: IGScaling | None = None  # IGD's decoding: built at its first use (it reads the training targets)
         self._assistant_columns = None if self.options.assistant is None else assistant_columns(
             self.options.assistant, self.trie.item_ids, self.options.assistant_name)
 
@@ -129,9 +132,25 @@ class Recommender:
                                        diversity_penalty=self.options.diversity_penalty, score_mode=self.score_mode)
         else:
             hyps = beam_search(self.model, ids, mask, self.trie, beams, score_mode=self.score_mode,
-                               d3=self._d3(histories) if search == "d3" else None)
+                               rescore=self._rescorer(histories, search))
         facts = {"search": search, "beams": beams, **self.options.facts(search)}
         return [([self._entry(h) for h in row[:k]], facts) for row in hyps]
+
+    def _rescorer(self, histories: Sequence[Sequence[str]], search: str) -> Rescorer | None:
+        """How `search` rescores candidate tokens for a batch of histories: D3's or IGD's way (None: beam search's)."""
+        if search == "d3":
+            return self._d3(histories)
+        if search != "igd":
+            return None
+        if self._ig is None:
+            if self.dataset is None:
+                raise ConfigError("IGD's decoding weighs items by their training counts, and this Recommender has no "
+                                  "dataset. Fix: load it with Recommender.from_run.")
+            counts = Counter(row.target for row in self.dataset.train)
+            self._ig = IGScaling.from_counts(self.trie, torch.tensor([float(counts.get(i, 0))
+                                                                      for i in self.trie.item_ids]),
+                                             self.options.ig_weight)
+        return self._ig
 
     def _d3(self, histories: Sequence[Sequence[str]]) -> D3:
         """D3 for a batch: with the assistant's scores of these histories, in the trie's item order, when there is one."""

@@ -2,7 +2,8 @@
 
 - "beam": trie-constrained beam search; "exact": the k most probable items of the catalog, certified;
 - "diverse": diverse beam search, `groups` groups of beams kept apart by `diversity_penalty`;
-- "d3": D3's scores (ghost tokens left out), with an ID-based model's scores mixed in when an assistant is given.
+- "d3": D3's scores (ghost tokens left out), with an ID-based model's scores mixed in when an assistant is given;
+- "igd": IGD's decoding, each token's log-prob scaled down by its information gain over the catalog.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # `import bearrec` loads neither numpy nor torch
     import numpy as np
 
-VARIANTS = ("diverse", "d3")  # beam search's variants: each a row of its own in the report
+VARIANTS = ("diverse", "d3", "igd")  # beam search's variants: each a row of its own in the report
 SEARCHES = ("beam", "exact", *VARIANTS)
 
 
@@ -37,13 +38,14 @@ class ItemScorer(Protocol):
 @dataclass(frozen=True)
 class SearchOptions:
     """The settings of beam search's variants: diverse beam search's groups and penalty; D3's assistant (None: D3
-    without one), its weight, and the name predictions record it by (its run directory)."""
+    without one), its weight, and the name predictions record it by (its run directory); IGD's scaling weight."""
 
     groups: int = 2
     diversity_penalty: float = 1.0
     assistant: ItemScorer | None = None
     assistant_weight: float = 0.0
     assistant_name: str | None = None
+    ig_weight: float = 0.5
 
     def facts(self, search: str) -> dict[str, Any]:
         """What a predictions row of `search` records of these settings (a changed one makes the file stale)."""
@@ -53,6 +55,8 @@ class SearchOptions:
             helped = self.assistant is not None and self.assistant_weight > 0
             return {"assistant": self.assistant_name if helped else None,
                     "assistant_weight": self.assistant_weight if helped else 0.0}
+        if search == "igd":
+            return {"ig_weight": self.ig_weight}
         return {}
 
     def check(self) -> None:
@@ -64,10 +68,14 @@ class SearchOptions:
             raise ConfigError(f"the diversity penalty must be a number >= 0, got {self.diversity_penalty!r}. "
                               "Fix: e.g. 1.0.")
         check_weight(self.assistant_weight)
+        check_weight(self.ig_weight, "the IG weight")
 
 
-def check_weight(weight: Any) -> None:
-    """ConfigError unless 0 <= weight < 1 (weight 1 would ignore the LLM altogether)."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < 1:
-        raise ConfigError(f"the assistant weight must be a number in [0, 1), got {weight!r}. Fix: e.g. 0.1; "
+def check_weight(weight: Any, what: str = "the assistant weight") -> None:
+    """ConfigError unless 0 <= weight < 1 for D3's assistant (1 would ignore the LLM), 0 <= weight <= 1 for IGD's
+    scaling (past 1 a decisive token's log-prob would turn positive)."""
+    ig = what != "the assistant weight"
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+            0 <= weight <= 1 if ig else 0 <= weight < 1):
+        raise ConfigError(f"{what} must be a number in [0, 1{']' if ig else ')'}, got {weight!r}. Fix: e.g. 0.1; "
                           "0 decodes with the LLM alone.")

@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from ..trie import ItemTrie
 from .common import (Hypothesis, cache_kwarg, check_score_mode, child_log_probs, custom_mask, extend,
                      hypotheses, output_cache, prefill, prepare_inputs, tree_attention)
-from .d3 import D3
+from .common import Rescorer
 
 NEG_INF = float("-inf")
 CHECK_EVERY = 4  # steps between two looks of the host at whether every prompt has finished
@@ -127,14 +127,14 @@ def children_at(trie: ItemTrie, nodes: torch.Tensor, width: int) -> tuple[torch.
 
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
             num_beams: int, score_mode: str, length_penalty: float, max_steps: int, early_stop: bool,
-            d3: D3 | None = None) -> _Result:
+            rescore: Rescorer | None = None) -> _Result:
     """The beam search loop (see the module docstring); all beam slots of all prompts advance together."""
     check_score_mode(score_mode)
     if num_beams < 1:
         raise ConfigError(f"num_beams must be at least 1, got {num_beams}.")
     input_ids, attention_mask, trie = prepare_inputs(model, input_ids, attention_mask, trie)
-    if d3 is not None:
-        d3 = d3.to(input_ids.device)
+    if rescore is not None:
+        rescore = rescore.to(input_ids.device)
     dev = input_ids.device
     P, B = input_ids.shape[0], num_beams
     fin_nodes = torch.full((P, B), -1, dtype=torch.long, device=dev)
@@ -157,8 +157,8 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         S, W = slot_node.shape[1], fanout[t]
         tokens, valid = children_at(trie, slot_node.reshape(-1), W)
         step = child_log_probs(logits, tokens, valid, score_mode)
-        if d3 is not None:
-            step = d3.scores(trie, step, slot_node, tokens)
+        if rescore is not None:
+            step = rescore.scores(trie, step, slot_node, tokens)
         cand = slot_score.reshape(-1, 1) + step
         top_s, top_i = cand.view(P, S * W).topk(min(2 * B, S * W), dim=1)
         parent = top_i // W  # the slot each candidate extends
@@ -218,17 +218,17 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 @torch.no_grad()
 def beam_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
                 num_beams: int, *, score_mode: str = "full", length_penalty: float = 0.0,
-                max_new_tokens: int | None = None, d3: D3 | None = None) -> list[list[Hypothesis]]:
+                max_new_tokens: int | None = None, rescore: Rescorer | None = None) -> list[list[Hypothesis]]:
     """Constrained beam search: for each left-padded prompt, up to `num_beams` catalog entries, best first.
 
     `score_mode` is 'full' (SFT: softmax over the vocabulary, then invalid tokens removed) or 'masked'
     (MSL/BEAR: softmax over the valid children). A hypothesis's score is the sum of its token log-probs,
     divided by len**length_penalty when length_penalty != 0 (len counts the EOS token), as in HF.
-    `max_new_tokens` defaults to the trie's depth; entries longer than it are never returned. `d3` scores tokens as
-    D3 does (ghost tokens count 0; with an assistant, its token log-probs mix in: `bearrec.decoding.d3`).
+    `max_new_tokens` defaults to the trie's depth; entries longer than it are never returned. `rescore` changes each
+    candidate token's score before the ranking: D3's (`bearrec.decoding.d3.D3`) or IGD's (`...ig.IGScaling`).
     """
     steps = trie.max_depth if max_new_tokens is None else int(max_new_tokens)
-    res = _search(model, input_ids, attention_mask, trie, num_beams, score_mode, length_penalty, steps, True, d3)
+    res = _search(model, input_ids, attention_mask, trie, num_beams, score_mode, length_penalty, steps, True, rescore)
     trie = trie.to(res.fin_nodes.device)
     out: list[list[Hypothesis]] = []
     for nodes, scores in zip(res.fin_nodes, res.fin_scores):

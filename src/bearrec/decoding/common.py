@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import torch
 
@@ -25,6 +25,17 @@ class Hypothesis:
     tokens: list[int]
     item_ids: list[str]
     score: float
+
+
+class Rescorer(Protocol):
+    """What changes each candidate token's score before beam search ranks it (D3, IGD's decoding)."""
+
+    def to(self, device: torch.device) -> "Rescorer": ...
+
+    def scores(self, trie: ItemTrie, llm: torch.Tensor, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(P*S, W) new scores of the candidates `tokens` (P*S, W) of slots `nodes` (P, S), from their LLM log-probs
+        `llm` (-inf where not a child)."""
+        ...
 
 
 def check_score_mode(score_mode: str) -> None:

@@ -19,7 +19,7 @@ from ..semantic_index import build_index
 # diagnose reads its lists and counts the entries above each positive, far cheaper than proving a top B), so the
 # slow exact searches come last, those of the methods with masked scores first (about 100 expansions a row, against
 # thousands under full scores).
-FINAL_PHASES = {"baseline": 0, "train": 1, "evaluate": 2, "diverse": 3, "d3": 3, "diagnose": 4, "exact": 5}
+FINAL_PHASES = {"baseline": 0, "train": 1, "evaluate": 2, "diverse": 3, "d3": 3, "igd": 3, "diagnose": 4, "exact": 5}
 KINDS = ("prepare", "index", "tune", "select", *FINAL_PHASES, "report")
 
 
@@ -97,6 +97,7 @@ class Decoding:
     diversity_penalty: float = 1.0  # diverse: a token's cost per beam of an earlier group that chose it
     assistant: str | None = None  # d3: the baseline (a name under `methods`) whose fitted runs assist; None: none
     assistant_weights: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 0.5])  # d3: tuned on validation
+    ig_weights: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # igd: tuned on validation
 
 
 @dataclass
@@ -356,16 +357,17 @@ def _check_variants(config: ExperimentConfig, source: str) -> None:
     if d.assistant is not None and d.assistant not in baselines:
         raise config_error(f"{source}: decoding.assistant", f"must name a baseline under `methods` ("
                            f"{', '.join(baselines) or 'none listed'}), got {d.assistant!r}.", "e.g. assistant: sasrec")
-    weights = d.assistant_weights
-    if not isinstance(weights, list) or not weights:
-        raise config_error(f"{source}: decoding.assistant_weights", f"must list weights, got {weights!r}.",
-                           "e.g. assistant_weights: [0.0, 0.1, 0.3]")
-    for w in weights:
-        try:
-            check_weight(w)
-        except ConfigError:
-            raise config_error(f"{source}: decoding.assistant_weights", f"holds {w!r}; each must be in [0, 1).",
-                               "e.g. assistant_weights: [0.0, 0.1, 0.3]") from None
+    for key, what in (("assistant_weights", "the assistant weight"), ("ig_weights", "the IG weight")):
+        weights = getattr(d, key)
+        if not isinstance(weights, list) or not weights:
+            raise config_error(f"{source}: decoding.{key}", f"must list weights, got {weights!r}.",
+                               f"e.g. {key}: [0.0, 0.1, 0.3]")
+        for w in weights:
+            try:
+                check_weight(w, what)
+            except ConfigError as e:
+                raise config_error(f"{source}: decoding.{key}", f"holds {w!r}; {str(e).split(', got')[0]}.",
+                                   f"e.g. {key}: [0.0, 0.1, 0.3]") from None
 
 
 def _check_schedule(schedule: Schedule, where: str) -> None:

@@ -194,7 +194,7 @@ class Experiment:
         return evaluate(run_dir, split=split, num_beams=d.num_beams, batch_size=d.batch_size, search=search,
                         max_expansions=d.max_expansions, options=options)
 
-    # ------------------------------------------------------------ diverse beam search and D3
+    # ------------------------------------------------------------ beam search's variants: diverse, D3, IGD
     def assistant(self, ds: DatasetSpec, seed: int) -> Path | None:
         """The fitted run of D3's assistant (decoding.assistant, its selected settings) at `seed`, fitted here if it is
         not yet (on validation: a fit scores nothing it must not see); None without an assistant."""
@@ -214,25 +214,33 @@ class Experiment:
     def search_options(self, ds: DatasetSpec, method: MethodSpec, seed: int, search: str,
                        weight: float | None = None) -> SearchOptions:
         """The settings `search` decodes `method`'s run of `seed` with: diverse beam search's groups and penalty; D3's
-        assistant of the same seed with the weight tuned on validation (or `weight`)."""
+        assistant of the same seed, and D3's or IGD's weight tuned on validation (or `weight`)."""
         d = self.config.decoding
         if search == "diverse":
             return SearchOptions(groups=d.groups, diversity_penalty=d.diversity_penalty)
+        if search == "igd":
+            return SearchOptions(ig_weight=self.tuned_weight(ds, method, search) if weight is None else weight)
         if search != "d3" or d.assistant is None:
             return SearchOptions()
         run = self.assistant(ds, seed)
-        weight = self.d3_weight(ds, method) if weight is None else weight
+        weight = self.tuned_weight(ds, method, search) if weight is None else weight
         return SearchOptions(assistant=load_scorer(run), assistant_weight=weight, assistant_name=str(run))
 
-    def d3_tuning_path(self, ds: DatasetSpec, method: MethodSpec) -> Path:
-        return self.out / "tuning" / ds.name / f"{method.name}-d3.json"
+    def weights(self, search: str) -> list[float] | None:
+        """The weights a variant tunes on validation (D3's assistant weight, IGD's scaling); None: nothing to tune."""
+        d = self.config.decoding
+        if search == "d3":
+            return d.assistant_weights if d.assistant is not None else None
+        return d.ig_weights if search == "igd" else None
 
-    def d3_weight(self, ds: DatasetSpec, method: MethodSpec) -> float:
-        """D3's assistant weight for `method`: of decoding.assistant_weights, the best on the whole validation split
-        at the tuning seed (the first of equals). Each weight's score is kept as soon as it is known, so an
-        interrupted tuning resumes with the next weight."""
-        path, seed = self.d3_tuning_path(ds, method), self.config.tuning.seed
-        weights = self.config.decoding.assistant_weights
+    def weight_tuning_path(self, ds: DatasetSpec, method: MethodSpec, search: str) -> Path:
+        return self.out / "tuning" / ds.name / f"{method.name}-{search}.json"
+
+    def tuned_weight(self, ds: DatasetSpec, method: MethodSpec, search: str) -> float:
+        """`search`'s weight for `method` (D3's assistant weight, IGD's scaling): of its configured weights, the best
+        on the whole validation split at the tuning seed (the first of equals). Each weight's score is kept as soon
+        as it is known, so an interrupted tuning resumes with the next weight."""
+        path, seed, weights = self.weight_tuning_path(ds, method, search), self.config.tuning.seed, self.weights(search)
         record = read_json_file(path) if path.is_file() else {}
         if record.get("weights") != weights or record.get("metric") != self.config.tuning.metric:
             record = {"metric": self.config.tuning.metric, "split": "valid", "seed": seed, "weights": weights,
@@ -242,22 +250,24 @@ class Experiment:
         run = self.train(ds, method, seed, self.selected(ds, method))
         for w in weights:
             if str(w) not in record["scores"]:
-                metrics = self.evaluate(run, "valid", "d3", self.search_options(ds, method, seed, "d3", weight=w))
-                record["scores"][str(w)] = float(metrics[self.config.tuning.metric])
+                options = self.search_options(ds, method, seed, search, weight=w)
+                record["scores"][str(w)] = float(self.evaluate(run, "valid", search, options)[self.config.tuning.metric])
                 write_json(path, record)
         record["selected"] = max(weights, key=lambda w: (record["scores"][str(w)], -weights.index(w)))
         write_json(path, record)
         return float(record["selected"])
 
-    def d3_decoded(self, ds: DatasetSpec, method: MethodSpec, seed: int, run: Any) -> bool:
-        """Whether the test split is decoded by D3 with the tuned weight (False while the weight is not tuned)."""
-        path = self.d3_tuning_path(ds, method)
-        if self.config.decoding.assistant is not None:
+    def variant_decoded(self, ds: DatasetSpec, method: MethodSpec, seed: int, run: Any, search: str) -> bool:
+        """Whether the test split is decoded by `search` with its tuned weight (False while the weight is not tuned,
+        or D3's assistant at this seed not fitted)."""
+        if self.weights(search) is not None:
+            path = self.weight_tuning_path(ds, method, search)
             record = read_json_file(path) if path.is_file() else {}
-            if not (record.get("weights") == self.config.decoding.assistant_weights
-                    and record.get("selected") is not None and self.assistant_fitted(ds, seed)):
+            if record.get("weights") != self.weights(search) or record.get("selected") is None:
                 return False
-        return self.decoded(ds, run, "test", "d3", self.search_options(ds, method, seed, "d3"))
+            if search == "d3" and not self.assistant_fitted(ds, seed):
+                return False
+        return self.decoded(ds, run, "test", search, self.search_options(ds, method, seed, search))
 
     def diagnose(self, run_dir: Path) -> dict:
         d = self.config.diagnosis
@@ -366,11 +376,13 @@ class Experiment:
                 lines += [f"Tuning {name} (validation {record['metric']}, seed {record['seed']}): "
                           + ", ".join(f"{c['name']} {c['score']:.4f}" for c in record["cells"])
                           + f"; selected {cell_name(record['selected'])}.", ""]
-            d3 = {m.name: read_json_file(self.d3_tuning_path(ds, m)) for m in self.config.methods
-                  if self.d3_tuning_path(ds, m).is_file()}
-            everything[ds.name]["d3_tuning"] = d3
-            for name, record in d3.items():
-                lines += [f"D3 assistant weight of {name} (validation {record['metric']}, seed {record['seed']}): "
+            weighted = {(m.name, search): read_json_file(self.weight_tuning_path(ds, m, search))
+                        for m in self.config.methods for search in ("d3", "igd")
+                        if self.weight_tuning_path(ds, m, search).is_file()}
+            everything[ds.name]["weight_tuning"] = {f"{name} {search}": r for (name, search), r in weighted.items()}
+            for (name, search), record in weighted.items():
+                what = "D3 assistant weight" if search == "d3" else "IGD decoding weight"
+                lines += [f"{what} of {name} (validation {record['metric']}, seed {record['seed']}): "
                           + ", ".join(f"{w} {score:.4f}" for w, score in record["scores"].items())
                           + f"; selected {record.get('selected')}.", ""]
             lines += [f"Report: {self.report_dir(ds) / 'report.html'}", ""]
@@ -434,8 +446,8 @@ def final_stages(experiment: Experiment, ds: DatasetSpec, method: MethodSpec, se
                     lambda: run().model_dir.is_dir() and bool(experiment.llm_config(ds, method, None, seed)),
                     *scope)]
     for search in experiment.config.decoding.search:
-        if search == "d3":  # the assistant's weight is tuned on validation first
-            done = lambda: experiment.d3_decoded(ds, method, seed, run())  # noqa: E731
+        if search in ("d3", "igd"):  # their weight is tuned on validation first
+            done = lambda search=search: experiment.variant_decoded(ds, method, seed, run(), search)  # noqa: E731
         else:
             done = lambda search=search: experiment.decoded(  # noqa: E731
                 ds, run(), "test", search, experiment.search_options(ds, method, seed, search))

@@ -1,0 +1,99 @@
+"""IGD's decoding: node entropies against brute force, and IGD beam search against HF generate with IGD's logits
+processor (the authors' rule, on HF's public LogitsProcessor API, computed here from plain Python sets)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bearrec.decoding import IGScaling, beam_search
+from bearrec.decoding.ig import node_entropy
+from bearrec.errors import ConfigError
+from decoding_fixtures import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
+from decoding_oracles import dict_trie
+from test_d3 import node_prefixes
+
+V, EOS, PAD = 64, 2, 0
+
+
+def test_node_entropy_is_the_entropy_mass_of_the_items_below():
+    seqs = random_sequences(40, V, seed=8)
+    trie = make_trie(seqs)
+    counts = torch.randint(0, 5, (trie.num_items,), generator=torch.Generator().manual_seed(0)).float()
+    got = node_entropy(trie, counts)
+    total = float(counts.sum())
+    sequence = {f"i{i}": tuple(s) for i, s in enumerate(seqs)}
+    for node, prefix in node_prefixes(trie).items():
+        want = sum(-c / total * math.log(c / total) for item, c in zip(trie.item_ids, counts.tolist())
+                   if c > 0 and sequence[item][:len(prefix)] == prefix)
+        assert float(got[node]) == pytest.approx(want, abs=1e-9)
+
+
+def ig_processor(seqs, counts, width: int, weight: float):
+    """IGD's decoding as an HF LogitsProcessor: each valid token's log-prob times 1 - weight * its min-max scaled
+    information gain among its siblings; everything else -inf."""
+    from transformers import LogitsProcessor
+
+    nxt, _ = dict_trie(seqs)
+    total = sum(counts)
+
+    def entropy(prefix):
+        return sum(-c / total * math.log(c / total) for s, c in zip(seqs, counts)
+                   if c > 0 and tuple(s[:len(prefix)]) == prefix)
+
+    class Scale(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            out = torch.full_like(scores, float("-inf"))
+            for row in range(scores.shape[0]):
+                prefix = tuple(input_ids[row, width:].tolist())
+                allowed = sorted(nxt.get(prefix, {EOS}))
+                gains = {t: entropy(prefix) - entropy(prefix + (t,)) for t in allowed}
+                low, high = min(gains.values()), max(gains.values())
+                for t in allowed:
+                    factor = 1 - weight * (gains[t] - low) / (high - low + 1e-7) if high > low else 1.0
+                    out[row, t] = scores[row, t] * factor
+            return out
+
+    return Scale()
+
+
+@pytest.mark.parametrize("weight", [0.5, 1.0])
+def test_igd_beam_search_matches_hf_generate_with_igd_processor(weight):
+    seqs = [list(s) for s in sorted({tuple(s) for s in random_sequences(50, V, seed=4, dup_rate=0.0)})]
+    trie = make_trie(seqs)
+    counts = [float((7 * i) % 5) for i in range(len(seqs))]  # some items never a target
+    model = tiny_llama(V, seed=4)
+    ids, mask = random_prompts(2, V, seed=4)
+    B = 5
+    scaling = IGScaling.from_counts(trie, torch.tensor([counts[int(i[1:])] for i in trie.item_ids]), weight)
+    ours = beam_search(model, ids, mask, trie, B, rescore=scaling)
+    out = model.generate(ids, attention_mask=mask, num_beams=B, num_return_sequences=B, do_sample=False,
+                         logits_processor=[ig_processor(seqs, counts, ids.shape[1], weight)],
+                         length_penalty=0.0, early_stopping="never", max_new_tokens=max(map(len, seqs)),
+                         pad_token_id=PAD, eos_token_id=EOS, return_dict_in_generate=True, output_scores=True)
+    plain = beam_search(model, ids, mask, trie, B)
+    moved = False
+    for p in range(ids.shape[0]):
+        theirs = []
+        for r in range(p * B, (p + 1) * B):
+            gen = out.sequences[r, ids.shape[1]:].tolist()
+            theirs.append((tuple(gen[: gen.index(EOS) + 1]), float(out.sequences_scores[r])))
+        assert [tuple(h.tokens) for h in ours[p]] == [t for t, _ in theirs]
+        assert [h.score for h in ours[p]] == pytest.approx([s for _, s in theirs], abs=1e-4)
+        moved |= [h.tokens for h in ours[p]] != [h.tokens for h in plain[p]]
+    assert moved  # the scaling changes some list here
+
+
+def test_weight_zero_is_beam_search_and_bad_weights_are_refused():
+    seqs = random_sequences(30, V, seed=2)
+    trie = make_trie(seqs)
+    model = tiny_llama(V, seed=2)
+    ids, mask = random_prompts(2, V, seed=2)
+    zero = beam_search(model, ids, mask, trie, 4, rescore=IGScaling.from_counts(trie, torch.ones(trie.num_items), 0.0))
+    plain = beam_search(model, ids, mask, trie, 4)
+    assert [[(h.tokens, round(h.score, 5)) for h in r] for r in zero] == \
+        [[(h.tokens, round(h.score, 5)) for h in r] for r in plain]
+    for bad in (-0.1, 1.5, "1"):
+        with pytest.raises(ConfigError, match="IG weight"):
+            IGScaling.from_counts(trie, torch.ones(trie.num_items), bad)
