@@ -10,7 +10,7 @@ seconds (default 470, under 8 minutes) and writes eight summary files to OUT_DIR
 On the GPU machine (the repository and the git-ignored .gpu/ folder only, no network; bench/gpu_prepare.sh fills it):
   python3 bench/gpu_check.py "$OUT" --wheels .gpu/wheels --office .gpu/office --smollm2-parts "PART1 PART2"
 On a CPU (tests/test_gpu_check.py), every stage in a few steps, with the tiny model on a slice of Office:
-  python3 bench/gpu_check.py /tmp/gpu-check --dry-run          # about 4 min on 2 busy cores
+  python3 bench/gpu_check.py /tmp/gpu-check --dry-run          # about 2-3 min on 2 busy cores
 bench/gpu_check.sh runs this file under $PYTHON (or python3).
 
 Stages, in order. Each runs within its own limit and never past the overall deadline; a stage that fails or times out
