@@ -62,3 +62,22 @@ def brute_force(model: Any, ids: torch.Tensor, mask: torch.Tensor, seqs: list[li
         tot = sequence_log_probs(model, ids[rows], mask[rows], distinct, trie=trie, score_mode=score_mode).totals()
         out.append(sorted(zip(tot, distinct), reverse=True))
     return out
+
+
+def hf_rescored_beam(model: Any, ids: torch.Tensor, mask: torch.Tensor, B: int, processor: Any, max_new_tokens: int,
+                     eos: int = 2, pad: int = 0) -> list[list[tuple[tuple, float]]]:
+    """Per prompt, (tokens up to EOS, score) of HF generate's beam search with `processor` as its logits processor
+    (it must apply the trie constraint itself), length penalty 0 and early_stopping="never"."""
+    out = model.generate(ids, attention_mask=mask, num_beams=B, num_return_sequences=B, do_sample=False,
+                         logits_processor=[processor], length_penalty=0.0, early_stopping="never",
+                         max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
+                         return_dict_in_generate=True, output_scores=True)
+    found = []
+    for p in range(ids.shape[0]):
+        rows = []
+        for r in range(p * B, (p + 1) * B):
+            gen = out.sequences[r, ids.shape[1]:].tolist()
+            rows.append((tuple(gen[: gen.index(eos) + 1]), float(out.sequences_scores[r])))
+        found.append(rows)
+    return found
+

@@ -11,7 +11,7 @@ from bearrec.decoding import D3, beam_search
 from bearrec.decoding.d3 import GHOST_LOG_PROB, subtree_log_mass
 from bearrec.errors import ConfigError
 from decoding_fixtures import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
-from decoding_oracles import dict_trie
+from decoding_oracles import dict_trie, hf_rescored_beam
 
 V, EOS, PAD = 64, 2, 0
 
@@ -95,17 +95,11 @@ def test_d3_beam_search_matches_hf_generate_with_d3_processor(weight):
     B = 5
     d3 = D3.with_assistant(trie, scores[:, [int(i[1:]) for i in trie.item_ids]], weight) if weight else D3()
     ours = beam_search(model, ids, mask, trie, B, rescore=d3)
-    out = model.generate(ids, attention_mask=mask, num_beams=B, num_return_sequences=B, do_sample=False,
-                         logits_processor=[d3_processor(trie, seqs, ids.shape[1], scores, weight, B)],
-                         length_penalty=0.0, early_stopping="never", max_new_tokens=max(map(len, seqs)),
-                         pad_token_id=PAD, eos_token_id=EOS, return_dict_in_generate=True, output_scores=True)
-    for p in range(ids.shape[0]):
-        theirs = []
-        for r in range(p * B, (p + 1) * B):
-            gen = out.sequences[r, ids.shape[1]:].tolist()
-            theirs.append((tuple(gen[: gen.index(EOS) + 1]), float(out.sequences_scores[r])))
-        assert [tuple(h.tokens) for h in ours[p]] == [t for t, _ in theirs]
-        assert [h.score for h in ours[p]] == pytest.approx([s for _, s in theirs], abs=1e-4)
+    theirs = hf_rescored_beam(model, ids, mask, B, d3_processor(trie, seqs, ids.shape[1], scores, weight, B),
+                              max(map(len, seqs)))
+    for mine, ref in zip(ours, theirs):
+        assert [tuple(h.tokens) for h in mine] == [t for t, _ in ref]
+        assert [h.score for h in mine] == pytest.approx([s for _, s in ref], abs=1e-4)
 
 
 def test_without_an_assistant_d3_only_leaves_out_ghost_tokens():

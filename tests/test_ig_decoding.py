@@ -11,7 +11,7 @@ from bearrec.decoding import IGScaling, beam_search
 from bearrec.decoding.ig import node_entropy
 from bearrec.errors import ConfigError
 from decoding_fixtures import item_trie as make_trie, random_prompts, random_sequences, tiny_llama
-from decoding_oracles import dict_trie
+from decoding_oracles import dict_trie, hf_rescored_beam
 from test_d3 import node_prefixes
 
 V, EOS, PAD = 64, 2, 0
@@ -68,20 +68,14 @@ def test_igd_beam_search_matches_hf_generate_with_igd_processor(weight):
     B = 5
     scaling = IGScaling.from_counts(trie, torch.tensor([counts[int(i[1:])] for i in trie.item_ids]), weight)
     ours = beam_search(model, ids, mask, trie, B, rescore=scaling)
-    out = model.generate(ids, attention_mask=mask, num_beams=B, num_return_sequences=B, do_sample=False,
-                         logits_processor=[ig_processor(seqs, counts, ids.shape[1], weight)],
-                         length_penalty=0.0, early_stopping="never", max_new_tokens=max(map(len, seqs)),
-                         pad_token_id=PAD, eos_token_id=EOS, return_dict_in_generate=True, output_scores=True)
+    theirs = hf_rescored_beam(model, ids, mask, B, ig_processor(seqs, counts, ids.shape[1], weight),
+                              max(map(len, seqs)))
     plain = beam_search(model, ids, mask, trie, B)
     moved = False
-    for p in range(ids.shape[0]):
-        theirs = []
-        for r in range(p * B, (p + 1) * B):
-            gen = out.sequences[r, ids.shape[1]:].tolist()
-            theirs.append((tuple(gen[: gen.index(EOS) + 1]), float(out.sequences_scores[r])))
-        assert [tuple(h.tokens) for h in ours[p]] == [t for t, _ in theirs]
-        assert [h.score for h in ours[p]] == pytest.approx([s for _, s in theirs], abs=1e-4)
-        moved |= [h.tokens for h in ours[p]] != [h.tokens for h in plain[p]]
+    for mine, ref, base in zip(ours, theirs, plain):
+        assert [tuple(h.tokens) for h in mine] == [t for t, _ in ref]
+        assert [h.score for h in mine] == pytest.approx([s for _, s in ref], abs=1e-4)
+        moved |= [h.tokens for h in mine] != [h.tokens for h in base]
     assert moved  # the scaling changes some list here
 
 

@@ -125,6 +125,18 @@ def children_at(trie: ItemTrie, nodes: torch.Tensor, width: int) -> tuple[torch.
     return torch.where(valid, trie.edge_token[edge], torch.zeros_like(edge)), valid
 
 
+def start_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, trie: ItemTrie,
+                 steps: int) -> tuple[list[int], torch.Tensor, TreeFeed | FlatFeed, bool]:
+    """A search's first forward and what its steps need: the trie's fan-out per depth, the prompts' last logits, the
+    cache feeder (tree attention where the model takes custom masks) and whether shapes stay static."""
+    fanout = fanout_by_depth(trie, steps)
+    prompt_len = attention_mask.long().sum(1)
+    logits, cache = prefill(model, input_ids, attention_mask)
+    feed = TreeFeed(model, cache, attention_mask, prompt_len) if tree_attention(model) else \
+        FlatFeed(model, cache, attention_mask, prompt_len)
+    return fanout, logits, feed, static_shapes(input_ids.device)
+
+
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
             num_beams: int, score_mode: str, length_penalty: float, max_steps: int, early_stop: bool,
             rescore: Rescorer | None = None) -> _Result:
@@ -142,12 +154,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     thresholds = torch.full((P, max_steps), NEG_INF, device=dev)
     if P == 0 or max_steps == 0 or trie.edge_token.numel() == 0:
         return _Result(fin_nodes, fin_scores, thresholds)
-    fanout = fanout_by_depth(trie, max_steps)
-    prompt_len = attention_mask.long().sum(1)
-    logits, cache = prefill(model, input_ids, attention_mask)
-    feed = TreeFeed(model, cache, attention_mask, prompt_len) if tree_attention(model) else \
-        FlatFeed(model, cache, attention_mask, prompt_len)
-    static = static_shapes(dev)
+    fanout, logits, feed, static = start_search(model, input_ids, attention_mask, trie, max_steps)
     # beam slots (P, S): S = 1 at the first step (the root), then B (static) or the most live beams of any prompt;
     # prompt p's live beams are its first slots, a dead slot has node -1 and score -inf
     slot_node = torch.zeros(P, 1, dtype=torch.long, device=dev)

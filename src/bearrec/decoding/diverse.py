@@ -33,8 +33,8 @@ import torch
 
 from ..errors import ConfigError
 from ..trie import ItemTrie
-from .beam_search import CHECK_EVERY, NEG_INF, FlatFeed, TreeFeed, children_at, fanout_by_depth, static_shapes
-from .common import Hypothesis, check_score_mode, child_log_probs, hypotheses, prefill, prepare_inputs, tree_attention
+from .beam_search import CHECK_EVERY, NEG_INF, children_at, start_search
+from .common import Hypothesis, check_score_mode, child_log_probs, hypotheses, prepare_inputs
 
 
 def check_groups(num_beams: int, groups: int, diversity_penalty: float) -> None:
@@ -63,12 +63,7 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     fin_scores = torch.full((P, G, k), NEG_INF, device=dev)
     if P == 0 or steps == 0 or trie.edge_token.numel() == 0:
         return fin_nodes, fin_scores
-    fanout = fanout_by_depth(trie, steps)
-    prompt_len = attention_mask.long().sum(1)
-    logits, cache = prefill(model, input_ids, attention_mask)
-    feed = TreeFeed(model, cache, attention_mask, prompt_len) if tree_attention(model) else \
-        FlatFeed(model, cache, attention_mask, prompt_len)
-    static = static_shapes(dev)
+    fanout, logits, feed, static = start_search(model, input_ids, attention_mask, trie, steps)
     # beam slots (P, S) as in beam_search; slot_group says whose beam a slot holds (-1: the root, every group's).
     # Static shapes: group g owns slots g*k .. g*k+k-1; otherwise a prompt's live beams come first, group by group.
     slot_node = torch.zeros(P, 1, dtype=torch.long, device=dev)
