@@ -15,7 +15,6 @@ from bearrec.errors import ConfigError
 from decoding_fixtures import item_trie, random_prompts, random_sequences, tiny_llama
 from decoding_oracles import dict_trie
 
-dv = importlib.import_module("bearrec.decoding.diverse")
 bs = importlib.import_module("bearrec.decoding.beam_search")  # the module (the package exports a function of that name)
 V, EOS, PAD = 64, 2, 0
 
@@ -80,11 +79,11 @@ def set_layout(monkeypatch, model, layout: str) -> None:
     beam slot; 'static': the accelerator loop (every slot fed, fixed shapes) forced on this CPU."""
     if layout == "eager":
         model.set_attn_implementation("eager")
-    for module in (dv, bs):  # the same for beam_search, which some tests compare with
-        if layout == "flat":
-            monkeypatch.setattr(module, "tree_attention", lambda m: False)
-        if layout == "static":
-            monkeypatch.setattr(module, "static_shapes", lambda device: True)
+    # both searches start through beam_search.start_search, which picks the layout
+    if layout == "flat":
+        monkeypatch.setattr(bs, "tree_attention", lambda m: False)
+    if layout == "static":
+        monkeypatch.setattr(bs, "static_shapes", lambda device: True)
 
 
 def as_pairs(hyps) -> list[list[tuple[tuple, float]]]:

@@ -3,7 +3,6 @@ functions, the settings recorded in each row, a file of other settings decoded a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
