@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bearrec import experiment as exp
+from bearrec.baseline_scorers import scorer_label
 from bearrec.cli import main
 from bearrec.data.dataset import Dataset
 from bearrec.errors import ConfigError
@@ -183,7 +184,7 @@ def test_the_command_line_runs_a_yaml_file_with_overrides(finished, tmp_path, ca
     ({"schedule": {"optional": "exact"}}, "schedule.optional: must list kinds"),
     ({"schedule": {"workers": 2}}, "schedule: unknown key 'workers'"),
     ({"decoding": {"num_beams": 5, "search": ["beam", "d3"], "assistant": "sft"}}, "decoding.assistant: must name a "
-     "baseline"),
+     "SASRec baseline"),
     ({"decoding": {"num_beams": 5, "search": ["diverse"], "groups": 2}}, "decoding.groups: 2 groups do not divide"),
     ({"decoding": {"num_beams": 5, "assistant_weights": [0.1, 1.0]}}, "decoding.assistant_weights: holds 1.0"),
     ({"decoding": {"num_beams": 5, "ig_weights": [1.5]}}, "decoding.ig_weights: holds 1.5"),
@@ -450,7 +451,7 @@ def test_d3_tunes_its_weight_on_validation_per_method_and_diverse_records_its_se
                           diagnosis={"rows": 0})
     config = exp.experiment_from_dict(raw)
     exp.run_experiment(config, tmp_path / "out", print_fn=lambda _: None)
-    record = json.loads((tmp_path / "out" / "tuning" / "small" / "sft-d3.json").read_text())
+    record = json.loads((tmp_path / "out" / "tuning" / "small" / "weights" / "sft-d3.json").read_text())
     assert record["split"] == "valid" and set(record["scores"]) == {"0.0", "0.5"}
     best = max([0.0, 0.5], key=lambda w: (record["scores"][str(w)], -[0.0, 0.5].index(w)))
     assert record["selected"] == best
@@ -458,11 +459,13 @@ def test_d3_tunes_its_weight_on_validation_per_method_and_diverse_records_its_se
     d3_rows = list(read_jsonl(run / "predictions-d3.jsonl"))
     assert {r["assistant_weight"] for r in d3_rows} == {best}
     if best:
-        assert {r["assistant"] for r in d3_rows} == {str(tmp_path / "out" / "runs" / "small" / "sasrec-seed0")}
+        assistant = tmp_path / "out" / "runs" / "small" / "sasrec-seed0"
+        assert {r["assistant"] for r in d3_rows} == {scorer_label(assistant)}  # the run and its scorer's digest
+        assert scorer_label(assistant).startswith(f"{assistant} (scorer sha256:")
     diverse_rows = list(read_jsonl(run / "predictions-diverse.jsonl"))
     assert {(r["search"], r["groups"], r["diversity_penalty"]) for r in diverse_rows} == {("diverse", 2, 0.5)}
     assert (run / "metrics-d3.json").is_file() and (run / "metrics-diverse.json").is_file()
-    ig = json.loads((tmp_path / "out" / "tuning" / "small" / "sft-igd.json").read_text())
+    ig = json.loads((tmp_path / "out" / "tuning" / "small" / "weights" / "sft-igd.json").read_text())
     assert set(ig["scores"]) == {"0.0", "1.0"}
     assert {r["ig_weight"] for r in read_jsonl(run / "predictions-igd.jsonl")} == {ig["selected"]}
     stages = exp.Experiment(config, tmp_path / "out").stages()

@@ -91,3 +91,20 @@ def test_weight_zero_is_beam_search_and_bad_weights_are_refused():
     for bad in (-0.1, 1.5, "1"):
         with pytest.raises(ConfigError, match="IG weight"):
             IGScaling.from_counts(trie, torch.ones(trie.num_items), bad)
+
+
+def test_padding_slots_stay_minus_inf_when_token_0_is_a_real_child():
+    """Candidate slots past a node's children hold token 0; where 0 is also a child, the slots must stay -inf (not
+    -inf times a factor of 0: NaN, which topk would rank first)."""
+    from bearrec.decoding.beam_search import children_at
+
+    trie = make_trie([[0, EOS], [6, EOS], [7, 8, EOS]])
+    entropy = torch.full((trie.num_nodes,), 5.0, dtype=torch.float64)
+    entropy[0], entropy[trie.node_of([0])] = 10.0, 0.0  # child 0 gains the most, by a spread float32 rounds to 1
+    scaling = IGScaling(entropy, 1.0)
+    nodes = torch.zeros(1, 1, dtype=torch.long)
+    tokens, valid = children_at(trie, nodes.reshape(-1), 5)
+    llm = torch.where(valid, -torch.rand(1, 5) - 0.1, torch.tensor(float("-inf")))
+    out = scaling.scores(trie, llm, nodes, tokens)
+    assert not torch.isnan(out).any()
+    assert torch.isinf(out[~valid]).all() and torch.isfinite(out[valid]).all()

@@ -81,6 +81,18 @@ def test_an_assistant_missing_catalog_items_is_refused(run_dir):  # noqa: F811
                              options=SearchOptions(assistant=scorer, assistant_weight=0.1))
 
 
+def test_an_assistant_fitted_on_another_dataset_is_refused(run_dir):  # noqa: F811
+    """A kept baseline says which dataset it was fitted on; the Recommender asks it before any decoding."""
+    class Foreign(FixedScorer):
+        def check_dataset(self, dataset):
+            raise ConfigError("sasrec-run: was fitted on another dataset. Fix: use a baseline run of this dataset.")
+
+    items = list(Recommender.from_run(run_dir, device="cpu").items)
+    with pytest.raises(ConfigError, match="another dataset"):
+        Recommender.from_run(run_dir, device="cpu", search="d3",
+                             options=SearchOptions(assistant=Foreign(items), assistant_weight=0.1))
+
+
 def test_rows_record_the_settings_and_other_settings_decode_again(run_dir, tmp_path):  # noqa: F811
     import shutil
 

@@ -145,12 +145,24 @@ class StoredScorer:
         """(len(histories), len(item_ids)) scores, higher is better, columns in `item_ids` order."""
         return self.scorer.score(histories)
 
+    @property
+    def label(self) -> str:
+        """What predictions record this scorer by: its run directory and its file's digest (`scorer_label`)."""
+        return scorer_label(self.path.parent)
+
     def check_dataset(self, dataset: Dataset) -> None:
         """ConfigError unless `dataset` is the one the scorer was fitted on (its fingerprint and catalog order)."""
         want = self.dataset_record.get("dataset_fingerprint")
         if dataset.fingerprint != want or list(dataset.items) != self.item_ids:
             raise ConfigError(f"{self.path}: was fitted on another dataset (fingerprint {str(want)[:19]}…, "
                               f"this one {dataset.fingerprint[:19]}…). Fix: use a baseline run of this dataset.")
+
+
+def scorer_label(run_dir: str | Path) -> str:
+    """`RUN_DIR (scorer sha256:…)`, read from config.json alone: a refit scorer gets another label, so predictions
+    made with the old one are not taken for the new one's."""
+    recorded = RunDir(run_dir).config().get("files", {}).get(SCORER_FILE, {})
+    return f"{Path(run_dir)} (scorer sha256:{str(recorded.get('sha256', 'none'))[:16]})"
 
 
 def load_scorer(run_dir: str | Path, device: str | None = None) -> StoredScorer:

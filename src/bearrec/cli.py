@@ -303,7 +303,11 @@ def _search_options(args: argparse.Namespace) -> Any:
     if args.assistant is not None:
         from .baseline_scorers import load_scorer  # cornac and torch: only when an assistant is asked for
 
-        options = replace(options, assistant=load_scorer(args.assistant), assistant_name=str(args.assistant))
+        assistant = load_scorer(args.assistant)
+        if assistant.method != "sasrec":
+            raise ConfigError(f"--assistant {args.assistant} is a {assistant.method} run; D3's assistant scores items "
+                              "by logits, which popularity's counts are not. Fix: give a sasrec baseline run.")
+        options = replace(options, assistant=assistant, assistant_name=assistant.label)
     return options
 
 

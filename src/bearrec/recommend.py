@@ -53,6 +53,9 @@ class Recommender:
             raise ConfigError("a Recommender needs a model. Fix: load the run with TrainedRun.load, or attach the "
                               "model with run.with_model(model).")
         self._ig: IGScaling | None = None  # IGD's decoding: built at its first use (it reads the training targets)
+        check = getattr(self.options.assistant, "check_dataset", None)  # a kept baseline knows its dataset
+        if check is not None and self.dataset is not None:
+            check(self.dataset)  # an assistant fitted on other rows may have seen this run's test targets
         self._assistant_columns = None if self.options.assistant is None else assistant_columns(
             self.options.assistant, self.trie.item_ids, self.options.assistant_name)
 

@@ -17,7 +17,7 @@ and, from `recommend` / `evaluate` / `diagnose`, one file per split and row limi
   diagnosis[-SPLIT][-firstN].json
 and, in a baseline's run directory, scorer.safetensors (the fitted model, bearrec.baseline_scorers).
 The split's name is left out for test, `-firstN` when every row was used, so a partial run never stands in for
-the full one; `-SEARCH` marks the recommendations and metrics of a search other than beam search (exact,
+the full one; `-SEARCH` marks the recommendations and metrics of a search other than beam search (exact, igd,
 diverse, d3). Every command and the report read a run through `RunDir`; nothing else knows these names.
 """
 from __future__ import annotations

@@ -23,7 +23,7 @@ from ..trie import ItemTrie
 
 GHOST_PROB = 0.99  # a token at least this probable given its prefix is a ghost token: it adds 0 to the score
 GHOST_LOG_PROB = math.log(GHOST_PROB)
-TINY = 1e-30  # the least assistant mass a subtree is given, so that log-masses stay finite
+TINY = 1e-300  # the least assistant mass a subtree is given (float64), so that log-masses stay finite
 
 
 def subtree_log_mass(trie: ItemTrie, item_probs: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ class IGScaling:
         """(P*S, W) each candidate's log-prob times 1 − weight·IG_scaled (module docstring); -inf stays -inf."""
         parents = nodes.reshape(-1, 1).expand_as(tokens)
         child = trie.step(parents, tokens)
-        valid = child >= 0
+        valid = (child >= 0) & torch.isfinite(llm)  # a padding slot can name a real child: its log-prob is -inf
         gain = (self.entropy[parents.clamp(min=0)] - self.entropy[child.clamp(min=0)]).float()
         big = torch.finfo(gain.dtype).max
         low = torch.where(valid, gain, gain.new_full((), big)).amin(1, keepdim=True)

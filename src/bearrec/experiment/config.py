@@ -316,11 +316,11 @@ def parse_experiment(raw: dict[str, Any], source: str = "<dict>") -> ExperimentC
     if bad or not config.decoding.search:
         raise config_error(f"{source}: decoding.search", f"must list search modes among {', '.join(SEARCHES)}, got "
                     f"{config.decoding.search!r}.", "e.g. search: [beam, exact]")
-    _check_variants(config, source)
     for key, value in (("decoding.num_beams", config.decoding.num_beams), ("decoding.batch_size",
                        config.decoding.batch_size), ("decoding.max_expansions", config.decoding.max_expansions)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise config_error(f"{source}: {key}", f"must be an integer >= 1, got {value!r}.", "e.g. 10")
+    _check_variants(config, source)
     for key, value, least in (("tuning.seed", config.tuning.seed, None), ("diagnosis.rows", config.diagnosis.rows, 0),
                               ("diagnosis.max_expansions", config.diagnosis.max_expansions, 1),
                               ("diagnosis.batch_size", config.diagnosis.batch_size, 1)):
@@ -353,10 +353,11 @@ def _check_variants(config: ExperimentConfig, source: str) -> None:
     if "diverse" in d.search and d.num_beams % d.groups:
         raise config_error(f"{source}: decoding.groups", f"{d.groups} groups do not divide the {d.num_beams} beams.",
                            "choose groups dividing num_beams")
-    baselines = [m.name for m in config.methods if m.is_baseline]
+    baselines = [m.name for m in config.methods if m.method == "sasrec"]
     if d.assistant is not None and d.assistant not in baselines:
-        raise config_error(f"{source}: decoding.assistant", f"must name a baseline under `methods` ("
-                           f"{', '.join(baselines) or 'none listed'}), got {d.assistant!r}.", "e.g. assistant: sasrec")
+        raise config_error(f"{source}: decoding.assistant", f"must name a SASRec baseline under `methods` ("
+                           f"{', '.join(baselines) or 'none listed'}; D3's assistant scores items by logits, which "
+                           f"popularity's counts are not), got {d.assistant!r}.", "e.g. assistant: sasrec")
     for key, what in (("assistant_weights", "the assistant weight"), ("ig_weights", "the IG weight")):
         weights = getattr(d, key)
         if not isinstance(weights, list) or not weights:

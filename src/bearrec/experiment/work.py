@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..baseline_scorers import load_scorer
+from ..baseline_scorers import load_scorer, scorer_label
 from ..baselines import baseline_done, run_baseline
 from ..data import load_dataset, save_dataset
 from ..data import prepare as prepare_dataset
@@ -177,12 +177,14 @@ class Experiment:
             train(config, resume=run.checkpoints_dir.is_dir())
         return run.path
 
-    def decoded(self, ds: DatasetSpec, run: Any, split: str, search: str, options: SearchOptions | None = None) -> bool:
+    def decoded(self, ds: DatasetSpec, run: Any, split: str, search: str, options: SearchOptions | None = None,
+                facts: dict[str, Any] | None = None) -> bool:
         """Whether `split`'s metrics exist, of predictions of every row decoded with the experiment's beams (and the
-        variant's `options`)."""
+        variant's `options`, or the `facts` its rows record)."""
+        facts = (options or SearchOptions()).facts(search) if facts is None else facts
         return run.artefact("metrics", split, search=search).is_file() and predictions_are_current(
             run.artefact("predictions", split, search=search), len(self.dataset(ds).split(split)),
-            self.config.decoding.num_beams, search, (options or SearchOptions()).facts(search))
+            self.config.decoding.num_beams, search, facts)
 
     def diagnosed(self, run: Any) -> bool:
         """Whether the diagnosis of the configured rows exists, made with the experiment's beams."""
@@ -222,9 +224,11 @@ class Experiment:
             return SearchOptions(ig_weight=self.tuned_weight(ds, method, search) if weight is None else weight)
         if search != "d3" or d.assistant is None:
             return SearchOptions()
-        run = self.assistant(ds, seed)
         weight = self.tuned_weight(ds, method, search) if weight is None else weight
-        return SearchOptions(assistant=load_scorer(run), assistant_weight=weight, assistant_name=str(run))
+        if weight == 0:  # the LLM alone: no assistant to load
+            return SearchOptions()
+        assistant = load_scorer(self.assistant(ds, seed))
+        return SearchOptions(assistant=assistant, assistant_weight=weight, assistant_name=assistant.label)
 
     def weights(self, search: str) -> list[float] | None:
         """The weights a variant tunes on validation (D3's assistant weight, IGD's scaling); None: nothing to tune."""
@@ -234,17 +238,30 @@ class Experiment:
         return d.ig_weights if search == "igd" else None
 
     def weight_tuning_path(self, ds: DatasetSpec, method: MethodSpec, search: str) -> Path:
-        return self.out / "tuning" / ds.name / f"{method.name}-{search}.json"
+        return self.out / "tuning" / ds.name / "weights" / f"{method.name}-{search}.json"
+
+    def weight_record(self, ds: DatasetSpec, method: MethodSpec, search: str) -> dict[str, Any]:
+        """What a weight's tuning depends on: a kept record made with anything else is started over."""
+        seed, d = self.config.tuning.seed, self.config.decoding
+        record = {"metric": self.config.tuning.metric, "split": "valid", "seed": seed, "weights": self.weights(search),
+                  "num_beams": d.num_beams, "run": str(self.run_dir(ds, method, self.selected(ds, method), seed))}
+        if search == "d3":
+            helper = next(m for m in self.config.methods if m.name == d.assistant)
+            record["assistant"] = str(self.run_dir(ds, helper, self.selected(ds, helper), seed))
+        return record
+
+    def kept_weights(self, ds: DatasetSpec, method: MethodSpec, search: str) -> dict[str, Any]:
+        """The kept tuning record of `search`'s weight when it was made with today's settings, else a fresh one."""
+        path, fresh = self.weight_tuning_path(ds, method, search), self.weight_record(ds, method, search)
+        record = read_json_file(path) if path.is_file() else {}
+        return record if {k: record.get(k) for k in fresh} == fresh else {**fresh, "scores": {}}
 
     def tuned_weight(self, ds: DatasetSpec, method: MethodSpec, search: str) -> float:
         """`search`'s weight for `method` (D3's assistant weight, IGD's scaling): of its configured weights, the best
         on the whole validation split at the tuning seed (the first of equals). Each weight's score is kept as soon
         as it is known, so an interrupted tuning resumes with the next weight."""
         path, seed, weights = self.weight_tuning_path(ds, method, search), self.config.tuning.seed, self.weights(search)
-        record = read_json_file(path) if path.is_file() else {}
-        if record.get("weights") != weights or record.get("metric") != self.config.tuning.metric:
-            record = {"metric": self.config.tuning.metric, "split": "valid", "seed": seed, "weights": weights,
-                      "scores": {}}
+        record = self.kept_weights(ds, method, search)
         if record.get("selected") is not None:
             return float(record["selected"])
         run = self.train(ds, method, seed, self.selected(ds, method))
@@ -258,16 +275,22 @@ class Experiment:
         return float(record["selected"])
 
     def variant_decoded(self, ds: DatasetSpec, method: MethodSpec, seed: int, run: Any, search: str) -> bool:
-        """Whether the test split is decoded by `search` with its tuned weight (False while the weight is not tuned,
-        or D3's assistant at this seed not fitted)."""
+        """Whether the test split is decoded by `search` with its tuned weight; reads files only (False while the
+        weight is not tuned, or D3's assistant at this seed not fitted)."""
+        options = SearchOptions()
         if self.weights(search) is not None:
-            path = self.weight_tuning_path(ds, method, search)
-            record = read_json_file(path) if path.is_file() else {}
-            if record.get("weights") != self.weights(search) or record.get("selected") is None:
+            weight = self.kept_weights(ds, method, search).get("selected")
+            if weight is None:
                 return False
-            if search == "d3" and not self.assistant_fitted(ds, seed):
-                return False
-        return self.decoded(ds, run, "test", search, self.search_options(ds, method, seed, search))
+            if search == "igd":
+                options = SearchOptions(ig_weight=weight)
+            elif weight > 0:
+                if not self.assistant_fitted(ds, seed):
+                    return False
+                helper = next(m for m in self.config.methods if m.name == self.config.decoding.assistant)
+                label = scorer_label(self.run_dir(ds, helper, self.selected(ds, helper), seed))
+                return self.decoded(ds, run, "test", search, facts={"assistant": label, "assistant_weight": weight})
+        return self.decoded(ds, run, "test", search, options)
 
     def diagnose(self, run_dir: Path) -> dict:
         d = self.config.diagnosis
@@ -378,7 +401,7 @@ class Experiment:
                           + f"; selected {cell_name(record['selected'])}.", ""]
             weighted = {(m.name, search): read_json_file(self.weight_tuning_path(ds, m, search))
                         for m in self.config.methods for search in ("d3", "igd")
-                        if self.weight_tuning_path(ds, m, search).is_file()}
+                        if self.weights(search) is not None and self.weight_tuning_path(ds, m, search).is_file()}
             everything[ds.name]["weight_tuning"] = {f"{name} {search}": r for (name, search), r in weighted.items()}
             for (name, search), record in weighted.items():
                 what = "D3 assistant weight" if search == "d3" else "IGD decoding weight"

@@ -53,7 +53,7 @@ RUN_KINDS = ("llm", "baseline")
 ALT_SEARCHES = VARIANTS  # the decoding modes with rows of their own
 MODE_SEPARATOR = " · "
 # The settings a mode's predictions record (the first row's), shown as the row's "decoding" setting in the runs table.
-MODE_SETTINGS = ("beams", "groups", "diversity_penalty", "assistant_weight", "assistant")
+MODE_SETTINGS = ("beams", "groups", "diversity_penalty", "assistant_weight", "assistant", "ig_weight")
 
 
 @dataclass
