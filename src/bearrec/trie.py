@@ -163,6 +163,17 @@ class ItemTrie:
             self._end_nodes[self.item_index] = owners
         return self._end_nodes
 
+    def sum_below(self, item_values: torch.Tensor) -> torch.Tensor:
+        """(..., num_nodes): each node's total of `item_values` (..., num_items, by index in item_ids) over the items
+        ending at or below it; the root holds the whole catalog's."""
+        out = item_values.new_zeros((*item_values.shape[:-1], self.num_nodes))
+        out.index_add_(-1, self.item_end_nodes(), item_values)
+        depth = self.depth.long()
+        for d in range(int(depth.max()) if depth.numel() else 0, 0, -1):  # deepest first: a node is whole when added
+            nodes = (depth == d).nonzero().squeeze(1)
+            out.index_add_(-1, self.parent[nodes], out[..., nodes])
+        return out
+
     def item_node(self, item_id: str) -> int:
         """The node where item `item_id`'s sequence ends (-1 when the trie does not hold it)."""
         if getattr(self, "_item_node", None) is None:

@@ -30,13 +30,7 @@ def subtree_log_mass(trie: ItemTrie, item_probs: torch.Tensor) -> torch.Tensor:
     """(prompts, trie nodes): the log of the assistant probability of the items below (or at) each node.
 
     `item_probs` is (prompts, trie.num_items), column i for trie.item_ids[i]."""
-    probs = item_probs.to(trie.device, torch.float64)
-    mass = torch.zeros(probs.shape[0], trie.num_nodes, dtype=torch.float64, device=trie.device)
-    mass.index_add_(1, trie.item_end_nodes(), probs)
-    depth, parent = trie.depth.long(), trie.parent
-    for d in range(int(depth.max()) if depth.numel() else 0, 0, -1):  # deepest first: a node is whole when added
-        nodes = (depth == d).nonzero().squeeze(1)
-        mass.index_add_(1, parent[nodes], mass[:, nodes])
+    mass = trie.sum_below(item_probs.to(trie.device, torch.float64))
     return mass.clamp_min(TINY).log().float()
 
 

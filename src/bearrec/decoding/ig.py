@@ -25,13 +25,7 @@ def node_entropy(trie: ItemTrie, item_counts: torch.Tensor) -> torch.Tensor:
     total = counts.sum()
     p = counts / total if total > 0 else counts
     own = torch.where(p > 0, -p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p))
-    mass = torch.zeros(trie.num_nodes, dtype=torch.float64, device=trie.device)
-    mass.index_add_(0, trie.item_end_nodes(), own)
-    depth, parent = trie.depth.long(), trie.parent
-    for d in range(int(depth.max()) if depth.numel() else 0, 0, -1):  # deepest first, as subtree_log_mass
-        nodes = (depth == d).nonzero().squeeze(1)
-        mass.index_add_(0, parent[nodes], mass[nodes])
-    return mass
+    return trie.sum_below(own)
 
 
 @dataclass
@@ -43,7 +37,7 @@ class IGScaling:
 
     @classmethod
     def from_counts(cls, trie: ItemTrie, item_counts: torch.Tensor, weight: float) -> "IGScaling":
-        check_weight(weight, "the IG weight")
+        check_weight(weight, "igd")
         return cls(node_entropy(trie, item_counts), float(weight))
 
     def to(self, device: torch.device) -> "IGScaling":
