@@ -68,14 +68,18 @@ class SearchOptions:
             raise ConfigError(f"the diversity penalty must be a number >= 0, got {self.diversity_penalty!r}. "
                               "Fix: e.g. 1.0.")
         check_weight(self.assistant_weight)
-        check_weight(self.ig_weight, "the IG weight")
+        check_weight(self.ig_weight, "igd")
 
 
-def check_weight(weight: Any, what: str = "the assistant weight") -> None:
-    """ConfigError unless 0 <= weight < 1 for D3's assistant (1 would ignore the LLM), 0 <= weight <= 1 for IGD's
-    scaling (past 1 a decisive token's log-prob would turn positive)."""
-    ig = what != "the assistant weight"
+# the variants' weights: what an error calls each, and whether it may be 1 (D3's assistant may not: the LLM would be
+# ignored; IGD's scaling may: past 1 a decisive token's log-prob would turn positive)
+WEIGHTS = {"d3": ("the assistant weight", False), "igd": ("the IG weight", True)}
+
+
+def check_weight(weight: Any, search: str = "d3") -> None:
+    """ConfigError unless `weight` is a number in [0, 1) (D3's assistant) or [0, 1] (IGD's scaling)."""
+    what, one = WEIGHTS[search]
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-            0 <= weight <= 1 if ig else 0 <= weight < 1):
-        raise ConfigError(f"{what} must be a number in [0, 1{']' if ig else ')'}, got {weight!r}. Fix: e.g. 0.1; "
+            0 <= weight <= 1 if one else 0 <= weight < 1):
+        raise ConfigError(f"{what} must be a number in [0, 1{']' if one else ')'}, got {weight!r}. Fix: e.g. 0.1; "
                           "0 decodes with the LLM alone.")

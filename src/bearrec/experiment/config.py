@@ -358,14 +358,14 @@ def _check_variants(config: ExperimentConfig, source: str) -> None:
         raise config_error(f"{source}: decoding.assistant", f"must name a SASRec baseline under `methods` ("
                            f"{', '.join(baselines) or 'none listed'}; D3's assistant scores items by logits, which "
                            f"popularity's counts are not), got {d.assistant!r}.", "e.g. assistant: sasrec")
-    for key, what in (("assistant_weights", "the assistant weight"), ("ig_weights", "the IG weight")):
+    for key, search in (("assistant_weights", "d3"), ("ig_weights", "igd")):
         weights = getattr(d, key)
         if not isinstance(weights, list) or not weights:
             raise config_error(f"{source}: decoding.{key}", f"must list weights, got {weights!r}.",
                                f"e.g. {key}: [0.0, 0.1, 0.3]")
         for w in weights:
             try:
-                check_weight(w, what)
+                check_weight(w, search)
             except ConfigError as e:
                 raise config_error(f"{source}: decoding.{key}", f"holds {w!r}; {str(e).split(', got')[0]}.",
                                    f"e.g. {key}: [0.0, 0.1, 0.3]") from None
