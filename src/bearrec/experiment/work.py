@@ -197,21 +197,28 @@ class Experiment:
                         max_expansions=d.max_expansions, options=options)
 
     # ------------------------------------------------------------ beam search's variants: diverse, D3, IGD
-    def assistant(self, ds: DatasetSpec, seed: int) -> Path | None:
-        """The fitted run of D3's assistant (decoding.assistant, its selected settings) at `seed`, fitted here if it is
-        not yet (on validation: a fit scores nothing it must not see); None without an assistant."""
-        name = self.config.decoding.assistant
-        if name is None:
-            return None
-        method = next(m for m in self.config.methods if m.name == name)
-        if not self.assistant_fitted(ds, seed):
-            self.run_baseline(ds, method, seed, "valid")
+    def selected_run_dir(self, ds: DatasetSpec, method: MethodSpec, seed: int) -> Path:
+        """The run directory of `method`'s selected settings (read after tuning) at `seed`."""
         return self.run_dir(ds, method, self.selected(ds, method), seed)
+
+    @property
+    def assistant_method(self) -> MethodSpec:
+        """D3's assistant: the baseline decoding.assistant names (the config checks there is one)."""
+        return next(m for m in self.config.methods if m.name == self.config.decoding.assistant)
+
+    def assistant_dir(self, ds: DatasetSpec, seed: int) -> Path:
+        """The run directory of D3's assistant (its selected settings) at `seed`."""
+        return self.selected_run_dir(ds, self.assistant_method, seed)
+
+    def assistant(self, ds: DatasetSpec, seed: int) -> Path:
+        """`assistant_dir`, fitted here if it is not yet (on validation: a fit scores nothing it must not see)."""
+        if not self.assistant_fitted(ds, seed):
+            self.run_baseline(ds, self.assistant_method, seed, "valid")
+        return self.assistant_dir(ds, seed)
 
     def assistant_fitted(self, ds: DatasetSpec, seed: int) -> bool:
         """Whether D3's assistant at `seed` has been fitted and kept (its test or validation stage ran)."""
-        method = next(m for m in self.config.methods if m.name == self.config.decoding.assistant)
-        return any(self.baseline_done(ds, method, seed, split) for split in ("test", "valid"))
+        return any(self.baseline_done(ds, self.assistant_method, seed, split) for split in ("test", "valid"))
 
     def search_options(self, ds: DatasetSpec, method: MethodSpec, seed: int, search: str,
                        weight: float | None = None) -> SearchOptions:
@@ -244,10 +251,9 @@ class Experiment:
         """What a weight's tuning depends on: a kept record made with anything else is started over."""
         seed, d = self.config.tuning.seed, self.config.decoding
         record = {"metric": self.config.tuning.metric, "split": "valid", "seed": seed, "weights": self.weights(search),
-                  "num_beams": d.num_beams, "run": str(self.run_dir(ds, method, self.selected(ds, method), seed))}
+                  "num_beams": d.num_beams, "run": str(self.selected_run_dir(ds, method, seed))}
         if search == "d3":
-            helper = next(m for m in self.config.methods if m.name == d.assistant)
-            record["assistant"] = str(self.run_dir(ds, helper, self.selected(ds, helper), seed))
+            record["assistant"] = str(self.assistant_dir(ds, seed))
         return record
 
     def kept_weights(self, ds: DatasetSpec, method: MethodSpec, search: str) -> dict[str, Any]:
@@ -264,7 +270,7 @@ class Experiment:
         record = self.kept_weights(ds, method, search)
         if record.get("selected") is not None:
             return float(record["selected"])
-        run = self.train(ds, method, seed, self.selected(ds, method))
+        run = self.train(ds, method, seed, self.selected(ds, method))  # the run of selected_run_dir, trained if need be
         for w in weights:
             if str(w) not in record["scores"]:
                 options = self.search_options(ds, method, seed, search, weight=w)
@@ -287,8 +293,7 @@ class Experiment:
             elif weight > 0:
                 if not self.assistant_fitted(ds, seed):
                     return False
-                helper = next(m for m in self.config.methods if m.name == self.config.decoding.assistant)
-                label = scorer_label(self.run_dir(ds, helper, self.selected(ds, helper), seed))
+                label = scorer_label(self.assistant_dir(ds, seed))
                 return self.decoded(ds, run, "test", search, facts={"assistant": label, "assistant_weight": weight})
         return self.decoded(ds, run, "test", search, options)
 
@@ -460,7 +465,7 @@ def final_stages(experiment: Experiment, ds: DatasetSpec, method: MethodSpec, se
     """A seed's stages of one method after tuning: train (or fit the baseline), decode and evaluate, diagnose."""
     on, scope = f"{method.name} seed {seed} on {ds.name}", (ds.name, method.name, seed)
     # the run directory of the selected settings (read after tuning)
-    run = lambda: RunDir(experiment.run_dir(ds, method, experiment.selected(ds, method), seed))  # noqa: E731
+    run = lambda: RunDir(experiment.selected_run_dir(ds, method, seed))  # noqa: E731
     if method.is_baseline:
         return [Stage("baseline", f"fit and rank {on} (test)",
                       lambda: experiment.run_baseline(ds, method, seed, "test"),
