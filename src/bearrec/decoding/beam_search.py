@@ -29,7 +29,7 @@ live beams each step and feeds only that many slots (`static_shapes`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -137,6 +137,35 @@ def start_search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tens
     return fanout, logits, feed, static_shapes(input_ids.device)
 
 
+class Choice(NamedTuple):
+    """One step's ranked candidates (P, C) and what beam search makes of them (see `choose`)."""
+
+    score: torch.Tensor  # cumulative scores, best first
+    parent: torch.Tensor  # the slot each extends
+    token: torch.Tensor
+    child: torch.Tensor  # its trie node (-1 where not ok)
+    ok: torch.Tensor  # a real candidate of a prompt still searching
+    finished: torch.Tensor  # among the first `width`, and completes an item
+    run_rank: torch.Tensor  # its rank among the candidates that can still be extended
+    keep: torch.Tensor  # one of the `width` best that can still be extended: a next beam
+
+
+def choose(trie: ItemTrie, cand: torch.Tensor, tokens: torch.Tensor, slot_node: torch.Tensor, fanout: int,
+           width: int, stopped: torch.Tensor) -> Choice:
+    """One beam-search step of `width` beams over the candidates `cand` (P, S*fanout) of slots `slot_node` (P, S), whose
+    tokens are `tokens` (P, S*fanout): the 2*width best are ranked; `stopped` (P, 1) prompts choose nothing."""
+    score, index = cand.topk(min(2 * width, cand.shape[1]), dim=1)
+    parent = index // fanout
+    token = tokens.gather(1, index)
+    ok = torch.isfinite(score) & ~stopped
+    child = torch.where(ok, trie.step(slot_node.gather(1, parent), token), -1)
+    rank = torch.arange(score.shape[1], device=score.device)
+    finished = ok & (trie.item_counts(child) > 0) & (rank < width)[None, :]
+    run = ok & (trie.num_children(child) > 0)
+    run_rank = run.long().cumsum(1) - 1
+    return Choice(score, parent, token, child, ok, finished, run_rank, run & (run_rank < width))
+
+
 def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, trie: ItemTrie,
             num_beams: int, score_mode: str, length_penalty: float, max_steps: int, early_stop: bool,
             rescore: Rescorer | None = None) -> _Result:
@@ -167,17 +196,8 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         if rescore is not None:
             step = rescore.scores(trie, step, slot_node, tokens)
         cand = slot_score.reshape(-1, 1) + step
-        top_s, top_i = cand.view(P, S * W).topk(min(2 * B, S * W), dim=1)
-        parent = top_i // W  # the slot each candidate extends
-        tok = tokens.view(P, S * W).gather(1, top_i)
-        ok = torch.isfinite(top_s) & ~done[:, None]
-        child = trie.step(slot_node.gather(1, parent), tok)
-        child = torch.where(ok, child, torch.full_like(child, -1))
-        rank = torch.arange(top_s.shape[1], device=dev)
-        fin = ok & (trie.item_counts(child) > 0) & (rank < B)[None, :]
-        run = ok & (trie.num_children(child) > 0)
-        run_rank = run.long().cumsum(1) - 1
-        keep = run & (run_rank < B)
+        top_s, parent, tok, child, ok, fin, run_rank, keep = choose(
+            trie, cand.view(P, S * W), tokens.view(P, S * W), slot_node, W, B, done[:, None])
         # the B-th extendable prefix kept at this step (-inf when fewer than B are kept)
         bth = (keep & (run_rank == B - 1))
         thresholds[:, t] = torch.where(bth, top_s, torch.full_like(top_s, NEG_INF)).amax(1)

@@ -33,7 +33,7 @@ import torch
 
 from ..errors import ConfigError
 from ..trie import ItemTrie
-from .beam_search import CHECK_EVERY, NEG_INF, children_at, start_search
+from .beam_search import CHECK_EVERY, NEG_INF, children_at, choose, start_search
 from .common import Hypothesis, check_score_mode, child_log_probs, hypotheses, prepare_inputs
 
 
@@ -82,17 +82,8 @@ def _search(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         for g in range(G):
             token_score = log_p - penalty * chosen.gather(1, tokens) if g else log_p
             cand = torch.where((owner == g) | (owner < 0), token_score + parent_score, NEG_INF)
-            top_s, top_i = cand.topk(min(2 * k, S * W), dim=1)
-            parent = top_i // W
-            tok = tokens.gather(1, top_i)
-            ok = torch.isfinite(top_s) & ~done[:, g, None]
-            child = trie.step(slot_node.gather(1, parent), tok)
-            child = torch.where(ok, child, torch.full_like(child, -1))
-            rank = torch.arange(top_s.shape[1], device=dev)
-            fin = ok & (trie.item_counts(child) > 0) & (rank < k)[None, :]
-            run = ok & (trie.num_children(child) > 0)
-            run_rank = run.long().cumsum(1) - 1
-            keep = run & (run_rank < k)
+            top_s, parent, tok, child, ok, fin, run_rank, keep = choose(
+                trie, cand, tokens, slot_node, W, k, done[:, g, None])
             merged_s = torch.cat([fin_scores[:, g], torch.where(fin, top_s, NEG_INF)], 1)
             merged_n = torch.cat([fin_nodes[:, g], child], 1)
             best_s, idx = merged_s.topk(k, dim=1)
